@@ -1,0 +1,51 @@
+"""Running a generation session as an HTTP response: streamed, or whole while watching for a disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+
+from mlx_router.api.sse import MEDIA_TYPES, STREAM_HEADERS, encode_stream
+from mlx_router.config.settings import DefaultsConfig
+from mlx_router.serving.session import GenerationSession
+
+DISCONNECT_POLL_SECONDS = 0.25
+
+
+async def stream_response(
+    session: GenerationSession, chunks: Callable[[], AsyncIterator[BaseModel]], defaults: DefaultsConfig
+) -> StreamingResponse:
+    """Admit the session (429/503 are raised here, as plain HTTP errors), then stream its chunks."""
+    await session.__aenter__()
+
+    async def close() -> None:
+        await session.__aexit__(None, None, None)
+
+    body = encode_stream(chunks(), defaults.streaming_format, defaults.keepalive_seconds, on_close=close)
+    return StreamingResponse(body, media_type=MEDIA_TYPES[defaults.streaming_format], headers=STREAM_HEADERS)
+
+
+async def unary_response(
+    request: Request, session: GenerationSession, run: Callable[[], Awaitable[BaseModel]]
+) -> Response:
+    """Run to the end and answer in one JSON body; a client that leaves cancels the generation."""
+    async with session:
+        task = asyncio.ensure_future(run())
+        try:
+            while True:
+                done, _ = await asyncio.wait({task}, timeout=DISCONNECT_POLL_SECONDS)
+                if done:
+                    break
+                if await request.is_disconnected():
+                    task.cancel()
+                    return Response(status_code=499)
+        finally:
+            if not task.done():
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        result = task.result()
+    return JSONResponse(result.model_dump(mode="json"))

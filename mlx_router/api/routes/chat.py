@@ -1,0 +1,22 @@
+"""POST /v1/chat/completions."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from mlx_router.api.deps import ServicesDep
+from mlx_router.api.responses import stream_response, unary_response
+from mlx_router.protocol.chat import ChatCompletionRequest, ChatCompletionResponse
+
+router = APIRouter(tags=["chat"])
+
+
+@router.post("/v1/chat/completions", response_model=ChatCompletionResponse)
+async def create_chat_completion(body: ChatCompletionRequest, request: Request, s: ServicesDep) -> Response:
+    prepared = await s.chat_preparer.prepare(body)
+    session = s.chat.session(prepared)
+    stream = body.stream if body.stream is not None else s.settings.defaults.stream
+    if stream:
+        return await stream_response(session, lambda: s.chat.stream(prepared, session), s.settings.defaults)
+    return await unary_response(request, session, lambda: s.chat.complete(prepared, session))

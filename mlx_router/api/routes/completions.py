@@ -1,0 +1,22 @@
+"""POST /v1/completions (legacy prompt completion)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from mlx_router.api.deps import ServicesDep
+from mlx_router.api.responses import stream_response, unary_response
+from mlx_router.protocol.completions import CompletionRequest, CompletionResponse
+
+router = APIRouter(tags=["completions"])
+
+
+@router.post("/v1/completions", response_model=CompletionResponse)
+async def create_completion(body: CompletionRequest, request: Request, s: ServicesDep) -> Response:
+    prepared = await s.completions.prepare(body)
+    session = s.completions.session(prepared)
+    stream = body.stream if body.stream is not None else s.settings.defaults.stream
+    if stream:
+        return await stream_response(session, lambda: s.completions.stream(prepared, session), s.settings.defaults)
+    return await unary_response(request, session, lambda: s.completions.complete(prepared, session))

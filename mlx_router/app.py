@@ -1,0 +1,60 @@
+"""create_app(settings): the FastAPI application, its lifespan, middleware, routers and error handlers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+
+from mlx_router import __version__
+from mlx_router.api.errors import install_error_handlers
+from mlx_router.api.middleware import APIKeyMiddleware, BodyLimitMiddleware
+from mlx_router.api.routes import chat, completions, health, models
+from mlx_router.config.settings import Settings
+from mlx_router.services import build_services
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> FastAPI:
+    """An app serving `settings`; models load in the background of its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        services = build_services(settings, asyncio.get_running_loop())
+        app.state.services = services
+        preload = None
+        if settings.defaults.model:
+            preload = asyncio.create_task(_preload(services, settings.defaults.model))
+        try:
+            yield
+        finally:
+            if preload is not None:
+                preload.cancel()
+            await services.aclose()
+
+    app = FastAPI(title="mlx-router", version=__version__, lifespan=lifespan)
+    install_error_handlers(app)
+    for router in (chat.router, completions.router, models.router, health.router):
+        app.include_router(router)
+    if settings.server.api_keys:
+        app.add_middleware(APIKeyMiddleware, keys=settings.server.api_keys)
+    if settings.server.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"])
+    app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 1024**2))
+    return app
+
+
+async def _preload(services: object, model_id: str) -> None:
+    from mlx_router.services import Services
+
+    assert isinstance(services, Services)
+    try:
+        await services.manager.ensure_loaded(model_id)
+    except Exception as e:  # the server keeps running; the model shows as failed in /v1/models
+        logger.error("could not preload %s: %s", model_id, e)

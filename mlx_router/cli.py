@@ -1,0 +1,82 @@
+"""Command line: `mlx-router --config config.json [--host H] [--port P] [--model-dir DIR]`."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from mlx_router import __version__
+from mlx_router.config.settings import ConfigError, Settings, load_settings
+
+logger = logging.getLogger("mlx_router")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="mlx-router",
+        description="An OpenAI-compatible HTTP server for MLX models. Flags override the config file.",
+    )
+    p.add_argument("--config", "-c", metavar="PATH", help="config.json to read (default: built-in defaults)")
+    p.add_argument("--host", help="address to bind (config: server.ip; default 127.0.0.1)")
+    p.add_argument("--port", type=int, help="port to listen on (config: server.port; default 8800)")
+    p.add_argument("--model-dir", metavar="DIR", help="folder of MLX models (config: defaults.model_directory)")
+    p.add_argument("--model", metavar="ID", help="model to load at start-up (config: defaults.model)")
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="logging detail")
+    p.add_argument("--no-demo", action="store_true", help="do not build the demo model when no model is found")
+    p.add_argument("--version", action="version", version=f"mlx-router {__version__}")
+    return p
+
+
+def apply_overrides(settings: Settings, args: argparse.Namespace) -> Settings:
+    if args.host:
+        settings.server.ip = args.host
+    if args.port:
+        settings.server.port = args.port
+    if args.model_dir:
+        settings.defaults.model_directory = os.path.expanduser(args.model_dir)
+    if args.model:
+        settings.defaults.model = args.model
+    if args.log_level:
+        settings.server.log_level = args.log_level
+    return settings
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    # No network at request time: Hugging Face libraries must read local files only.
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        settings = apply_overrides(load_settings(args.config), args)
+    except ConfigError as e:
+        print(f"mlx-router: invalid configuration\n{e}", file=sys.stderr)
+        return 2
+    level = "debug" if settings.server.debug else settings.server.log_level
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        from mlx_router.startup import prepare_models
+
+        prepare_models(settings, allow_demo=not args.no_demo)
+    except ConfigError as e:
+        print(f"mlx-router: invalid configuration\n{e}", file=sys.stderr)
+        return 2
+    import uvicorn
+
+    from mlx_router.app import create_app
+
+    logger.info("mlx-router %s on http://%s:%d", __version__, settings.server.ip, settings.server.port)
+    uvicorn.run(
+        create_app(settings),
+        host=settings.server.ip,
+        port=settings.server.port,
+        log_level=level,
+        timeout_graceful_shutdown=10,
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,126 @@
+"""The engine's narrow async interface: `generate(request) -> stream of TokenEvent`, and `health()`.
+
+Tokens travel from the MLX worker to the event loop in one hop per worker iteration: the worker appends events
+to a relay and flushes it once per step with a single `call_soon_threadsafe`, however many streams are running.
+The event loop never waits on MLX; it only awaits its own queues.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator
+from typing import Any
+
+from mlx_router.core.manager import MLXModelManager, ModelSlot
+from mlx_router.core.params import GenerationRequest, TokenEvent
+from mlx_router.core.runner import ModelRunner
+from mlx_router.core.worker import MLXWorker
+from mlx_router.errors import InvalidRequestError
+
+
+class EventRelay:
+    """Carries TokenEvents from the worker thread to their asyncio queues in batches."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._pending: list[tuple[asyncio.Queue[TokenEvent], TokenEvent]] = []
+        self._lock = threading.Lock()
+
+    def emitter(self, queue: asyncio.Queue[TokenEvent]) -> Any:
+        def emit(event: TokenEvent) -> None:
+            with self._lock:
+                self._pending.append((queue, event))
+
+        return emit
+
+    def flush(self) -> None:
+        """Worker thread: hand everything emitted so far to the event loop."""
+        with self._lock:
+            batch, self._pending = self._pending, []
+        if batch and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_deliver, batch)
+
+
+def _deliver(batch: list[tuple[asyncio.Queue[TokenEvent], TokenEvent]]) -> None:
+    for queue, event in batch:
+        queue.put_nowait(event)
+
+
+class Engine:
+    """Runs generations on the MLX worker and streams their tokens back."""
+
+    def __init__(self, manager: MLXModelManager, worker: MLXWorker, relay: EventRelay) -> None:
+        self.manager = manager
+        self.worker = worker
+        self.relay = relay
+        self.in_flight = 0
+
+    async def generate(self, runner: ModelRunner, req: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        """Queue `req` on `runner`; yield its events until the one with a finish_reason.
+
+        Leaving the loop early (client gone, timeout, stop string) cancels the request on the worker, which
+        frees its batch slot at the next step.
+        """
+        queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
+        emit = self.relay.emitter(queue)
+
+        def add() -> None:
+            try:
+                runner.add(req, emit)
+            except ValueError as e:  # e.g. a grammar that does not compile: the client gets the reason
+                emit(TokenEvent(tokens=[], finish_reason="error", error=InvalidRequestError(str(e))))
+            except Exception as e:
+                emit(TokenEvent(tokens=[], finish_reason="error", error=e))
+
+        finished = False
+        self.in_flight += 1
+        self.worker.post(add)
+        try:
+            while True:
+                event = await queue.get()
+                finished = event.finish_reason is not None
+                yield event
+                if finished:
+                    return
+        finally:
+            self.in_flight -= 1
+            if not finished:
+                self.worker.post(lambda: runner.cancel(req.request_id))
+
+    def health(self) -> dict[str, Any]:
+        """Loaded models with their running and queued counts; memory; requests in flight."""
+        models = []
+        for slot in self.manager.slots():
+            models.append(_slot_health(slot))
+        snap = self.manager.monitor.snapshot()
+        return {
+            "worker_alive": self.worker.alive,
+            "requests_in_flight": self.in_flight,
+            "models": models,
+            "memory": {
+                "total_gb": round(snap.total_gb, 2),
+                "available_gb": round(snap.available_gb, 2),
+                "used_percent": snap.used_percent,
+                "swap_percent": snap.swap_percent,
+                "mlx_active_gb": round(snap.mlx_active_gb, 3),
+                "mlx_cache_gb": round(snap.mlx_cache_gb, 3),
+                "mlx_peak_gb": round(snap.mlx_peak_gb, 3),
+                "budget_gb": round(self.manager.monitor.budget_bytes() / 1024**3, 2),
+                "pressure": snap.pressure,
+            },
+        }
+
+
+def _slot_health(slot: ModelSlot) -> dict[str, Any]:
+    running, waiting = slot.runner.counts() if slot.runner is not None else (0, 0)
+    return {
+        "id": slot.model_id,
+        "state": slot.state,
+        "requests": slot.refs,
+        "running": running,
+        "queued": waiting,
+        "memory_gb": round(slot.cost_bytes / 1024**3, 3),
+        "kv_cache_gb": round(slot.runner.kv_bytes() / 1024**3, 3) if slot.runner is not None else 0.0,
+        "error": slot.error,
+    }

@@ -1,0 +1,116 @@
+"""Reading a model folder: validation, tokenizer, weights, warm-up. Never touches the network.
+
+`mlx_lm.utils` only downloads when the path does not exist; discovery hands us existing folders only, and the
+CLI sets HF_HUB_OFFLINE unless downloads are allowed.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+from mlx_lm.utils import _get_classes, load_config, load_model, load_tokenizer
+
+from mlx_router.errors import ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LoadedModel:
+    """Weights and tokenizer of a loaded model, and what they cost in memory."""
+
+    model_id: str
+    path: Path
+    model: Any
+    tokenizer: Any
+    config: dict[str, Any]
+    weight_bytes: int
+    kv_bytes_per_token: int
+    load_seconds: float
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    """The model's config, checked for what loading needs; ModelLoadError says what is wrong."""
+    try:
+        config = load_config(path)
+    except FileNotFoundError:
+        raise ModelLoadError(f"{path.name}: config.json is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ModelLoadError(f"{path.name}: config.json is not valid JSON ({e})") from None
+    if "model_type" not in config:
+        raise ModelLoadError(f"{path.name}: config.json has no model_type")
+    try:
+        _get_classes(config)
+    except ValueError as e:
+        raise ModelLoadError(f"{path.name}: {e}") from None
+    return config
+
+
+def open_tokenizer(path: Path) -> Any:
+    """The model's tokenizer (mlx-lm's TokenizerWrapper, with every EOS id from the model's config)."""
+    config = read_config(path)
+    try:
+        return load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
+    except Exception as e:  # tokenizers fail in many ways; the client needs the reason, not a trace
+        raise ModelLoadError(f"{path.name}: the tokenizer could not be loaded ({e})") from None
+
+
+def kv_bytes_per_token(model: Any) -> int:
+    """Bytes of KV cache one token costs, from the model's shape (0 when the shape is not the usual one)."""
+    args = getattr(model, "args", None)
+    layers = getattr(args, "num_hidden_layers", None)
+    heads = getattr(args, "num_attention_heads", None)
+    kv_heads = getattr(args, "num_key_value_heads", None) or heads
+    hidden = getattr(args, "hidden_size", None)
+    head_dim = getattr(args, "head_dim", None) or (hidden // heads if hidden and heads else None)
+    if not (isinstance(layers, int) and isinstance(kv_heads, int) and isinstance(head_dim, int)):
+        return 0
+    return 2 * layers * kv_heads * head_dim * _activation_bytes(model)
+
+
+def _activation_bytes(model: Any) -> int:
+    """Bytes per element of the model's activations: its first floating-point parameter (norms, scales)."""
+    from mlx.utils import tree_flatten
+
+    for _, p in tree_flatten(model.parameters()):
+        if mx.issubdtype(p.dtype, mx.floating):
+            return int(p.dtype.size)
+    return 2
+
+
+def load_weights(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
+    """Load and evaluate the weights (on the MLX worker thread)."""
+    t0 = time.perf_counter()
+    read_config(path)
+    try:
+        model, config = load_model(path, lazy=False)
+    except Exception as e:
+        gc.collect()
+        mx.clear_cache()
+        raise ModelLoadError(f"{model_id}: the weights could not be loaded ({e})") from None
+    weight_bytes = sum(p.stat().st_size for p in path.glob("*.safetensors"))
+    loaded = LoadedModel(
+        model_id=model_id,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        weight_bytes=weight_bytes,
+        kv_bytes_per_token=kv_bytes_per_token(model),
+        load_seconds=time.perf_counter() - t0,
+    )
+    logger.info("loaded %s in %.2fs (%.2f GB of weights)", model_id, loaded.load_seconds, weight_bytes / 1e9)
+    return loaded
+
+
+def free_memory() -> None:
+    """Give freed MLX buffers back to the system."""
+    gc.collect()
+    mx.clear_cache()

@@ -1,0 +1,125 @@
+"""The one thread that owns MLX: every model load, unload and generation step runs here.
+
+Other threads talk to it by posting callables (`call`); it answers through `concurrent.futures.Future`s and,
+for tokens, through callbacks that hop onto the event loop with `call_soon_threadsafe`. Between commands it
+steps every runner that has work, round-robin, so several models can generate at once.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from typing import Protocol, TypeVar
+
+import mlx.core as mx
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class Steppable(Protocol):
+    def has_work(self) -> bool: ...
+
+    def step(self) -> None: ...
+
+    def cancel_all(self, error: BaseException) -> None: ...
+
+
+class MLXWorker:
+    """A daemon thread running MLX commands and generation steps."""
+
+    def __init__(self, name: str = "mlx-worker") -> None:
+        self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        self._runners: dict[str, Steppable] = {}
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._stopping = False
+        self._after_iteration: list[Callable[[], None]] = []
+        self.steps = 0
+
+    # -- any thread ----------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._thread.start()
+
+    def call(self, fn: Callable[[], T]) -> concurrent.futures.Future[T]:
+        """Run `fn` on the worker thread; the future holds its result or exception."""
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            if not fut.set_running_or_notify_cancel():
+                return
+            try:
+                fut.set_result(fn())
+            except BaseException as e:  # noqa: BLE001 - handed to the caller
+                fut.set_exception(e)
+
+        self._inbox.put(run)
+        return fut
+
+    def post(self, fn: Callable[[], None]) -> None:
+        """Run `fn` on the worker thread, fire and forget (errors are logged)."""
+        self._inbox.put(fn)
+
+    def add_iteration_hook(self, fn: Callable[[], None]) -> None:
+        """Call `fn` on the worker thread after every round of commands and steps (e.g. to flush events)."""
+        self._after_iteration.append(fn)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stopping = True
+        self._inbox.put(None)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread.is_alive()
+
+    # -- worker thread only --------------------------------------------------------------------------------
+    def attach(self, key: str, runner: Steppable) -> None:
+        self._runners[key] = runner
+
+    def detach(self, key: str) -> Steppable | None:
+        return self._runners.pop(key, None)
+
+    def _run(self) -> None:
+        while not self._stopping:
+            busy = any(r.has_work() for r in self._runners.values())
+            if not self._drain(block=not busy):
+                break
+            for key, runner in list(self._runners.items()):
+                if runner.has_work():
+                    self._step(key, runner)
+            for hook in self._after_iteration:
+                hook()
+        logger.debug("MLX worker stopped")
+
+    def _drain(self, block: bool) -> bool:
+        """Run queued commands; wait for one if `block`. False once stop was asked."""
+        try:
+            item = self._inbox.get(block=block)
+        except queue.Empty:
+            return True
+        while True:
+            if item is None:
+                return False
+            try:
+                item()
+            except Exception:  # a fire-and-forget command failed; the worker must live on
+                logger.exception("MLX worker command failed")
+            try:
+                item = self._inbox.get_nowait()
+            except queue.Empty:
+                return True
+
+    def _step(self, key: str, runner: Steppable) -> None:
+        try:
+            runner.step()
+            self.steps += 1
+        except Exception as e:
+            # A failing step fails the requests of that batch, not the server.
+            logger.exception("generation step failed for %s", key)
+            runner.cancel_all(e)
+            mx.clear_cache()

@@ -1,0 +1,103 @@
+"""The exceptions the server raises on purpose, each knowing its HTTP status and OpenAI error type.
+
+`mlx_router.api.errors` turns them into OpenAI's envelope; anything else becomes a 500 without internals.
+"""
+
+from __future__ import annotations
+
+
+class RouterError(Exception):
+    """Base of every error a client is meant to see."""
+
+    status: int = 500
+    type: str = "server_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {}
+
+
+class InvalidRequestError(RouterError):
+    """The request cannot be served as sent (400)."""
+
+    status = 400
+    type = "invalid_request_error"
+
+
+class AuthenticationError(RouterError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+class ModelNotFoundError(RouterError):
+    """No model of that name in the model directories (404); nothing is downloaded."""
+
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+    def __init__(self, model: str) -> None:
+        super().__init__(f"The model '{model}' does not exist or is not installed", param="model")
+
+
+class RequestTooLargeError(RouterError):
+    status = 413
+    type = "invalid_request_error"
+    code = "request_too_large"
+
+
+class _RetryableError(RouterError):
+    def __init__(self, message: str, *, retry_after: float = 1.0, code: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.retry_after = max(1, int(retry_after + 0.999))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
+
+class OverloadedError(_RetryableError):
+    """The model's queue is full (429): retry later."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "queue_full"
+
+
+class InsufficientMemoryError(_RetryableError):
+    """Not enough memory to load the model or hold the request's KV cache right now (503)."""
+
+    status = 503
+    type = "server_error"
+    code = "insufficient_memory"
+
+
+class ModelLoadError(RouterError):
+    """The model folder exists but could not be loaded (500, with the reason)."""
+
+    status = 500
+    type = "server_error"
+    code = "model_load_failed"
+
+
+class RequestTimeoutError(RouterError):
+    """The request ran past `defaults.timeout` (504)."""
+
+    status = 504
+    type = "server_error"
+    code = "timeout"
+
+
+class ShuttingDownError(_RetryableError):
+    status = 503
+    type = "server_error"
+    code = "shutting_down"

@@ -1,0 +1,44 @@
+"""The interface every reasoning parser implements."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Collection
+from typing import ClassVar
+
+from mlx_router.parsing.events import ContentDelta, ReasoningDelta
+
+
+class ReasoningParser(ABC):
+    """Separates a model's thinking from its answer, for one generation.
+
+    `in_reasoning` is True when the prompt itself opened the thinking block (templates that end the generation
+    prompt with `<think>\\n`), so the output only closes it.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, *, in_reasoning: bool = False) -> None:
+        self.in_reasoning = in_reasoning
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, chat_template: str | None, vocab: Collection[str]) -> bool:
+        """Whether a model whose template/vocabulary look like this thinks in this format."""
+
+    @classmethod
+    @abstractmethod
+    def prompt_opens_reasoning(cls, prompt_text: str) -> bool:
+        """Whether a rendered generation prompt already opened a thinking block that the output must close."""
+
+    @abstractmethod
+    def feed(self, text: str) -> list[ContentDelta | ReasoningDelta]:
+        """Consume the next decoded text delta."""
+
+    @abstractmethod
+    def finish(self) -> list[ContentDelta | ReasoningDelta]:
+        """Flush what is held back at the end of the output."""
+
+    @abstractmethod
+    def parse(self, text: str) -> tuple[str | None, str]:
+        """Split a whole output into (reasoning or None, content)."""

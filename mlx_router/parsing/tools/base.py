@@ -1,0 +1,77 @@
+"""The interface every tool-call parser implements."""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Collection, Mapping
+from typing import Any, ClassVar, Literal
+
+from mlx_router.parsing.events import OutputEvent, ParsedOutput
+
+ToolChoiceMode = Literal["auto", "required", "named"]
+
+
+def new_call_id() -> str:
+    """A unique tool-call id in OpenAI's shape (`call_` + 24 hex digits)."""
+    return "call_" + uuid.uuid4().hex[:24]
+
+
+class ToolCallParser(ABC):
+    """Reads one model output (one request) and finds the tool calls in it.
+
+    One instance serves one generation: `feed` is called with each decoded text delta as it is generated and
+    returns events (content outside calls, call starts, argument fragments); `finish` flushes what is held back.
+    `parse` reads a whole output at once (non-streaming responses) and must agree with feed/finish.
+
+    Markup of a call never reaches content. Text that looked like a call but is not a valid one (bad JSON, an
+    unknown function, arguments that break the tool's schema) is given back as content, so nothing is lost and
+    nothing becomes a 500.
+    """
+
+    name: ClassVar[str]
+
+    def __init__(self, tools: list[dict[str, Any]] | None = None) -> None:
+        self.tools = tools or []
+
+    @classmethod
+    @abstractmethod
+    def detect(cls, chat_template: str | None, vocab: Collection[str]) -> bool:
+        """Whether a model whose template/vocabulary look like this speaks this format."""
+
+    @abstractmethod
+    def feed(self, text: str) -> list[OutputEvent]:
+        """Consume the next decoded text delta."""
+
+    @abstractmethod
+    def finish(self) -> list[OutputEvent]:
+        """The output ended: flush held-back text and close any open call."""
+
+    @abstractmethod
+    def parse(self, text: str) -> ParsedOutput:
+        """Split a whole output into content and tool calls (`reasoning` stays None unless the format has it)."""
+
+    @abstractmethod
+    def grammar(
+        self,
+        tools: list[dict[str, Any]],
+        *,
+        mode: ToolChoiceMode,
+        parallel: bool,
+        special_tokens: Mapping[str, int] | None = None,
+    ) -> str:
+        """An llguidance Lark grammar that forces the model to answer with tool call(s) in this format.
+
+        mode "required": one of `tools`; "named": `tools` holds the single named function; "auto" may return a
+        grammar that allows free text and constrains only the calls. `parallel` False allows a single call.
+
+        `special_tokens` maps the tokenizer's added tokens to their ids (`tokenizer.get_added_vocab()`): a
+        marker found there is written as that token (llguidance cannot match its text), any other marker as
+        plain text. None assumes the format's usual tokenizer, where `markers` are special tokens.
+        """
+
+    markers: ClassVar[tuple[str, ...]] = ()
+    """The format's markup strings that are single (special) tokens in the models that speak it."""
+
+    handles_reasoning: ClassVar[bool] = False
+    """True for formats (gpt-oss harmony) whose parser also emits ReasoningDelta events itself."""

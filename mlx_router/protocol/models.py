@@ -1,0 +1,25 @@
+"""`/v1/models` and health wire types."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+
+class ModelCard(BaseModel):
+    """OpenAI's model object plus this server's state of the model."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str = "mlx-router"
+    state: Literal["stopped", "loading", "ready", "unloading", "failed"] = "stopped"
+    loaded: bool = False
+    memory_estimate_gb: float | None = None
+    source: str | None = None
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelCard]

@@ -1,0 +1,184 @@
+"""Chat completions: run a prepared request and shape its output as OpenAI's response or chunk stream."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from mlx_router.config.settings import Settings
+from mlx_router.core.engine import Engine
+from mlx_router.core.params import TokenLogprob
+from mlx_router.parsing.events import (
+    ContentDelta,
+    OutputEvent,
+    ParsedOutput,
+    ReasoningDelta,
+    ToolCallArgsDelta,
+    ToolCallStart,
+)
+from mlx_router.protocol.chat import (
+    AssistantMessage,
+    ChatChoice,
+    ChatChunkChoice,
+    ChatCompletionChunk,
+    ChatCompletionResponse,
+    DeltaMessage,
+    ToolCallDelta,
+    ToolCallFunctionDelta,
+    ToolCallFunctionOut,
+    ToolCallOut,
+)
+from mlx_router.protocol.common import ChoiceLogprobs, PromptTokensDetails, TokenLogprobOut, TopLogprob, Usage
+from mlx_router.serving.chat_prepare import PreparedChat
+from mlx_router.serving.session import GenerationSession, UsageCounts
+
+
+def usage_of(counts: UsageCounts) -> Usage:
+    return Usage(
+        prompt_tokens=counts.prompt_tokens,
+        completion_tokens=counts.completion_tokens,
+        total_tokens=counts.prompt_tokens + counts.completion_tokens,
+        prompt_tokens_details=PromptTokensDetails(cached_tokens=counts.cached_tokens),
+    )
+
+
+def logprobs_out(tokenizer: Any, items: list[TokenLogprob]) -> ChoiceLogprobs:
+    def piece(token: int) -> tuple[str, list[int]]:
+        text = tokenizer.decode([token])
+        return text, list(text.encode("utf-8"))
+
+    content = []
+    for it in items:
+        text, raw = piece(it.token)
+        tops = [TopLogprob(token=piece(t)[0], logprob=lp, bytes=piece(t)[1]) for t, lp in it.top]
+        content.append(TokenLogprobOut(token=text, logprob=it.logprob, bytes=raw, top_logprobs=tops))
+    return ChoiceLogprobs(content=content)
+
+
+class ChatService:
+    """Runs chat completions through the engine."""
+
+    def __init__(self, settings: Settings, engine: Engine) -> None:
+        self._settings = settings
+        self._engine = engine
+
+    def session(self, p: PreparedChat) -> GenerationSession:
+        d = self._settings.defaults
+        return GenerationSession(
+            self._engine, p.generation, p.profile.tokenizer, p.stops, d.timeout, d.stream_chunk_size
+        )
+
+    async def complete(self, p: PreparedChat, session: GenerationSession) -> ChatCompletionResponse:
+        finish = "stop"
+        logprobs: list[TokenLogprob] = []
+        async for chunk in session.chunks():
+            logprobs.extend(chunk.logprobs)
+            finish = chunk.finish_reason or finish
+        parsed = p.pipeline().parse(session.text)
+        calls = _limit_calls(parsed, p.tool_plan.parallel)
+        message = AssistantMessage(
+            content=parsed.content if (parsed.content or not calls) else None,
+            reasoning_content=parsed.reasoning or None,
+            tool_calls=[ToolCallOut(id=c.id, function=ToolCallFunctionOut(name=c.name, arguments=c.arguments))
+                        for c in calls] or None,
+        )
+        if calls:
+            finish = "tool_calls"
+        choice = ChatChoice(
+            message=message,
+            finish_reason=finish,  # type: ignore[arg-type]
+            logprobs=logprobs_out(p.profile.tokenizer, logprobs) if p.generation.logprobs is not None else None,
+        )
+        return ChatCompletionResponse(
+            id=p.id, created=p.created, model=p.request.model, choices=[choice], usage=usage_of(session.usage)
+        )
+
+    async def stream(self, p: PreparedChat, session: GenerationSession) -> AsyncIterator[ChatCompletionChunk]:
+        """Chunks as tokens arrive: role first, then deltas, then finish_reason, then usage if asked."""
+        pipeline = p.pipeline()
+        shaper = _ChunkShaper(p)
+        yield shaper.chunk(DeltaMessage(role="assistant", content=""))
+        finish = "stop"
+        held_logprobs: list[TokenLogprob] = []
+        async for chunk in session.chunks():
+            held_logprobs.extend(chunk.logprobs)
+            events = pipeline.feed(chunk.text) if chunk.text else []
+            if chunk.finish_reason is not None:
+                events += pipeline.finish()
+                finish = chunk.finish_reason
+            for delta in shaper.deltas(events):
+                lp = logprobs_out(p.profile.tokenizer, held_logprobs) if held_logprobs else None
+                held_logprobs = []
+                yield shaper.chunk(delta, logprobs=lp)
+        if shaper.calls:
+            finish = "tool_calls"
+        yield shaper.chunk(DeltaMessage(), finish_reason=finish)
+        opts = p.request.stream_options
+        if opts is not None and opts.include_usage:
+            yield ChatCompletionChunk(
+                id=p.id, created=p.created, model=p.request.model, choices=[], usage=usage_of(session.usage)
+            )
+
+
+class _ChunkShaper:
+    """Turns parser events into chunk deltas, merging runs of the same kind."""
+
+    def __init__(self, p: PreparedChat) -> None:
+        self._p = p
+        self.calls = 0
+        self._max_calls = None if p.tool_plan.parallel else 1
+        self._dropped: set[int] = set()
+
+    def chunk(
+        self, delta: DeltaMessage, finish_reason: str | None = None, logprobs: ChoiceLogprobs | None = None
+    ) -> ChatCompletionChunk:
+        choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason, logprobs=logprobs)  # type: ignore[arg-type]
+        return ChatCompletionChunk(id=self._p.id, created=self._p.created, model=self._p.request.model,
+                                   choices=[choice])
+
+    def deltas(self, events: list[OutputEvent]) -> list[DeltaMessage]:
+        out: list[DeltaMessage] = []
+        for ev in events:
+            delta = self._delta(ev)
+            if delta is None:
+                continue
+            last = out[-1] if out else None
+            if last is not None and _mergeable(last, delta):
+                if delta.content is not None:
+                    last.content = (last.content or "") + delta.content
+                if delta.reasoning_content is not None:
+                    last.reasoning_content = (last.reasoning_content or "") + delta.reasoning_content
+            else:
+                out.append(delta)
+        return out
+
+    def _delta(self, ev: OutputEvent) -> DeltaMessage | None:
+        if isinstance(ev, ContentDelta):
+            return DeltaMessage(content=ev.text) if ev.text else None
+        if isinstance(ev, ReasoningDelta):
+            return DeltaMessage(reasoning_content=ev.text) if ev.text else None
+        if isinstance(ev, ToolCallStart):
+            if self._max_calls is not None and self.calls >= self._max_calls:
+                self._dropped.add(ev.index)
+                return None
+            self.calls += 1
+            fn = ToolCallFunctionDelta(name=ev.name, arguments="")
+            return DeltaMessage(tool_calls=[ToolCallDelta(index=ev.index, id=ev.id, type="function", function=fn)])
+        if isinstance(ev, ToolCallArgsDelta):
+            if ev.index in self._dropped or not ev.text:
+                return None
+            fn = ToolCallFunctionDelta(arguments=ev.text)
+            return DeltaMessage(tool_calls=[ToolCallDelta(index=ev.index, function=fn)])
+        return None
+
+
+def _mergeable(a: DeltaMessage, b: DeltaMessage) -> bool:
+    if a.tool_calls or b.tool_calls:
+        return False
+    return (a.content is None) == (b.content is None) and (a.reasoning_content is None) == (
+        b.reasoning_content is None
+    )
+
+
+def _limit_calls(parsed: ParsedOutput, parallel: bool) -> list[Any]:
+    return parsed.tool_calls if parallel else parsed.tool_calls[:1]

@@ -1,0 +1,186 @@
+"""Turning a ChatCompletionRequest into a ready generation: template, tools, reasoning, grammar, limits.
+
+Everything that can make a request invalid is checked here, before a byte is streamed, so the client gets a
+400 with the reason instead of a broken stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from mlx_router.config.settings import Settings
+from mlx_router.constraints.grammars import UnsupportedSchemaError, response_format_grammar
+from mlx_router.core.params import GenerationRequest
+from mlx_router.core.resource_monitor import ResourceMonitor
+from mlx_router.errors import InvalidRequestError
+from mlx_router.parsing.pipeline import OutputPipeline
+from mlx_router.parsing.registry import get_reasoning_parser, get_tool_parser
+from mlx_router.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice
+from mlx_router.serving.params import output_limit, sampling_params
+from mlx_router.serving.profiles import ModelProfile, ProfileStore
+from mlx_router.serving.templates import TemplateRenderError
+
+
+@dataclass
+class ToolPlan:
+    """How this request uses tools: what is offered to the model and how its output is parsed."""
+
+    tools: list[dict[str, Any]] = field(default_factory=list)
+    parser: str | None = None
+    grammar: str | None = None
+    parallel: bool = True
+
+
+@dataclass
+class PreparedChat:
+    """A validated chat request, ready to run."""
+
+    id: str
+    created: int
+    request: ChatCompletionRequest
+    profile: ModelProfile
+    generation: GenerationRequest
+    stops: list[str]
+    prompt_text: str
+    tool_plan: ToolPlan
+    in_reasoning: bool
+
+    def pipeline(self) -> OutputPipeline:
+        """A fresh output parser chain for this request's answer."""
+        tools = None
+        if self.tool_plan.parser is not None:
+            tools = get_tool_parser(self.tool_plan.parser)(self.tool_plan.tools)
+        reasoning = None
+        name = self.profile.reasoning_parser
+        if name is not None and not (tools is not None and tools.handles_reasoning):
+            reasoning = get_reasoning_parser(name)(in_reasoning=self.in_reasoning)
+        return OutputPipeline(reasoning, tools)
+
+
+def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
+    """OpenAI messages as the dicts chat templates read (developer is system; text parts joined)."""
+    out: list[dict[str, Any]] = []
+    for m in messages:
+        d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+        if m.name:
+            d["name"] = m.name
+        if m.tool_calls:
+            d["tool_calls"] = [
+                {"id": tc.id or f"call_{i}", "type": "function",
+                 "function": {"name": tc.function.name, "arguments": _arguments(tc.function.arguments)}}
+                for i, tc in enumerate(m.tool_calls)
+            ]
+        if m.tool_call_id:
+            d["tool_call_id"] = m.tool_call_id
+        if m.reasoning_content:
+            d["reasoning_content"] = m.reasoning_content
+        out.append(d)
+    return out
+
+
+def _arguments(args: str | dict[str, Any]) -> str:
+    return args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+
+
+class ChatPreparer:
+    """Validates chat requests and builds their generation."""
+
+    def __init__(self, settings: Settings, profiles: ProfileStore, monitor: ResourceMonitor) -> None:
+        self._settings = settings
+        self._profiles = profiles
+        self._monitor = monitor
+
+    async def prepare(self, req: ChatCompletionRequest) -> PreparedChat:
+        profile = await self._profiles.get(req.model)
+        if any(m.has_media() for m in req.messages) and not profile.settings.supports_vision:
+            raise InvalidRequestError(f"{req.model} does not accept images or files", param="messages")
+        plan = self._tool_plan(req, profile)
+        kwargs = self._template_kwargs(req, profile)
+        prompt_text = await asyncio.to_thread(self._render, profile, req, plan, kwargs)
+        tokens = await asyncio.to_thread(profile.tokenizer.encode, prompt_text, add_special_tokens=False)
+        in_reasoning = self._opens_reasoning(profile, prompt_text)
+        grammar = plan.grammar or self._format_grammar(req, profile, in_reasoning)
+        limit = output_limit(
+            req.output_limit(), profile.settings, self._settings.defaults,
+            self._monitor.snapshot().pressure, len(tokens), profile.context_tokens,
+        )
+        top = req.top_logprobs or 0
+        gen = GenerationRequest(
+            request_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            model_id=req.model,
+            prompt_tokens=tokens,
+            max_tokens=limit,
+            sampling=sampling_params(req, profile.settings, profile.vocab_size),
+            logprobs=top if req.logprobs else None,
+            grammar=grammar,
+        )
+        return PreparedChat(gen.request_id, int(time.time()), req, profile, gen, req.stop_list(),
+                            prompt_text, plan, in_reasoning)
+
+    def _template_kwargs(self, req: ChatCompletionRequest, profile: ModelProfile) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if profile.settings.reasoning_response is not None:
+            kwargs["enable_thinking"] = profile.settings.reasoning_response == "enable"
+        if req.reasoning_effort is not None:
+            kwargs["reasoning_effort"] = req.reasoning_effort
+        kwargs.update(req.chat_template_kwargs or {})
+        return kwargs
+
+    def _render(self, profile: ModelProfile, req: ChatCompletionRequest, plan: ToolPlan, kwargs: dict) -> str:
+        try:
+            return profile.renderer.render(
+                template_messages(req.messages), tools=plan.tools or None, add_generation_prompt=True, **kwargs
+            )
+        except TemplateRenderError as e:
+            raise InvalidRequestError(f"the chat template rejected these messages: {e}", param="messages") from None
+
+    def _tool_plan(self, req: ChatCompletionRequest, profile: ModelProfile) -> ToolPlan:
+        choice = req.tool_choice
+        forced = choice == "required" or isinstance(choice, NamedToolChoice)
+        enabled = self._settings.defaults.enable_function_calling and profile.supports_tools
+        if not req.tools or choice == "none":
+            if forced:
+                raise InvalidRequestError("tool_choice requires tools", param="tool_choice")
+            return ToolPlan()
+        if not enabled:
+            if forced:
+                raise InvalidRequestError(f"tool calling is disabled for {req.model}", param="tool_choice")
+            return ToolPlan()
+        tools = [t.model_dump(exclude_none=True) for t in req.tools]
+        parallel = req.parallel_tool_calls is not False
+        plan = ToolPlan(tools=tools, parser=profile.tool_parser, parallel=parallel)
+        if forced and plan.parser is None:
+            raise InvalidRequestError(f"no tool-call format is known for {req.model}", param="tool_choice")
+        if isinstance(choice, NamedToolChoice):
+            named = [t for t in tools if t["function"]["name"] == choice.function.name]
+            if not named:
+                raise InvalidRequestError(
+                    f"tool_choice names {choice.function.name!r}, which is not in tools", param="tool_choice"
+                )
+            plan.grammar = get_tool_parser(plan.parser)(tools).grammar(named, mode="named", parallel=parallel)
+        elif choice == "required":
+            plan.grammar = get_tool_parser(plan.parser)(tools).grammar(tools, mode="required", parallel=parallel)
+        return plan
+
+    def _format_grammar(self, req: ChatCompletionRequest, profile: ModelProfile, in_reasoning: bool) -> str | None:
+        if req.response_format is None:
+            return None
+        try:
+            return response_format_grammar(
+                req.response_format.model_dump(by_alias=True, exclude_none=True),
+                think=profile.think_markers(),
+                in_reasoning=in_reasoning,
+            )
+        except UnsupportedSchemaError as e:
+            raise InvalidRequestError(str(e), param="response_format") from None
+
+    @staticmethod
+    def _opens_reasoning(profile: ModelProfile, prompt_text: str) -> bool:
+        if profile.reasoning_parser is None:
+            return False
+        return bool(get_reasoning_parser(profile.reasoning_parser).prompt_opens_reasoning(prompt_text))

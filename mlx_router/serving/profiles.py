@@ -1,0 +1,92 @@
+"""What the serving layer knows of a model before it generates: template, parsers, context length, tools."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from mlx_router.config.settings import ModelSettings, Settings
+from mlx_router.core.manager import MLXModelManager
+from mlx_router.parsing.registry import (
+    detect_reasoning_parser,
+    detect_tool_parser,
+    get_reasoning_parser,
+    get_tool_parser,
+)
+from mlx_router.serving.templates import ChatTemplateRenderer
+
+
+@dataclass
+class ModelProfile:
+    """One model's rendering and parsing setup, built once from its tokenizer and config entry."""
+
+    model_id: str
+    tokenizer: Any
+    renderer: ChatTemplateRenderer
+    settings: ModelSettings
+    tool_parser: str | None
+    reasoning_parser: str | None
+    context_tokens: int | None
+    vocab_size: int
+
+    @property
+    def supports_tools(self) -> bool:
+        if self.settings.supports_tools is not None:
+            return self.settings.supports_tools
+        return self.tool_parser is not None
+
+    def think_markers(self) -> tuple[str, str] | None:
+        if self.reasoning_parser is None:
+            return None
+        parser = get_reasoning_parser(self.reasoning_parser)
+        markers = getattr(parser, "markers", None)
+        return markers if isinstance(markers, tuple) else None
+
+
+class ProfileStore:
+    """Builds and caches ModelProfiles (one per model id)."""
+
+    def __init__(self, settings: Settings, manager: MLXModelManager) -> None:
+        self._settings = settings
+        self._manager = manager
+        self._profiles: dict[str, ModelProfile] = {}
+
+    async def get(self, model_id: str) -> ModelProfile:
+        profile = self._profiles.get(model_id)
+        if profile is None:
+            entry = self._manager.resolve(model_id)
+            tokenizer = await self._manager.tokenizer(model_id)
+            profile = await asyncio.to_thread(self._build, model_id, tokenizer, entry.path)
+            self._profiles[model_id] = profile
+        return profile
+
+    def _build(self, model_id: str, tokenizer: Any, path: Any) -> ModelProfile:
+        ms = self._settings.model_settings(model_id)
+        renderer = ChatTemplateRenderer(tokenizer._tokenizer, ms.chat_template)
+        vocab = tokenizer.get_vocab().keys()
+        tool_parser = ms.tool_parser or detect_tool_parser(renderer.source, vocab)
+        if tool_parser is not None:
+            get_tool_parser(tool_parser)  # fail early on a bad configured name
+        reasoning = ms.reasoning_parser or detect_reasoning_parser(renderer.source, vocab)
+        config = _read_json(path / "config.json")
+        context = ms.max_context_tokens or _context_from(config)
+        vocab_size = int(config.get("vocab_size") or len(tokenizer))
+        return ModelProfile(model_id, tokenizer, renderer, ms, tool_parser, reasoning, context, vocab_size)
+
+
+def _read_json(path: Any) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _context_from(config: dict[str, Any]) -> int | None:
+    for source in (config, config.get("text_config") or {}):
+        value = source.get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

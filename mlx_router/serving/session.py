@@ -1,0 +1,133 @@
+"""One generation from admission to the last text chunk, shared by chat and legacy completions.
+
+Opening a session admits the request (429/503 come from here, before any byte is streamed). `chunks()` waits
+for the model to load, runs the generation and yields text deltas (grouped by `stream_chunk_size` tokens) with
+stop strings applied; the last chunk carries the finish reason and the token counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+
+from mlx_router.core.engine import Engine
+from mlx_router.core.manager import ModelSlot
+from mlx_router.core.params import GenerationRequest, TokenLogprob
+from mlx_router.errors import RequestTimeoutError, RouterError
+from mlx_router.serving.text import TextAssembler
+
+
+@dataclass
+class TextChunk:
+    text: str
+    tokens: int
+    logprobs: list[TokenLogprob] = field(default_factory=list)
+    finish_reason: str | None = None
+
+
+@dataclass
+class UsageCounts:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class EngineFailure(RouterError):
+    """The engine failed this request mid-way (500, no internals)."""
+
+
+class GenerationSession:
+    """Runs one GenerationRequest; an async context manager that holds the model while it runs."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        request: GenerationRequest,
+        tokenizer: object,
+        stops: list[str],
+        timeout: float,
+        chunk_tokens: int = 1,
+    ) -> None:
+        self._engine = engine
+        self.request = request
+        self._assembler = TextAssembler(tokenizer, stops)
+        self._timeout = timeout
+        self._chunk_tokens = max(1, chunk_tokens)
+        self._started = time.monotonic()
+        self._slot: ModelSlot | None = None
+        self._reserved = 0
+        self.usage = UsageCounts(prompt_tokens=len(request.prompt_tokens))
+        self.first_token_at: float | None = None
+        request.deadline = self._started + timeout
+
+    async def __aenter__(self) -> GenerationSession:
+        manager = self._engine.manager
+        self._slot = manager.acquire(self.request.model_id)
+        try:
+            kv_tokens = len(self.request.prompt_tokens) + self.request.max_tokens
+            self._reserved = manager.admit(self._slot, kv_tokens)
+        except BaseException:
+            manager.release(self._slot)
+            self._slot = None
+            raise
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._slot is not None:
+            self._engine.manager.release(self._slot, self._reserved)
+            self._slot = None
+
+    async def chunks(self) -> AsyncIterator[TextChunk]:
+        """Text deltas until the end of the generation; raises RequestTimeoutError past the deadline."""
+        try:
+            async with asyncio.timeout_at(self._loop_deadline()):
+                async for chunk in self._run():
+                    yield chunk
+        except TimeoutError:
+            raise RequestTimeoutError(
+                f"the request did not finish within the server's timeout of {self._timeout:g}s"
+            ) from None
+
+    def _loop_deadline(self) -> float:
+        remaining = self._started + self._timeout - time.monotonic()
+        return asyncio.get_running_loop().time() + max(0.0, remaining)
+
+    async def _run(self) -> AsyncIterator[TextChunk]:
+        runner = await self._engine.manager.ensure_loaded(self.request.model_id)
+        pending = TextChunk(text="", tokens=0)
+        async for event in self._engine.generate(runner, self.request):
+            if event.error is not None:
+                raise _as_router_error(event.error)
+            if event.prompt_tokens:
+                self.usage.cached_tokens = event.cached_tokens
+            if event.tokens and self.first_token_at is None:
+                self.first_token_at = time.monotonic()
+            self.usage.completion_tokens += len(event.tokens)
+            pending.text += self._assembler.add(event.tokens)
+            pending.tokens += len(event.tokens)
+            if event.logprobs:
+                pending.logprobs.extend(event.logprobs)
+            if self._assembler.stopped:
+                pending.finish_reason = "stop"
+                yield pending
+                return  # leaving the engine's stream cancels the generation
+            if event.finish_reason is not None:
+                pending.text += self._assembler.finish()
+                pending.finish_reason = "length" if event.finish_reason == "length" else "stop"
+                yield pending
+                return
+            if pending.tokens >= self._chunk_tokens and pending.text:
+                yield pending
+                pending = TextChunk(text="", tokens=0)
+
+    @property
+    def text(self) -> str:
+        return self._assembler.text
+
+
+def _as_router_error(error: BaseException) -> RouterError:
+    if isinstance(error, RouterError):
+        return error
+    return EngineFailure("the model failed while generating this response")

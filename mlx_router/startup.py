@@ -1,0 +1,60 @@
+"""Start-up checks that need more than pydantic: names of templates and parsers, model folders, the demo."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from mlx_router.config.discovery import ModelDiscovery, default_hf_cache_dirs
+from mlx_router.config.settings import ConfigError, Settings
+from mlx_router.parsing.registry import UnknownParserError, get_reasoning_parser, get_tool_parser
+from mlx_router.serving.templates import BUILTIN_TEMPLATES
+
+logger = logging.getLogger(__name__)
+
+
+def validate_names(settings: Settings) -> None:
+    """Every configured template and parser name must exist; the error lists the valid ones."""
+    problems = []
+    for model_id, ms in settings.models.items():
+        tpl = ms.chat_template
+        if tpl and "{%" not in tpl and "{{" not in tpl and tpl not in BUILTIN_TEMPLATES:
+            problems.append(
+                f"models.{model_id}.chat_template: unknown template {tpl!r}; "
+                f"valid: {', '.join(BUILTIN_TEMPLATES)} (or an inline Jinja template)"
+            )
+        for key, getter in (("tool_parser", get_tool_parser), ("reasoning_parser", get_reasoning_parser)):
+            name = getattr(ms, key)
+            if name:
+                try:
+                    getter(name)
+                except UnknownParserError as e:
+                    problems.append(f"models.{model_id}.{key}: {e}")
+    if problems:
+        raise ConfigError("\n".join(problems))
+
+
+def prepare_models(settings: Settings, allow_demo: bool = True) -> None:
+    """Validate names; warn about a missing model folder; fall back to the demo model when none is found."""
+    validate_names(settings)
+    for d in settings.model_dirs():
+        if not d.is_dir():
+            logger.warning("model directory %s does not exist", d)
+    hf = default_hf_cache_dirs() if settings.defaults.scan_hf_cache else []
+    found = ModelDiscovery(settings.model_dirs(), hf).scan()
+    if found:
+        logger.info("found %d model(s): %s", len(found), ", ".join(sorted(found)[:10]))
+        return
+    if not allow_demo:
+        logger.warning("no models found; requests will get 404 until one is installed")
+        return
+    from mlx_router.demo import DEMO_MODEL_ID, ensure_demo_model
+
+    path = ensure_demo_model()
+    settings.add_model_dir(Path(path).parent)
+    logger.warning(
+        "no models found in %s: serving the built-in demo model %r (a tiny model trained to answer a few "
+        "example prompts; install real MLX models to use the server for real)",
+        ", ".join(str(d) for d in settings.model_dirs()[:-1]) or "(no model_directory set)",
+        DEMO_MODEL_ID,
+    )
