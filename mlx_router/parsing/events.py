@@ -35,13 +35,13 @@ class ToolCallStart:
 
 @dataclass(frozen=True)
 class ToolCallArgsDelta:
-    """A fragment of a tool call's arguments (JSON text); fragments of one call concatenate to its arguments."""
+    """A fragment of a tool call's arguments (JSON text); a call's fragments concatenate to its arguments."""
 
     index: int
     text: str
 
 
-OutputEvent = Union[ContentDelta, ReasoningDelta, ToolCallStart, ToolCallArgsDelta]
+OutputEvent = Union[ContentDelta, ReasoningDelta, ToolCallStart, ToolCallArgsDelta]  # noqa: UP007 (a runtime alias)
 
 
 @dataclass
@@ -68,7 +68,7 @@ def merge_deltas(events: list[OutputEvent]) -> list[OutputEvent]:
     for event in events:
         last = merged[-1] if merged else None
         if isinstance(event, (ContentDelta, ReasoningDelta)) and type(last) is type(event):
-            merged[-1] = type(event)(last.text + event.text)  # type: ignore[union-attr]
+            merged[-1] = type(event)(last.text + event.text)
         elif (
             isinstance(event, ToolCallArgsDelta)
             and isinstance(last, ToolCallArgsDelta)

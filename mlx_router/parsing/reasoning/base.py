@@ -20,6 +20,9 @@ class ReasoningParser(ABC):
 
     def __init__(self, *, in_reasoning: bool = False) -> None:
         self.in_reasoning = in_reasoning
+        self.implicit_ends: tuple[str, ...] = ()
+        """Texts that also end open thinking and stay in the content: the opener of a tool call that a
+        model (Qwen3.5, Qwen3-Coder) starts without closing its thinking. OutputPipeline sets them."""
 
     @classmethod
     @abstractmethod

@@ -21,7 +21,8 @@ class ToolCallParser(ABC):
     """Reads one model output (one request) and finds the tool calls in it.
 
     One instance serves one generation: `feed` is called with each decoded text delta as it is generated and
-    returns events (content outside calls, call starts, argument fragments); `finish` flushes what is held back.
+    returns events (content outside calls, call starts, argument fragments); `finish` flushes what is held
+    back.
     `parse` reads a whole output at once (non-streaming responses) and must agree with feed/finish.
 
     Markup of a call never reaches content. Text that looked like a call but is not a valid one (bad JSON, an
@@ -49,7 +50,7 @@ class ToolCallParser(ABC):
 
     @abstractmethod
     def parse(self, text: str) -> ParsedOutput:
-        """Split a whole output into content and tool calls (`reasoning` stays None unless the format has it)."""
+        """Split a whole output into content and tool calls (`reasoning` is None unless the format has it)."""
 
     @abstractmethod
     def grammar(
@@ -59,6 +60,8 @@ class ToolCallParser(ABC):
         mode: ToolChoiceMode,
         parallel: bool,
         special_tokens: Mapping[str, int] | None = None,
+        think: tuple[str, str] | None = None,
+        in_reasoning: bool = False,
     ) -> str:
         """An llguidance Lark grammar that forces the model to answer with tool call(s) in this format.
 
@@ -68,7 +71,14 @@ class ToolCallParser(ABC):
         `special_tokens` maps the tokenizer's added tokens to their ids (`tokenizer.get_added_vocab()`): a
         marker found there is written as that token (llguidance cannot match its text), any other marker as
         plain text. None assumes the format's usual tokenizer, where `markers` are special tokens.
+
+        `think` = (open, close) tags of a thinking model: one thinking block may come before the calls (with
+        `in_reasoning` the prompt opened it and the output must close it). Formats with their own reasoning
+        channel (harmony) ignore it.
         """
+
+    call_openers: ClassVar[tuple[str, ...]] = ()
+    """Text that starts a call; a reasoning parser treats it as the end of unclosed thinking."""
 
     markers: ClassVar[tuple[str, ...]] = ()
     """The format's markup strings that are single (special) tokens in the models that speak it."""
