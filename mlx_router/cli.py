@@ -46,6 +46,9 @@ def apply_overrides(settings: Settings, args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # The MLX worker and the event loop share the GIL: hand it over within 1 ms instead of the default 5 ms,
+    # so a token the worker produced reaches the client without waiting out the other thread's time slice.
+    sys.setswitchinterval(0.001)
     # No network at request time: Hugging Face libraries must read local files only.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -50,6 +50,7 @@ def _grammar_processors() -> Any:
 
     def factory(tokenizer: Any, loaded: Any) -> Any:
         compiler = ConstraintCompiler(tokenizer, vocab_size=_logits_width(loaded))
+        compiler.prepare()  # build llguidance's tokenizer at load, not in the first constrained request
         return compiler.processor
 
     return factory

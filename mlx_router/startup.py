@@ -8,7 +8,7 @@ from pathlib import Path
 from mlx_router.config.discovery import ModelDiscovery, default_hf_cache_dirs
 from mlx_router.config.settings import ConfigError, Settings
 from mlx_router.parsing.registry import UnknownParserError, get_reasoning_parser, get_tool_parser
-from mlx_router.serving.templates import BUILTIN_TEMPLATES
+from mlx_router.serving.templates import BUILTIN_TEMPLATES, is_inline_template
 
 logger = logging.getLogger(__name__)
 
@@ -18,7 +18,7 @@ def validate_names(settings: Settings) -> None:
     problems = []
     for model_id, ms in settings.models.items():
         tpl = ms.chat_template
-        if tpl and "{%" not in tpl and "{{" not in tpl and tpl not in BUILTIN_TEMPLATES:
+        if tpl and not is_inline_template(tpl) and tpl not in BUILTIN_TEMPLATES:
             problems.append(
                 f"models.{model_id}.chat_template: unknown template {tpl!r}; "
                 f"valid: {', '.join(BUILTIN_TEMPLATES)} (or an inline Jinja template)"
@@ -37,9 +37,6 @@ def validate_names(settings: Settings) -> None:
 def prepare_models(settings: Settings, allow_demo: bool = True) -> None:
     """Validate names; warn about a missing model folder; fall back to the demo model when none is found."""
     validate_names(settings)
-    for d in settings.model_dirs():
-        if not d.is_dir():
-            logger.warning("model directory %s does not exist", d)
     hf = default_hf_cache_dirs() if settings.defaults.scan_hf_cache else []
     found = ModelDiscovery(settings.model_dirs(), hf).scan()
     if found:

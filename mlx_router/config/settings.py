@@ -46,7 +46,13 @@ class DefaultsConfig(_Section):
     stream_chunk_size: int = Field(1, ge=1, description="Tokens grouped into one streamed event.")
     streaming_format: Literal["sse", "json_lines", "json_array"] = "sse"
     warmup_tokens: int = Field(0, ge=0, description="Tokens generated once when a model loads (0: no warm-up).")
+    warmup_batch_sizes: list[int] = Field(
+        default_factory=list, description="Batch sizes the warm-up also runs (GPU kernels compile per shape)."
+    )
     enable_function_calling: bool = Field(True, description="Offer `tools` to models and parse their calls.")
+    constrain_tool_calls: bool = Field(
+        True, description="With tool_choice auto, constrain calls the model starts to valid markup and schemas."
+    )
     model: str | None = Field(None, description="A model to load at start-up.")
     model_directory: str | None = Field(None, description="Folder of MLX models (MLX_MODEL_DIR overrides).")
     # keys new in 3.0

@@ -26,6 +26,7 @@ class EventRelay:
         self._loop = loop
         self._pending: list[tuple[asyncio.Queue[TokenEvent], TokenEvent]] = []
         self._lock = threading.Lock()
+        self._scheduled = False  # a delivery is queued on the loop and has not run yet
 
     def emitter(self, queue: asyncio.Queue[TokenEvent]) -> Any:
         def emit(event: TokenEvent) -> None:
@@ -35,16 +36,22 @@ class EventRelay:
         return emit
 
     def flush(self) -> None:
-        """Worker thread: hand everything emitted so far to the event loop."""
+        """Worker thread: wake the event loop to take what was emitted, unless a wake-up is still pending
+        (waking costs a syscall and a GIL hand-over: under load one wake-up carries several steps)."""
+        with self._lock:
+            if not self._pending or self._scheduled:
+                return
+            self._scheduled = True
+        if not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        """Event loop: put every pending event on its request's queue."""
         with self._lock:
             batch, self._pending = self._pending, []
-        if batch and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(_deliver, batch)
-
-
-def _deliver(batch: list[tuple[asyncio.Queue[TokenEvent], TokenEvent]]) -> None:
-    for queue, event in batch:
-        queue.put_nowait(event)
+            self._scheduled = False
+        for queue, event in batch:
+            queue.put_nowait(event)
 
 
 class Engine:
@@ -123,4 +130,5 @@ def _slot_health(slot: ModelSlot) -> dict[str, Any]:
         "memory_gb": round(slot.cost_bytes / 1024**3, 3),
         "kv_cache_gb": round(slot.runner.kv_bytes() / 1024**3, 3) if slot.runner is not None else 0.0,
         "error": slot.error,
+        "loads": slot.loads,
     }

@@ -40,6 +40,7 @@ class ModelSlot:
     refs: int = 0  # requests holding this model (event-loop side)
     reserved_kv: int = 0  # KV bytes reserved by admitted requests (event-loop side)
     error: str | None = None
+    loads: int = 0  # successful loads since start (shared first requests load once)
 
 
 class MLXModelManager:
@@ -157,6 +158,7 @@ class MLXModelManager:
             slot.state, slot.error, slot.cost_bytes = "failed", e.message, 0
             raise
         slot.loaded = loaded
+        slot.loads += 1
         slot.runner = ModelRunner(
             entry.id,
             loaded.model,
@@ -211,16 +213,20 @@ class MLXModelManager:
         await asyncio.wrap_future(self.worker.call(lambda: self._unload(model_id)))
 
     def _warm_up(self, slot: ModelSlot) -> None:
-        n = self.settings.defaults.warmup_tokens
-        if n <= 0 or slot.loaded is None:
+        """Generate a few tokens once, alone and at each configured batch size: the first use of a shape
+        compiles kernels (seconds to minutes on CUDA), which must not land on a user's request."""
+        d = self.settings.defaults
+        if d.warmup_tokens <= 0 or slot.loaded is None:
             return
-        from mlx_lm import stream_generate
+        from mlx_lm.generate import batch_generate
 
         t0 = time.perf_counter()
-        prompt = slot.loaded.tokenizer.encode("Hello")
-        for _ in stream_generate(slot.loaded.model, slot.loaded.tokenizer, prompt, max_tokens=n):
-            pass
-        logger.info("warmed %s up with %d tokens in %.2fs", slot.model_id, n, time.perf_counter() - t0)
+        model, tokenizer = slot.loaded.model, slot.loaded.tokenizer
+        prompt = tokenizer.encode("Hello, who are you?")
+        for size in [1] + [b for b in d.warmup_batch_sizes if b > 1]:
+            batch_generate(model, tokenizer, [prompt] * size, max_tokens=d.warmup_tokens)
+        free_memory()
+        logger.info("warmed %s up in %.2fs", slot.model_id, time.perf_counter() - t0)
 
     async def shutdown(self) -> None:
         for model_id in list(self._slots):

@@ -43,6 +43,7 @@ class GenerationRequest:
     sampling: SamplingParams = field(default_factory=SamplingParams)
     logprobs: int | None = None  # None: none; 0: the chosen token's; k: plus the top k
     grammar: str | None = None  # llguidance grammar the output must follow
+    ignore_eos: bool = False  # keep generating past end-of-sequence tokens (benchmarks)
     deadline: float | None = None  # time.monotonic() after which the engine drops the request
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.generate import BatchGenerator
+from mlx_lm.generate import BatchGenerator, StopSequences
 from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prompt_cache
 
 from mlx_router.core.params import GenerationRequest, TokenEvent, TokenLogprob
@@ -72,6 +72,8 @@ class ModelRunner:
             prefill_step_size=config.prefill_step_size,
             stream=mx.default_stream(mx.default_device()),
         )
+        self._eos = StopSequences([[t] for t in sorted(tokenizer.eos_token_ids)])
+        self._no_stop = StopSequences()
         self._by_uid: dict[int, _Active] = {}
         self._by_request: dict[str, int] = {}
         self._prefix = (
@@ -122,6 +124,8 @@ class ModelRunner:
             all_tokens=[prompt[:cached]],
             samplers=[self._samplers.sampler(req.sampling)],
             logits_processors=[processors],
+            # A grammar ends on EOS: ignoring it would fill the output with EOS up to max_tokens.
+            stop_sequences=[self._no_stop if req.ignore_eos and req.grammar is None else self._eos],
         )
         self._by_uid[uid] = _Active(req=req, emit=emit, uid=uid, cached_tokens=cached)
         self._by_request[req.request_id] = uid

@@ -89,12 +89,16 @@ class MLXWorker:
             busy = any(r.has_work() for r in self._runners.values())
             if not self._drain(block=not busy):
                 break
-            for key, runner in list(self._runners.items()):
-                if runner.has_work():
-                    self._step(key, runner)
+            self._step_all()
             for hook in self._after_iteration:
                 hook()
         logger.debug("MLX worker stopped")
+
+    def _step_all(self) -> None:
+        # A method of its own so no local keeps a runner (and its model) alive while the loop waits.
+        for key, runner in list(self._runners.items()):
+            if runner.has_work():
+                self._step(key, runner)
 
     def _drain(self, block: bool) -> bool:
         """Run queued commands; wait for one if `block`. False once stop was asked."""

@@ -79,6 +79,7 @@ class SamplingFields(OpenAIModel):
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
+    ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says (benchmarks)
 
     @field_validator("stop")
     @classmethod

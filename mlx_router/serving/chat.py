@@ -77,7 +77,7 @@ class ChatService:
         parsed = p.pipeline().parse(session.text)
         calls = _limit_calls(parsed, p.tool_plan.parallel)
         message = AssistantMessage(
-            content=parsed.content if (parsed.content or not calls) else None,
+            content=(parsed.content or None) if calls else (parsed.content or ""),
             reasoning_content=parsed.reasoning or None,
             tool_calls=[ToolCallOut(id=c.id, function=ToolCallFunctionOut(name=c.name, arguments=c.arguments))
                         for c in calls] or None,
@@ -95,7 +95,7 @@ class ChatService:
 
     async def stream(self, p: PreparedChat, session: GenerationSession) -> AsyncIterator[ChatCompletionChunk]:
         """Chunks as tokens arrive: role first, then deltas, then finish_reason, then usage if asked."""
-        pipeline = p.pipeline()
+        pipeline = p.pipeline(stream=True)
         shaper = _ChunkShaper(p)
         yield shaper.chunk(DeltaMessage(role="assistant", content=""))
         finish = "stop"

@@ -32,7 +32,8 @@ class ToolPlan:
 
     tools: list[dict[str, Any]] = field(default_factory=list)
     parser: str | None = None
-    grammar: str | None = None
+    mode: str | None = None  # "auto", "required" or "named" (None: no tools)
+    named: str | None = None
     parallel: bool = True
 
 
@@ -50,11 +51,15 @@ class PreparedChat:
     tool_plan: ToolPlan
     in_reasoning: bool
 
-    def pipeline(self) -> OutputPipeline:
-        """A fresh output parser chain for this request's answer."""
+    def pipeline(self, *, stream: bool = False) -> OutputPipeline:
+        """A fresh output parser chain for this request's answer.
+
+        Streams announce a call as soon as its name is known (eager); with the call grammar on (see
+        `constrain_tool_calls`) a started call always completes validly, so both modes agree.
+        """
         tools = None
         if self.tool_plan.parser is not None:
-            tools = get_tool_parser(self.tool_plan.parser)(self.tool_plan.tools)
+            tools = get_tool_parser(self.tool_plan.parser)(self.tool_plan.tools, eager=stream)
         reasoning = None
         name = self.profile.reasoning_parser
         if name is not None and not (tools is not None and tools.handles_reasoning):
@@ -104,7 +109,7 @@ class ChatPreparer:
         prompt_text = await asyncio.to_thread(self._render, profile, req, plan, kwargs)
         tokens = await asyncio.to_thread(profile.tokenizer.encode, prompt_text, add_special_tokens=False)
         in_reasoning = self._opens_reasoning(profile, prompt_text)
-        grammar = plan.grammar or self._format_grammar(req, profile, in_reasoning)
+        grammar = self._tool_grammar(plan, profile, in_reasoning) or self._format_grammar(req, profile, in_reasoning)
         limit = output_limit(
             req.output_limit(), profile.settings, self._settings.defaults,
             self._monitor.snapshot().pressure, len(tokens), profile.context_tokens,
@@ -118,6 +123,7 @@ class ChatPreparer:
             sampling=sampling_params(req, profile.settings, profile.vocab_size),
             logprobs=top if req.logprobs else None,
             grammar=grammar,
+            ignore_eos=req.ignore_eos,
         )
         return PreparedChat(gen.request_id, int(time.time()), req, profile, gen, req.stop_list(),
                             prompt_text, plan, in_reasoning)
@@ -153,19 +159,41 @@ class ChatPreparer:
             return ToolPlan()
         tools = [t.model_dump(exclude_none=True) for t in req.tools]
         parallel = req.parallel_tool_calls is not False
-        plan = ToolPlan(tools=tools, parser=profile.tool_parser, parallel=parallel)
+        plan = ToolPlan(tools=tools, parser=profile.tool_parser, mode="auto", parallel=parallel)
         if forced and plan.parser is None:
             raise InvalidRequestError(f"no tool-call format is known for {req.model}", param="tool_choice")
         if isinstance(choice, NamedToolChoice):
-            named = [t for t in tools if t["function"]["name"] == choice.function.name]
-            if not named:
+            if not any(t["function"]["name"] == choice.function.name for t in tools):
                 raise InvalidRequestError(
                     f"tool_choice names {choice.function.name!r}, which is not in tools", param="tool_choice"
                 )
-            plan.grammar = get_tool_parser(plan.parser)(tools).grammar(named, mode="named", parallel=parallel)
+            plan.mode, plan.named = "named", choice.function.name
         elif choice == "required":
-            plan.grammar = get_tool_parser(plan.parser)(tools).grammar(tools, mode="required", parallel=parallel)
+            plan.mode = "required"
         return plan
+
+    def _tool_grammar(self, plan: ToolPlan, profile: ModelProfile, in_reasoning: bool) -> str | None:
+        """The grammar forcing the model's call markup: always for required/named, and for auto when
+        `constrain_tool_calls` is on (calls then always parse and match their schemas)."""
+        if plan.parser is None or plan.mode is None:
+            return None
+        if plan.mode == "auto" and not self._settings.defaults.constrain_tool_calls:
+            return None
+        tools = [t for t in plan.tools if plan.named is None or t["function"]["name"] == plan.named]
+        parser = get_tool_parser(plan.parser)(plan.tools)
+        think = None
+        if profile.reasoning_parser is not None:
+            markers = getattr(get_reasoning_parser(profile.reasoning_parser), "markers", None)
+            think = markers if isinstance(markers, tuple) else None
+        try:
+            return parser.grammar(
+                tools, mode=plan.mode, parallel=plan.parallel,  # type: ignore[arg-type]
+                special_tokens=profile.tokenizer.get_added_vocab(), think=think, in_reasoning=in_reasoning,
+            )
+        except UnsupportedSchemaError as e:
+            if plan.mode == "auto":  # free text stays possible: parse the calls without a grammar
+                return None
+            raise InvalidRequestError(str(e), param="tools") from None
 
     def _format_grammar(self, req: ChatCompletionRequest, profile: ModelProfile, in_reasoning: bool) -> str | None:
         if req.response_format is None:
@@ -175,6 +203,7 @@ class ChatPreparer:
                 req.response_format.model_dump(by_alias=True, exclude_none=True),
                 think=profile.think_markers(),
                 in_reasoning=in_reasoning,
+                tags_are_tokens=False,  # tags that are tokens come as ids; text tags are matched as text
             )
         except UnsupportedSchemaError as e:
             raise InvalidRequestError(str(e), param="response_format") from None

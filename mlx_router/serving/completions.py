@@ -71,6 +71,7 @@ class CompletionService:
             max_tokens=limit,
             sampling=sampling_params(req, profile.settings, profile.vocab_size),
             logprobs=req.logprobs,
+            ignore_eos=req.ignore_eos,
         )
         return PreparedCompletion(gen.request_id, int(time.time()), req, profile, gen, text)
 

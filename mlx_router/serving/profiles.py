@@ -37,12 +37,16 @@ class ModelProfile:
             return self.settings.supports_tools
         return self.tool_parser is not None
 
-    def think_markers(self) -> tuple[str, str] | None:
+    def think_markers(self) -> tuple[str | int, str | int] | None:
+        """The model's thinking tags for grammars: a token id where the tag is one added token, else its text."""
         if self.reasoning_parser is None:
             return None
-        parser = get_reasoning_parser(self.reasoning_parser)
-        markers = getattr(parser, "markers", None)
-        return markers if isinstance(markers, tuple) else None
+        markers = getattr(get_reasoning_parser(self.reasoning_parser), "markers", None)
+        if not isinstance(markers, tuple):
+            return None
+        added = self.tokenizer.get_added_vocab()
+        open_tag, close_tag = markers
+        return (added.get(open_tag, open_tag), added.get(close_tag, close_tag))
 
 
 class ProfileStore:

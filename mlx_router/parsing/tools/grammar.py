@@ -6,6 +6,7 @@ import json
 from collections.abc import Collection, Mapping
 from typing import Any
 
+from mlx_router.constraints.grammars import lark_json
 from mlx_router.parsing.tools.specs import function_specs
 
 _REGEX_META = set("\\.+*?()|[]{}^$/&~#-")
@@ -22,8 +23,11 @@ def regex_literal(text: str) -> str:
 
 
 def json_rule(schema: Mapping[str, Any]) -> str:
-    """An inline JSON-schema nonterminal."""
-    return "%json " + json.dumps(schema, ensure_ascii=False, separators=(",", ":"))
+    """An inline JSON-schema nonterminal, with response_format's checks and whitespace limit.
+
+    Raises `UnsupportedSchemaError` (param "tools") for a keyword llguidance cannot enforce.
+    """
+    return lark_json(dict(schema), param="tools")
 
 
 class Markup:

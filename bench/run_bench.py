@@ -1,0 +1,201 @@
+"""One benchmark run on one machine: raw mlx-lm, mlx_lm.server and mlx-router on the same model and prompts.
+
+usage: run_bench.py MODEL_DIR --name NAME [--batches 1,8,32,64] [--conc 1,8,32,64] [--burst 256]
+                    [--max-tokens 256] [--skip-mlx-lm-server] [--prefix-words 3000] [--out results.jsonl]
+Every line of every step is appended to --out as JSON (with the step and model name); a markdown summary is
+printed at the end. Servers run as subprocesses on free ports and are stopped after their step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import httpx
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def run(cmd: list[str], timeout: float) -> str:
+    print("$", " ".join(cmd), flush=True)
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+    if p.returncode != 0:
+        print(p.stdout[-2000:], p.stderr[-4000:], flush=True)
+    return p.stdout
+
+
+def kv_line(line: str) -> dict:
+    return {k: _num(v) for k, v in re.findall(r"(\w+)=([^\s]+)", line)}
+
+
+def _num(v: str):
+    try:
+        return float(v) if "." in v else int(v)
+    except ValueError:
+        return v
+
+
+class Server:
+    def __init__(self, cmd: list[str], port: int, log: Path, env: dict | None = None) -> None:
+        self.port = port
+        self.log = open(log, "wb")
+        self.proc = subprocess.Popen(cmd, stdout=self.log, stderr=subprocess.STDOUT, env=env or os.environ.copy())
+
+    def wait_ready(self, path: str, timeout: float = 600) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"http://127.0.0.1:{self.port}{path}", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise RuntimeError("server not ready")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def load_lines(base: str, model: str, a, label: str, extra: list[str]) -> list[dict]:
+    cmd = [sys.executable, str(HERE / "load.py"), base, model, "--max-tokens", str(a.max_tokens),
+           "--prompt-words", str(a.prompt_words), "--label", label] + extra
+    out = run(cmd, timeout=3000)
+    return [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+
+
+def step_raw(a) -> list[dict]:
+    rows = []
+    out = run([sys.executable, str(HERE / "gen_bench.py"), a.model, str(a.max_tokens)], 1200)
+    rows += [dict(kv_line(x), step="raw_stream_generate") for x in out.splitlines() if x.startswith("RAW")]
+    out = run([sys.executable, str(HERE / "batch_bench.py"), a.model, str(a.max_tokens), a.batches], 3000)
+    rows += [dict(kv_line(x), step="raw_batch") for x in out.splitlines() if x.startswith("BATCH")]
+    return rows
+
+
+def step_mlx_lm_server(a, work: Path) -> list[dict]:
+    port = free_port()
+    srv = Server([sys.executable, "-m", "mlx_lm", "server", "--model", a.model, "--port", str(port)], port,
+                 work / "mlx_lm_server.log")
+    try:
+        srv.wait_ready("/v1/models")
+        return [dict(r, step="mlx_lm_server") for r in load_lines(
+            f"http://127.0.0.1:{port}", a.model, a, "mlx_lm.server", ["--conc", a.conc])]
+    finally:
+        srv.stop()
+
+
+def step_router(a, work: Path) -> list[dict]:
+    models = work / "models"
+    models.mkdir(exist_ok=True)
+    link = models / a.name
+    if not link.exists():
+        os.symlink(os.path.abspath(a.model), link)
+    port = free_port()
+    cfg = {"defaults": {"model_directory": str(models), "scan_hf_cache": False, "model": a.name,
+                        "max_running_requests": a.max_running, "max_queued_requests": a.max_queued,
+                        "warmup_tokens": 8, "warmup_batch_sizes": [int(b) for b in a.batches.split(",")],
+                        "timeout": 1800},
+           "server": {"port": port, "log_level": "warning"}}
+    (work / "router.json").write_text(json.dumps(cfg))
+    srv = Server([sys.executable, "-m", "mlx_router", "--config", str(work / "router.json"), "--no-demo"], port,
+                 work / "router.log")
+    rows: list[dict] = []
+    try:
+        srv.wait_ready("/health")
+        _wait_loaded(port, a.name)
+        base = f"http://127.0.0.1:{port}"
+        rows += load_lines(base, a.name, a, "mlx-router", ["--conc", a.conc, "--ignore-eos"])
+        if a.burst:
+            rows += load_lines(base, a.name, a, "mlx-router burst",
+                               ["--conc", str(a.burst), "--retry-429", "--ignore-eos"])
+        if a.prefix_words:
+            rows += load_lines(base, a.name, a, "mlx-router prefix",
+                               ["--prefix-turns", "--prefix-words", str(a.prefix_words)])
+    finally:
+        srv.stop()
+    return [dict(r, step="router") for r in rows]
+
+
+def _wait_loaded(port: int, name: str, timeout: float = 900) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        models = httpx.get(f"http://127.0.0.1:{port}/v1/health", timeout=5).json()["models"]
+        if any(m["id"] == name and m["state"] == "ready" for m in models):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("model did not load")
+
+
+def summary(rows: list[dict]) -> str:
+    lines = ["| step | conc/B | TTFT p50 ms | TTFT max ms | stream tok/s | agg tok/s | errors |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        if r["step"] == "raw_stream_generate":
+            lines.append(f"| raw stream_generate | 1 | prefill {r.get('prompt_tps')} tok/s | | "
+                         f"{r.get('gen_tps')} | | |")
+        elif r["step"] == "raw_batch":
+            lines.append(f"| raw BatchGenerator | {r.get('B')} | | | | {r.get('gen_tps')} | |")
+        elif "turn1_ttft_ms" in r:
+            lines.append(f"| {r['label']} ({r['prefix_words']} words) | turn1 {r['turn1_ttft_ms']} ms | "
+                         f"turn2 {r['turn2_ttft_ms']} ms | ratio {r['ratio']} | | | |")
+        else:
+            lines.append(f"| {r.get('label')} | {r.get('conc')} | {r.get('ttft_p50_ms')} | {r.get('ttft_max_ms')} | "
+                         f"{r.get('stream_tok_s_p50')} | {r.get('agg_tok_s')} | {r.get('errors')} "
+                         f"{r.get('error_kinds') or ''} retried={r.get('retried_429', 0)} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("model")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--batches", default="1,8,32,64")
+    ap.add_argument("--conc", default="1,8,32,64")
+    ap.add_argument("--burst", type=int, default=0)
+    ap.add_argument("--max-tokens", type=int, default=256)
+    ap.add_argument("--prompt-words", type=int, default=200)
+    ap.add_argument("--prefix-words", type=int, default=0)
+    ap.add_argument("--max-running", type=int, default=64)
+    ap.add_argument("--max-queued", type=int, default=256)
+    ap.add_argument("--steps", default="raw,mlx_lm_server,router")
+    ap.add_argument("--out", default="bench_results.jsonl")
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    rows: list[dict] = []
+    steps = a.steps.split(",")
+    if "raw" in steps:
+        rows += step_raw(a)
+    if "mlx_lm_server" in steps:
+        rows += step_mlx_lm_server(a, work)
+    if "router" in steps:
+        rows += step_router(a, work)
+    with open(a.out, "a") as f:
+        for r in rows:
+            f.write(json.dumps(dict(r, model=a.name)) + "\n")
+    print(f"\n## {a.name} ({a.model})\n" + summary(rows), flush=True)
+    print(f"logs in {work}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

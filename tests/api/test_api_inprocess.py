@@ -1,0 +1,115 @@
+"""The app in process: error envelopes, validation, model states, memory given back on unload."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+
+from mlx_router.app import create_app
+from tests.api.conftest import make_settings
+
+CHAT = "/v1/chat/completions"
+
+
+def body(**kw):
+    b = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
+    b.update(kw)
+    return b
+
+
+def assert_error(r, status, type_=None, code=None, param=None):
+    assert r.status_code == status, r.text
+    err = r.json()["error"]
+    assert set(err) == {"message", "type", "param", "code"}
+    if type_:
+        assert err["type"] == type_
+    if code:
+        assert err["code"] == code
+    if param:
+        assert err["param"] == param
+    return err
+
+
+@pytest.mark.parametrize(
+    "change, param",
+    [
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"n": 3}, "n"),
+        ({"messages": [{"role": "wizard", "content": "x"}]}, "messages.0.role"),
+        ({"stop": ["a"] * 17}, "stop"),
+        ({"logit_bias": {"abc": 1}}, "logit_bias"),
+        ({"logit_bias": {"999999999": 1}}, "logit_bias"),
+        ({"response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}, "response_format"),
+        ({"tool_choice": "required"}, "tool_choice"),
+    ],
+)
+def test_invalid_requests_are_400_with_param(app_client, change, param):
+    err = assert_error(app_client.post(CHAT, json=body(**change)), 400, "invalid_request_error")
+    assert err["param"] is not None and err["param"].startswith(param)
+
+
+def test_unknown_model_404(app_client):
+    assert_error(app_client.post(CHAT, json=body(model="ghost")), 404, code="model_not_found", param="model")
+    assert_error(app_client.post(CHAT, json=body(model="../../etc")), 404, code="model_not_found")
+    assert_error(app_client.get("/v1/models/ghost"), 404, code="model_not_found")
+
+
+def test_malformed_and_wrong_shape(app_client):
+    assert_error(app_client.post(CHAT, content=b"{", headers={"content-type": "application/json"}), 400)
+    assert_error(app_client.post(CHAT, json=[1, 2]), 400)
+    assert_error(app_client.get("/v1/nowhere"), 404)
+
+
+def test_unknown_fields_ignored(app_client):
+    r = app_client.post(CHAT, json=body(frobnicate=True, metadata={"a": 1}))
+    assert r.status_code == 200, r.text
+
+
+def test_context_length_is_checked(app_client):
+    err = assert_error(app_client.post(CHAT, json=body(max_tokens=100000)), 400, code="context_length_exceeded")
+    assert "max_tokens" in err["message"]
+
+
+def test_model_states(app_client):
+    cards = {m["id"]: m for m in app_client.get("/v1/models").json()["data"]}
+    assert cards["tiny-b"]["state"] in ("stopped", "ready")
+    assert app_client.post("/v1/models/tiny-b/load").json()["state"] == "ready"
+    assert app_client.get("/v1/models/tiny-b").json()["loaded"] is True
+    assert app_client.delete("/v1/models/tiny-b").json()["state"] == "stopped"
+
+
+def test_unload_gives_memory_back(models_root):
+    app = create_app(make_settings(models_root, prefix_cache_gb=0))
+    with TestClient(app) as client:
+        services = app.state.services
+
+        def active() -> int:
+            import mlx.core as mx
+
+            return services.worker.call(lambda: (mx.clear_cache(), mx.get_active_memory())[1]).result()
+
+        base = active()
+        assert client.post(CHAT, json=body()).status_code == 200
+        loaded = active()
+        assert loaded - base > 100_000  # the weights are resident
+        assert client.delete("/v1/models/tiny-a").json()["state"] == "stopped"
+        after = active()
+        assert after - base < 0.1 * (loaded - base)
+        assert services.worker.call(lambda: __import__("mlx.core").core.get_cache_memory()).result() == 0
+
+
+def test_cache_size_evicts_least_recently_used(models_root):
+    with TestClient(create_app(make_settings(models_root, cache_size=1))) as client:
+        assert client.post(CHAT, json=body(model="tiny-a")).status_code == 200
+        assert client.post(CHAT, json=body(model="tiny-b")).status_code == 200
+        states = {m["id"]: m["state"] for m in client.get("/v1/models").json()["data"]}
+        assert states["tiny-b"] == "ready" and states["tiny-a"] == "stopped"
+
+
+def test_memory_budget_refuses_a_model_that_cannot_fit(models_root):
+    with TestClient(create_app(make_settings(models_root, memory_budget_gb=0.000001))) as client:
+        r = client.post(CHAT, json=body())
+        assert_error(r, 503, code="insufficient_memory")
+        assert int(r.headers["retry-after"]) >= 1
