@@ -20,6 +20,7 @@ from mlx_lm.models.cache import LRUPromptCache, can_trim_prompt_cache, trim_prom
 
 from mlx_router.core.params import GenerationRequest, TokenEvent, TokenLogprob
 from mlx_router.core.sampling import SamplerFactory, logits_processors
+from mlx_router.core.solo import SoloSequence
 from mlx_router.errors import RequestTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class RunnerConfig:
     prefill_step_size: int = 512
     prefix_cache_bytes: int = 2 * 1024**3
     prefix_cache_entries: int = 64
+    solo_path: bool = True
 
 
 @dataclass
@@ -72,7 +74,8 @@ class ModelRunner:
             prefill_step_size=config.prefill_step_size,
             stream=mx.default_stream(mx.default_device()),
         )
-        self._eos = StopSequences([[t] for t in sorted(tokenizer.eos_token_ids)])
+        self._eos_ids = frozenset(int(t) for t in tokenizer.eos_token_ids)
+        self._eos = StopSequences([[t] for t in sorted(self._eos_ids)])
         self._no_stop = StopSequences()
         self._by_uid: dict[int, _Active] = {}
         self._by_request: dict[str, int] = {}
@@ -84,6 +87,9 @@ class ModelRunner:
         self._counts = (0, 0)
         self._kv_bytes = 0
         self._steps = 0
+        self._solo: SoloSequence | None = None
+        self._solo_ok = config.solo_path and SoloSequence.supported(model)
+        self._solo_uids = 0
 
     # -- queries -------------------------------------------------------------------------------------------
     def has_work(self) -> bool:
@@ -104,7 +110,8 @@ class ModelRunner:
         running = sum(1 for a in self._by_uid.values() if a.started)
         self._counts = (running, len(self._by_uid) - running)
         cached = self._prefix.nbytes if self._prefix is not None else 0
-        self._kv_bytes = int(self._gen.prompt_cache_nbytes) + int(cached)
+        solo = self._solo.cache_nbytes() if self._solo is not None else 0
+        self._kv_bytes = int(self._gen.prompt_cache_nbytes) + int(cached) + solo
 
     # -- commands (worker thread) --------------------------------------------------------------------------
     def add(self, req: GenerationRequest, emit: Emit) -> None:
@@ -117,26 +124,61 @@ class ModelRunner:
             processors.append(self._grammar_processor(req.grammar))
         cache, rest = self._fetch_prefix(prompt)
         cached = len(prompt) - len(rest)
-        (uid,) = self._gen.insert(
-            [rest],
-            [req.max_tokens],
-            caches=[cache] if cache is not None else None,
-            all_tokens=[prompt[:cached]],
-            samplers=[self._samplers.sampler(req.sampling)],
-            logits_processors=[processors],
-            # A grammar ends on EOS: ignoring it would fill the output with EOS up to max_tokens.
-            stop_sequences=[self._no_stop if req.ignore_eos and req.grammar is None else self._eos],
-        )
-        self._by_uid[uid] = _Active(req=req, emit=emit, uid=uid, cached_tokens=cached)
+        sampler = self._samplers.sampler(req.sampling)
+        # A grammar ends on EOS: ignoring it would fill the output with EOS up to max_tokens.
+        keep_going = req.ignore_eos and req.grammar is None
+        if self._solo_ok and self._solo is None and not self._by_uid:
+            self._solo_uids -= 1
+            uid = self._solo_uids  # negative: never collides with the batch generator's ids
+            self._solo = SoloSequence(
+                uid, self.model, rest, cache, prompt[:cached], sampler, processors, req.max_tokens,
+                frozenset() if keep_going else self._eos_ids, self.config.prefill_step_size,
+            )
+        else:
+            self._move_solo_to_batch()
+            (uid,) = self._gen.insert(
+                [rest],
+                [req.max_tokens],
+                caches=[cache] if cache is not None else None,
+                all_tokens=[prompt[:cached]],
+                samplers=[sampler],
+                logits_processors=[processors],
+                stop_sequences=[self._no_stop if keep_going else self._eos],
+            )
+        self._by_uid[uid] = _Active(req=req, emit=emit, uid=uid, cached_tokens=cached,
+                                    extra={"sampler": sampler, "processors": processors, "keep_going": keep_going})
         self._by_request[req.request_id] = uid
         self._refresh_stats()
+
+    def _move_solo_to_batch(self) -> None:
+        """Another request arrived: the solo request continues in the batch, exactly where it was."""
+        solo, self._solo = self._solo, None
+        if solo is None:
+            return
+        active = self._by_uid.pop(solo.uid)
+        hand = solo.handover()
+        (uid,) = self._gen.insert(
+            [hand.prompt],
+            [hand.max_tokens],
+            caches=[hand.cache],
+            all_tokens=[hand.all_tokens],
+            samplers=[active.extra["sampler"]],
+            logits_processors=[active.extra["processors"]],
+            stop_sequences=[self._no_stop if active.extra["keep_going"] else self._eos],
+        )
+        active.uid = uid
+        self._by_uid[uid] = active
+        self._by_request[active.req.request_id] = uid
 
     def cancel(self, request_id: str, reason: str = "cancelled") -> None:
         """Drop a request wherever it is (queued, prefilling, decoding); frees its batch slot now."""
         uid = self._by_request.pop(request_id, None)
         if uid is None:
             return
-        self._gen.remove([uid])
+        if self._solo is not None and self._solo.uid == uid:
+            self._solo = None
+        else:
+            self._gen.remove([uid])
         active = self._by_uid.pop(uid)
         self._refresh_stats()
         if reason == "timeout":
@@ -146,9 +188,11 @@ class ModelRunner:
             active.emit(TokenEvent(tokens=[], finish_reason="cancelled"))
 
     def cancel_all(self, error: BaseException) -> None:
+        self._solo = None
         for request_id, uid in list(self._by_request.items()):
             active = self._by_uid[uid]
-            self._gen.remove([uid])
+            if uid >= 0:
+                self._gen.remove([uid])
             self._by_uid.pop(uid, None)
             self._by_request.pop(request_id, None)
             active.emit(TokenEvent(tokens=[], finish_reason="error", error=error))
@@ -158,6 +202,9 @@ class ModelRunner:
         """One decode step for every running request, plus one prefill chunk for waiting prompts."""
         self._drop_expired()
         if not self._by_uid:
+            return
+        if self._solo is not None:
+            self._step_solo(self._solo)
             return
         _, responses = self._gen.next()
         self._steps += 1
@@ -173,6 +220,17 @@ class ModelRunner:
             self._deliver(active, r, logprobs.get(r.uid))
         if self._steps % 8 == 0 or any(r.finish_reason for r in responses):
             self._refresh_stats()
+
+    def _step_solo(self, solo: SoloSequence) -> None:
+        r = solo.step()
+        if r is None:
+            return
+        if r.finish_reason is not None:
+            self._solo = None
+        active = self._by_uid.get(r.uid)
+        if active is not None:
+            logprob = self._logprobs([r]).get(r.uid) if active.req.logprobs is not None else None
+            self._deliver(active, r, logprob)
 
     def close(self) -> None:
         self._gen.close()

@@ -42,14 +42,21 @@ class _FilteredSampler:
         self._filters = _filters(p, vocab_size)
         self._inv_temp = 1.0 / p.temperature
         self._key = mx.random.key(p.seed) if p.seed is not None else None
+        self._prev_key = self._key
 
     def __call__(self, logprobs: mx.array) -> mx.array:
         for f in self._filters:
             logprobs = f(logprobs)
         if self._key is None:
             return mx.random.categorical(logprobs * self._inv_temp)
+        self._prev_key = self._key
         self._key, sub = mx.random.split(self._key)
         return mx.random.categorical(logprobs * self._inv_temp, key=sub)
+
+    def rewind(self) -> None:
+        """Forget the last draw: the next call samples with the same key again (a request moving from the
+        solo path into the batch re-samples one position)."""
+        self._key = self._prev_key
 
 
 class SamplerFactory:

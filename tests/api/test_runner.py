@@ -1,0 +1,79 @@
+"""The batch runner on a real tiny model, without HTTP: solo path, moving into the batch, cancellation."""
+
+from __future__ import annotations
+
+import pytest
+from mlx_lm import load
+
+from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent
+from mlx_router.core.runner import ModelRunner, RunnerConfig
+
+
+@pytest.fixture(scope="module")
+def model(random_llm_dir):
+    return load(str(random_llm_dir))
+
+
+def request(rid, prompt, n=40, **sampling):
+    return GenerationRequest(rid, "m", prompt, n, SamplingParams(**sampling), ignore_eos=True)
+
+
+def drive(runner, events, until):
+    for _ in range(10000):
+        if until():
+            return
+        runner.step()
+    raise AssertionError("runner did not finish")
+
+
+def tokens_of(events):
+    return [t for e in events for t in e.tokens]
+
+
+def run_alone(model, req, solo=True):
+    m, tok = model
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefix_cache_bytes=0, solo_path=solo))
+    events: list[TokenEvent] = []
+    runner.add(req, events.append)
+    drive(runner, events, lambda: events and events[-1].finish_reason)
+    return tokens_of(events)
+
+
+@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.9, "seed": 11}, {"temperature": 0.7, "top_p": 0.8,
+                                                                                "seed": 3, "presence_penalty": 1.0}])
+def test_joining_the_batch_keeps_the_output_exact(model, sampling):
+    m, tok = model
+    prompt_a = tok.encode("a request that starts alone")
+    prompt_b = tok.encode("another request that arrives later and makes a batch")
+    alone_a = run_alone(model, request("a", prompt_a, **sampling))
+    assert alone_a == run_alone(model, request("a", prompt_a, **sampling), solo=False)
+    alone_b = run_alone(model, request("b", prompt_b, **sampling))
+    for join_after in (0, 1, 7):
+        runner = ModelRunner("m", m, tok, RunnerConfig(prefix_cache_bytes=0))
+        a_events: list[TokenEvent] = []
+        b_events: list[TokenEvent] = []
+        runner.add(request("a", prompt_a, **sampling), a_events.append)
+        drive(runner, a_events, lambda: len(tokens_of(a_events)) >= join_after)
+        runner.add(request("b", prompt_b, **sampling), b_events.append)
+        drive(runner, a_events, lambda: a_events and a_events[-1].finish_reason and b_events and b_events[-1].finish_reason)
+        assert tokens_of(a_events) == alone_a, join_after
+        assert tokens_of(b_events) == alone_b, join_after
+
+
+def test_cancel_frees_the_slot_at_once(model):
+    m, tok = model
+    runner = ModelRunner("m", m, tok, RunnerConfig(max_running=1, prefix_cache_bytes=0))
+    events = {k: [] for k in "abc"}
+    for k in "abc":
+        runner.add(request(k, tok.encode(f"request {k}"), n=1000), events[k].append)
+    for _ in range(5):
+        runner.step()
+    runner.cancel("b")  # queued: dropped before it starts
+    runner.cancel("a")  # running: its slot is free for c at the next step
+    assert events["b"][-1].finish_reason == "cancelled" and not tokens_of(events["b"])
+    assert events["a"][-1].finish_reason == "cancelled"
+    before = len(tokens_of(events["c"]))
+    for _ in range(3):
+        runner.step()
+    assert len(tokens_of(events["c"])) > before
+    assert runner.counts() == (1, 0)
