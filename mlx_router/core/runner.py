@@ -206,6 +206,7 @@ class ModelRunner:
         if self._solo is not None:
             self._step_solo(self._solo)
             return
+        self._gen.prefill_batch_size = self._prefill_batch()
         _, responses = self._gen.next()
         self._steps += 1
         if not responses:
@@ -220,6 +221,19 @@ class ModelRunner:
             self._deliver(active, r, logprobs.get(r.uid))
         if self._steps % 8 == 0 or any(r.finish_reason for r in responses):
             self._refresh_stats()
+
+    def _prefill_batch(self) -> int:
+        """How many waiting prompts to prefill together: about `prefill_step_size` tokens per step in all.
+
+        Prefill is compute-bound, so batching long prompts saves little while every prompt of the group waits
+        for the slowest; one prompt after another gives the earlier ones their first token sooner. Short
+        prompts are still grouped, which keeps small models busy.
+        """
+        waiting = [len(a.req.prompt_tokens) - a.cached_tokens for a in self._by_uid.values() if not a.started]
+        if not waiting:
+            return self.config.prefill_batch
+        typical = max(1, sum(waiting) // len(waiting))
+        return max(1, min(self.config.prefill_batch, self.config.prefill_step_size // typical))
 
     def _step_solo(self, solo: SoloSequence) -> None:
         r = solo.step()
