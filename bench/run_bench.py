@@ -77,8 +77,8 @@ class Server:
             self.proc.kill()
 
 
-def load_lines(base: str, model: str, a, label: str, extra: list[str]) -> list[dict]:
-    cmd = [sys.executable, str(HERE / "load.py"), base, model, "--max-tokens", str(a.max_tokens),
+def load_lines(base: str, model: str, a, label: str, extra: list[str], max_tokens: int | None = None) -> list[dict]:
+    cmd = [sys.executable, str(HERE / "load.py"), base, model, "--max-tokens", str(max_tokens or a.max_tokens),
            "--prompt-words", str(a.prompt_words), "--label", label] + extra
     out = run(cmd, timeout=3000)
     return [json.loads(x) for x in out.splitlines() if x.startswith("{")]
@@ -100,7 +100,7 @@ def step_mlx_lm_server(a, work: Path) -> list[dict]:
     try:
         srv.wait_ready("/v1/models")
         return [dict(r, step="mlx_lm_server") for r in load_lines(
-            f"http://127.0.0.1:{port}", a.model, a, "mlx_lm.server", ["--conc", a.conc])]
+            f"http://127.0.0.1:{port}", a.model, a, "mlx_lm.server", ["--conc", a.server_conc or a.conc])]
     finally:
         srv.stop()
 
@@ -127,8 +127,8 @@ def step_router(a, work: Path) -> list[dict]:
         base = f"http://127.0.0.1:{port}"
         rows += load_lines(base, a.name, a, "mlx-router", ["--conc", a.conc, "--ignore-eos"])
         if a.burst:
-            rows += load_lines(base, a.name, a, "mlx-router burst",
-                               ["--conc", str(a.burst), "--retry-429", "--ignore-eos"])
+            rows += load_lines(base, a.name, a, f"mlx-router burst ({a.burst_max_tokens} tokens)",
+                               ["--conc", str(a.burst), "--retry-429", "--ignore-eos"], a.burst_max_tokens)
         if a.prefix_words:
             rows += load_lines(base, a.name, a, "mlx-router prefix",
                                ["--prefix-turns", "--prefix-words", str(a.prefix_words)])
@@ -173,6 +173,8 @@ def main() -> None:
     ap.add_argument("--batches", default="1,8,32,64")
     ap.add_argument("--conc", default="1,8,32,64")
     ap.add_argument("--burst", type=int, default=0)
+    ap.add_argument("--burst-max-tokens", type=int, default=64)
+    ap.add_argument("--server-conc", default="", help="concurrency levels for mlx_lm.server (default: --conc)")
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--prompt-words", type=int, default=200)
     ap.add_argument("--prefix-words", type=int, default=0)
