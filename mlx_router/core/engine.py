@@ -54,6 +54,23 @@ class EventRelay:
             queue.put_nowait(event)
 
 
+def _coalesce(event: TokenEvent, queue: asyncio.Queue[TokenEvent]) -> TokenEvent:
+    """Merge the events already waiting behind `event` into it.
+
+    When the event loop falls behind (many streams), one chunk then carries several tokens instead of each
+    token paying for its own chunk; when it keeps up, every token still goes out on its own.
+    """
+    while event.finish_reason is None and not queue.empty():
+        nxt = queue.get_nowait()
+        event.tokens.extend(nxt.tokens)
+        if nxt.logprobs:
+            event.logprobs = (event.logprobs or []) + nxt.logprobs
+        if nxt.prompt_tokens and not event.prompt_tokens:
+            event.prompt_tokens, event.cached_tokens = nxt.prompt_tokens, nxt.cached_tokens
+        event.finish_reason, event.error = nxt.finish_reason, nxt.error
+    return event
+
+
 class Engine:
     """Runs generations on the MLX worker and streams their tokens back."""
 
@@ -85,7 +102,7 @@ class Engine:
         self.worker.post(add)
         try:
             while True:
-                event = await queue.get()
+                event = _coalesce(await queue.get(), queue)
                 finished = event.finish_reason is not None
                 yield event
                 if finished:

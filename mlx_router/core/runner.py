@@ -36,6 +36,7 @@ class RunnerConfig:
     prefix_cache_bytes: int = 2 * 1024**3
     prefix_cache_entries: int = 64
     solo_path: bool = True
+    prefill_step_seconds: float = 0.1  # time one prefill step may take while streams wait for their next token
 
 
 @dataclass
@@ -87,6 +88,7 @@ class ModelRunner:
         self._counts = (0, 0)
         self._kv_bytes = 0
         self._steps = 0
+        self._prefill_rate: float | None = None  # prompt tokens per second, measured
         self._solo: SoloSequence | None = None
         self._solo_ok = config.solo_path and SoloSequence.supported(model)
         self._solo_uids = 0
@@ -207,7 +209,12 @@ class ModelRunner:
             self._step_solo(self._solo)
             return
         self._gen.prefill_batch_size = self._prefill_batch()
+        counters = getattr(self._gen, "_counters", None)  # mlx-lm's own prefill timing
+        before = (counters.prompt_tokens, counters.prompt_time) if counters is not None else None
         _, responses = self._gen.next()
+        if before is not None and counters.prompt_tokens > before[0]:
+            rate = (counters.prompt_tokens - before[0]) / max(1e-6, counters.prompt_time - before[1])
+            self._prefill_rate = rate if self._prefill_rate is None else 0.8 * self._prefill_rate + 0.2 * rate
         self._steps += 1
         if not responses:
             self._refresh_stats()
@@ -223,17 +230,21 @@ class ModelRunner:
             self._refresh_stats()
 
     def _prefill_batch(self) -> int:
-        """How many waiting prompts to prefill together: about `prefill_step_size` tokens per step in all.
+        """How many waiting prompts to prefill together: as many as fit in `prefill_step_seconds` at the
+        measured prefill speed (before a measurement: about `prefill_step_size` tokens).
 
-        Prefill is compute-bound, so batching long prompts saves little while every prompt of the group waits
-        for the slowest; one prompt after another gives the earlier ones their first token sooner. Short
-        prompts are still grouped, which keeps small models busy.
+        Prefill is compute-bound: on a big model grouping long prompts saves little while each prompt of the
+        group waits for the slowest, so they go one after another and the first ones start sooner; a small
+        model prefills several in the same time, which shortens the ramp-up of a burst.
         """
         waiting = [len(a.req.prompt_tokens) - a.cached_tokens for a in self._by_uid.values() if not a.started]
         if not waiting:
             return self.config.prefill_batch
         typical = max(1, sum(waiting) // len(waiting))
-        return max(1, min(self.config.prefill_batch, self.config.prefill_step_size // typical))
+        budget = self.config.prefill_step_size
+        if self._prefill_rate is not None:
+            budget = int(self._prefill_rate * self.config.prefill_step_seconds)
+        return max(1, min(self.config.prefill_batch, budget // typical))
 
     def _step_solo(self, solo: SoloSequence) -> None:
         r = solo.step()
@@ -314,6 +325,9 @@ class ModelRunner:
     def _store_prefix(self, tokens: list[int] | None, cache: list[Any] | None) -> None:
         if self._prefix is None or not tokens or cache is None:
             return
+        # A cache extracted from the batch is a lazy slice of the whole batch's KV buffer: evaluate it now,
+        # or every stored entry keeps a full batch buffer alive (which ran an 80 GB GPU out of memory).
+        mx.eval([c.state for c in cache])
         self._prefix.insert_cache(self.model_id, list(tokens), cache)
 
     def _drop_expired(self) -> None:

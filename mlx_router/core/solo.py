@@ -92,16 +92,19 @@ class SoloSequence:
             return None
         if self._next is None:  # the last prompt token: sample the first generated token
             last, self._pending_prompt = self._pending_prompt, []
-            self._next = self._feed(last[0])
+            self._next = self._feed(mx.array([last[0]], dtype=mx.int32))
+            self._tokens.append(last[0])
             return None
         token_arr, logprobs = self._next
+        # Queue the next step on the still-lazy token before waiting for it, as mlx-lm's generate_step
+        # does: the accelerator never idles while Python builds the next graph.
+        following = self._feed(token_arr.reshape(1)) if self.emitted + 1 < self._max_tokens else None
         token = int(token_arr.item())
+        if following is not None:
+            self._tokens.append(token)  # fed above: `_tokens` stays what the KV cache holds
         self.emitted += 1
         finish = "stop" if token in self._stop else ("length" if self.emitted >= self._max_tokens else None)
-        if finish is None:
-            self._next = self._feed(token)  # computed while the caller handles `token`
-        else:
-            self._next = None
+        self._next = following if finish is None else None
         return SoloResponse(
             uid=self.uid,
             token=token,
@@ -111,10 +114,9 @@ class SoloSequence:
             all_tokens=list(self._tokens) if finish else None,
         )
 
-    def _feed(self, token: int) -> tuple[mx.array, mx.array]:
-        inputs = mx.array([token], dtype=mx.int32)
+    def _feed(self, inputs: mx.array) -> tuple[mx.array, mx.array]:
+        """Run one token (a lazy array of shape (1,)) through the model and sample the next one, async."""
         logits = self._model(inputs[None], cache=self._cache)[:, -1, :]
-        self._tokens.append(token)
         if self._processors:
             assert self._context is not None
             context = self._context.update_and_fetch(inputs)
@@ -132,7 +134,7 @@ class SoloSequence:
                                  self._max_tokens - self.emitted)
         mx.eval(self._next[0])  # let the in-flight step finish before trimming the cache under it
         self._next = None
-        last = self._tokens.pop()
+        last = self._tokens.pop()  # delivered and in the cache; the batch feeds it again
         trim_prompt_cache(self._cache, 1)
         rewind = getattr(self._sampler, "rewind", None)
         if rewind is not None:
