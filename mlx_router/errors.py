@@ -97,6 +97,14 @@ class RequestTimeoutError(RouterError):
     code = "timeout"
 
 
+class ModelUnloadedError(_RetryableError):
+    """The model was unloaded (by an operator) while this request ran (503)."""
+
+    status = 503
+    type = "server_error"
+    code = "model_unloaded"
+
+
 class ShuttingDownError(_RetryableError):
     status = 503
     type = "server_error"

@@ -91,6 +91,7 @@ def response_format_grammar(
     think: tuple[str | int, str | int] | None = None,
     in_reasoning: bool = False,
     tags_are_tokens: bool = True,
+    think_budget: int | None = None,
 ) -> str | None:
     """The grammar enforcing an OpenAI `response_format`, or None when it asks for plain text.
 
@@ -99,7 +100,9 @@ def response_format_grammar(
     block), requires free text up to the close tag first. A tag is a token id, or its text: with
     `tags_are_tokens` (Qwen3, DeepSeek-R1 and most thinking models) a text tag names a special token written
     `<...>`, otherwise it is matched as plain text; `ConstraintCompiler.think_tags` picks the right form for a
-    model. Raises `UnsupportedSchemaError` for a schema that cannot be enforced.
+    model. `think_budget` caps the thinking at that many tokens, after which the close tag is forced (where
+    it is a token), so the JSON always gets written. Raises `UnsupportedSchemaError` for a schema that cannot
+    be enforced.
     """
     schema = response_format_schema(response_format)
     if schema is None:
@@ -107,7 +110,7 @@ def response_format_grammar(
     if think is None:
         return json_schema_grammar(schema)
     answer = lark_json(schema, param="response_format")
-    return grammar_from_lark(_reasoning_lark(answer, think, in_reasoning, tags_are_tokens))
+    return grammar_from_lark(_reasoning_lark(answer, think, in_reasoning, tags_are_tokens, think_budget))
 
 
 def response_format_schema(response_format: Any) -> Any | None:
@@ -177,7 +180,11 @@ def _validated_grammar(prepared: dict[str, Any], param: str) -> str:
 
 
 def _reasoning_lark(
-    answer: str, think: tuple[str | int, str | int], in_reasoning: bool, tags_are_tokens: bool
+    answer: str,
+    think: tuple[str | int, str | int],
+    in_reasoning: bool,
+    tags_are_tokens: bool,
+    think_budget: int | None = None,
 ) -> str:
     """Lark text: [thinking block] then the JSON answer (`answer` is a `%json {...}` fragment)."""
     open_tag, close_tag = (_tag_ref(tag, tags_are_tokens) for tag in think)
@@ -185,6 +192,9 @@ def _reasoning_lark(
         # special tokens never match text, so the free text can neither contain nor fake the close tag
         body = f"THINK_TEXT? {close_tag}"
         rules = ["THINK_TEXT: /(?s:.+)/"]
+        if think_budget is not None:  # llguidance ends the rule after that many tokens
+            body = f"think_text? {close_tag}"
+            rules = [f"think_text[max_tokens={max(1, int(think_budget))}]: /(?s:.+)/"]
     else:
         # a lazy lexeme: the thinking text ends at the first occurrence of the close tag
         body = "think_text"

@@ -145,6 +145,7 @@ def _slot_health(slot: ModelSlot) -> dict[str, Any]:
         "running": running,
         "queued": waiting,
         "memory_gb": round(slot.cost_bytes / 1024**3, 3),
+        "kv_reserved_gb": round(slot.reserved_kv / 1024**3, 3),
         "kv_cache_gb": round(slot.runner.kv_bytes() / 1024**3, 3) if slot.runner is not None else 0.0,
         "error": slot.error,
         "loads": slot.loads,

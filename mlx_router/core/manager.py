@@ -14,13 +14,20 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from mlx_router.config.discovery import ModelDiscovery, ModelEntry
+from mlx_router.config.memory import estimate_model_bytes, kv_bytes_per_token, read_model_config
 from mlx_router.config.settings import Settings
 from mlx_router.core.eviction import PoolEntry, plan_eviction
 from mlx_router.core.loader import LoadedModel, free_memory, load_weights, open_tokenizer, read_config
 from mlx_router.core.resource_monitor import GB, ResourceMonitor
 from mlx_router.core.runner import ModelRunner, RunnerConfig
 from mlx_router.core.worker import MLXWorker
-from mlx_router.errors import InsufficientMemoryError, ModelLoadError, ModelNotFoundError, OverloadedError
+from mlx_router.errors import (
+    InsufficientMemoryError,
+    ModelLoadError,
+    ModelNotFoundError,
+    ModelUnloadedError,
+    OverloadedError,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +48,7 @@ class ModelSlot:
     reserved_kv: int = 0  # KV bytes reserved by admitted requests (event-loop side)
     error: str | None = None
     loads: int = 0  # successful loads since start (shared first requests load once)
+    kv_per_token: int = 0  # KV bytes a token costs: estimated from config.json, measured once loaded
 
 
 class MLXModelManager:
@@ -78,9 +86,7 @@ class MLXModelManager:
 
     def estimate_bytes(self, entry: ModelEntry) -> int:
         """Weights (or the configured `required_memory_gb`) times `safety_margin`."""
-        ms = self.settings.model_settings(entry.id)
-        base = ms.required_memory_gb * GB if ms.required_memory_gb else entry.size_bytes
-        return int(base * self.settings.defaults.safety_margin)
+        return estimate_model_bytes(entry, self.settings)
 
     # -- tokenizer (no MLX: loaded off the worker thread) ---------------------------------------------------
     async def tokenizer(self, model_id: str) -> Any:
@@ -96,7 +102,11 @@ class MLXModelManager:
 
     # -- references and admission (event loop) -------------------------------------------------------------
     def acquire(self, model_id: str) -> ModelSlot:
-        slot = self._slots.setdefault(model_id, ModelSlot(model_id))
+        slot = self._slots.get(model_id)
+        if slot is None:
+            entry = self.resolve(model_id)
+            slot = self._slots.setdefault(model_id, ModelSlot(model_id))
+            slot.kv_per_token = kv_bytes_per_token(read_model_config(entry.path))
         slot.refs += 1
         slot.last_used = time.monotonic()
         return slot
@@ -119,9 +129,12 @@ class MLXModelManager:
                 retry_after=2,
             )
         snap = self.monitor.snapshot()
-        if snap.pressure == "critical":
+        if snap.pressure in ("high", "critical"):
+            self.worker.post(lambda: self._unload_idle(keep=slot.model_id))
+        critical_cap = self.settings.model_settings(slot.model_id).memory_pressure_max_tokens.get("critical")
+        if snap.pressure == "critical" and critical_cap is None:
             raise InsufficientMemoryError("memory pressure is critical; try again shortly", retry_after=5)
-        per_token = slot.loaded.kv_bytes_per_token if slot.loaded else 0
+        per_token = slot.loaded.kv_bytes_per_token if slot.loaded else slot.kv_per_token
         need = per_token * kv_tokens
         if need and self._committed_bytes() + need > self.monitor.budget_bytes():
             raise InsufficientMemoryError(
@@ -132,7 +145,12 @@ class MLXModelManager:
         return need
 
     def _committed_bytes(self) -> int:
-        return sum(s.cost_bytes + s.reserved_kv for s in self._slots.values() if s.state in ("ready", "loading"))
+        """Weights, the KV caches admitted requests may grow to, and the prefix caches, of every loaded model."""
+        total = 0
+        for s in self._slots.values():
+            if s.state in ("ready", "loading"):
+                total += s.cost_bytes + s.reserved_kv + (s.runner.prefix_bytes() if s.runner else 0)
+        return total
 
     # -- loading (worker thread) ---------------------------------------------------------------------------
     async def ensure_loaded(self, model_id: str) -> ModelRunner:
@@ -159,6 +177,7 @@ class MLXModelManager:
             raise
         slot.loaded = loaded
         slot.loads += 1
+        slot.kv_per_token = loaded.kv_bytes_per_token or slot.kv_per_token
         slot.runner = ModelRunner(
             entry.id,
             loaded.model,
@@ -203,11 +222,21 @@ class MLXModelManager:
         slot.state = "unloading"
         self.worker.detach(model_id)
         if slot.runner is not None:
+            if slot.runner.has_work():  # an operator's unload: the running requests end with an error
+                slot.runner.cancel_all(ModelUnloadedError(f"{model_id} was unloaded; try again", retry_after=1))
             slot.runner.close()
         slot.runner, slot.loaded, slot.cost_bytes = None, None, 0
         free_memory()
         slot.state = "stopped"
         logger.info("unloaded %s", model_id)
+
+    def _unload_idle(self, keep: str) -> None:
+        """Memory pressure is high: unload every idle model but `keep`, least recently used first."""
+        idle = [s for s in self._slots.values() if s.state == "ready" and s.model_id != keep and s.refs == 0
+                and not (s.runner is not None and s.runner.has_work())]
+        for s in sorted(idle, key=lambda s: s.last_used):
+            logger.warning("memory pressure: unloading idle model %s", s.model_id)
+            self._unload(s.model_id)
 
     async def unload(self, model_id: str) -> None:
         await asyncio.wrap_future(self.worker.call(lambda: self._unload(model_id)))

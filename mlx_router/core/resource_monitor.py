@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -11,6 +12,7 @@ import psutil
 from mlx_router.config.settings import DefaultsConfig, PressureLevel
 
 GB = 1024**3
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,8 @@ class MemorySnapshot:
 def device_memory_bytes() -> int | None:
     """Memory of the accelerator MLX runs on (Metal/CUDA), or None where MLX does not report it (CPU)."""
     info = mx.device_info()
-    for key in ("memory_size", "total_memory", "max_recommended_working_set_size"):
+    # Metal: the GPU's working-set limit is the real bound, lower than RAM on small Macs.
+    for key in ("max_recommended_working_set_size", "total_memory", "memory_size"):
         value = info.get(key)
         if isinstance(value, int) and value > 0:
             return value
@@ -76,6 +79,9 @@ class ResourceMonitor:
             device_memory_gb=dev / GB if dev else None,
             pressure=pressure_level(available_gb, swap_percent, self._cfg),
         )
+        if self._last is not None and snap.pressure != self._last.pressure:
+            logger.warning("memory pressure %s -> %s (%.1f GB available, swap %.0f%%)", self._last.pressure,
+                           snap.pressure, available_gb, swap_percent)
         self._last, self._last_at = snap, now
         return snap
 

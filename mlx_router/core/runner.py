@@ -87,6 +87,7 @@ class ModelRunner:
         )
         self._counts = (0, 0)
         self._kv_bytes = 0
+        self._prefix_bytes = 0
         self._steps = 0
         self._prefill_rate: float | None = None  # prompt tokens per second, measured
         self._solo: SoloSequence | None = None
@@ -104,6 +105,10 @@ class ModelRunner:
         """
         return self._counts
 
+    def prefix_bytes(self) -> int:
+        """Bytes held by the prefix cache (snapshot, any thread)."""
+        return self._prefix_bytes
+
     def kv_bytes(self) -> int:
         """Bytes held by the KV caches of the batch and of the prefix cache (snapshot, any thread)."""
         return self._kv_bytes
@@ -111,9 +116,9 @@ class ModelRunner:
     def _refresh_stats(self) -> None:
         running = sum(1 for a in self._by_uid.values() if a.started)
         self._counts = (running, len(self._by_uid) - running)
-        cached = self._prefix.nbytes if self._prefix is not None else 0
+        self._prefix_bytes = int(self._prefix.nbytes) if self._prefix is not None else 0
         solo = self._solo.cache_nbytes() if self._solo is not None else 0
-        self._kv_bytes = int(self._gen.prompt_cache_nbytes) + int(cached) + solo
+        self._kv_bytes = int(self._gen.prompt_cache_nbytes) + self._prefix_bytes + solo
 
     # -- commands (worker thread) --------------------------------------------------------------------------
     def add(self, req: GenerationRequest, emit: Emit) -> None:

@@ -33,11 +33,11 @@ class OutputPipeline:
             return self._route([ContentDelta(text)]) if text else []
         return self._route(self.reasoning.feed(text))
 
-    def finish(self) -> list[OutputEvent]:
-        """The output ended: flush both parsers."""
+    def finish(self, *, cut: bool = False) -> list[OutputEvent]:
+        """The output ended (`cut`: at max_tokens, see ToolCallParser.finish): flush both parsers."""
         events = self._route(self.reasoning.finish()) if self.reasoning is not None else []
         if self.tools is not None:
-            events = merge_deltas(events + self.tools.finish())
+            events = merge_deltas(events + self.tools.finish(cut=cut))
         return events
 
     def parse(self, text: str) -> ParsedOutput:

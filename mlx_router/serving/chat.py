@@ -15,6 +15,7 @@ from mlx_router.parsing.events import (
     ReasoningDelta,
     ToolCallArgsDelta,
     ToolCallStart,
+    collect,
 )
 from mlx_router.protocol.chat import (
     AssistantMessage,
@@ -74,7 +75,7 @@ class ChatService:
         async for chunk in session.chunks():
             logprobs.extend(chunk.logprobs)
             finish = chunk.finish_reason or finish
-        parsed = p.pipeline().parse(session.text)
+        parsed = _parse_cut(p, session.text) if finish == "length" else p.pipeline().parse(session.text)
         calls = _limit_calls(parsed, p.tool_plan.parallel)
         message = AssistantMessage(
             content=(parsed.content or None) if calls else (parsed.content or ""),
@@ -82,7 +83,7 @@ class ChatService:
             tool_calls=[ToolCallOut(id=c.id, function=ToolCallFunctionOut(name=c.name, arguments=c.arguments))
                         for c in calls] or None,
         )
-        if calls:
+        if calls and finish != "length":  # a cut output says so, even after complete calls
             finish = "tool_calls"
         choice = ChatChoice(
             message=message,
@@ -104,13 +105,13 @@ class ChatService:
             held_logprobs.extend(chunk.logprobs)
             events = pipeline.feed(chunk.text) if chunk.text else []
             if chunk.finish_reason is not None:
-                events += pipeline.finish()
+                events += pipeline.finish(cut=chunk.finish_reason == "length")
                 finish = chunk.finish_reason
             for delta in shaper.deltas(events):
                 lp = logprobs_out(p.profile.tokenizer, held_logprobs) if held_logprobs else None
                 held_logprobs = []
                 yield shaper.chunk(delta, logprobs=lp)
-        if shaper.calls:
+        if shaper.calls and finish != "length":
             finish = "tool_calls"
         yield shaper.chunk(DeltaMessage(), finish_reason=finish)
         opts = p.request.stream_options
@@ -178,6 +179,14 @@ def _mergeable(a: DeltaMessage, b: DeltaMessage) -> bool:
     return (a.content is None) == (b.content is None) and (a.reasoning_content is None) == (
         b.reasoning_content is None
     )
+
+
+def _parse_cut(p: PreparedChat, text: str) -> ParsedOutput:
+    """An output cut by max_tokens, read as the stream reads it: the call it was writing stays a call with
+    the arguments written so far (as OpenAI answers, and as the stream announced it), and its raw markup
+    never comes back as content."""
+    pipeline = p.pipeline(stream=True)
+    return collect(pipeline.feed(text) + pipeline.finish(cut=True))
 
 
 def _limit_calls(parsed: ParsedOutput, parallel: bool) -> list[Any]:

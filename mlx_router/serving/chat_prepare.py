@@ -37,6 +37,15 @@ class ToolPlan:
     parallel: bool = True
 
 
+@dataclass(frozen=True)
+class ThinkingPlan:
+    """Where the prompt leaves a thinking model, for the grammars that force its answer."""
+
+    allowed: bool  # the output may think first (the prompt did not close the thinking block)
+    in_reasoning: bool  # the prompt opened the block: the output starts inside it
+    budget: int  # thinking tokens allowed before a forced answer: half the output limit, so the answer fits
+
+
 @dataclass
 class PreparedChat:
     """A validated chat request, ready to run."""
@@ -108,12 +117,12 @@ class ChatPreparer:
         kwargs = self._template_kwargs(req, profile)
         prompt_text = await asyncio.to_thread(self._render, profile, req, plan, kwargs)
         tokens = await asyncio.to_thread(profile.tokenizer.encode, prompt_text, add_special_tokens=False)
-        in_reasoning = self._opens_reasoning(profile, prompt_text)
-        grammar = self._tool_grammar(plan, profile, in_reasoning) or self._format_grammar(req, profile, in_reasoning)
         limit = output_limit(
             req.output_limit(), profile.settings, self._settings.defaults,
             self._monitor.snapshot().pressure, len(tokens), profile.context_tokens,
         )
+        think = self._thinking(profile, prompt_text, limit)
+        grammar = self._tool_grammar(plan, profile, think) or self._format_grammar(req, profile, think)
         top = req.top_logprobs or 0
         gen = GenerationRequest(
             request_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
@@ -126,7 +135,7 @@ class ChatPreparer:
             ignore_eos=req.ignore_eos,
         )
         return PreparedChat(gen.request_id, int(time.time()), req, profile, gen, req.stop_list(),
-                            prompt_text, plan, in_reasoning)
+                            prompt_text, plan, think.in_reasoning)
 
     def _template_kwargs(self, req: ChatCompletionRequest, profile: ModelProfile) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -172,7 +181,7 @@ class ChatPreparer:
             plan.mode = "required"
         return plan
 
-    def _tool_grammar(self, plan: ToolPlan, profile: ModelProfile, in_reasoning: bool) -> str | None:
+    def _tool_grammar(self, plan: ToolPlan, profile: ModelProfile, think: ThinkingPlan) -> str | None:
         """The grammar forcing the model's call markup: always for required/named, and for auto when
         `constrain_tool_calls` is on (calls then always parse and match their schemas)."""
         if plan.parser is None or plan.mode is None:
@@ -181,35 +190,45 @@ class ChatPreparer:
             return None
         tools = [t for t in plan.tools if plan.named is None or t["function"]["name"] == plan.named]
         parser = get_tool_parser(plan.parser)(plan.tools)
-        think = None
-        if profile.reasoning_parser is not None:
+        tags = None
+        if think.allowed and profile.reasoning_parser is not None:
             markers = getattr(get_reasoning_parser(profile.reasoning_parser), "markers", None)
-            think = markers if isinstance(markers, tuple) else None
+            tags = markers if isinstance(markers, tuple) else None
         try:
             return parser.grammar(
                 tools, mode=plan.mode, parallel=plan.parallel,  # type: ignore[arg-type]
-                special_tokens=profile.tokenizer.get_added_vocab(), think=think, in_reasoning=in_reasoning,
+                special_tokens=profile.tokenizer.get_added_vocab(), think=tags,
+                in_reasoning=think.in_reasoning, think_budget=None if plan.mode == "auto" else think.budget,
             )
         except UnsupportedSchemaError as e:
             if plan.mode == "auto":  # free text stays possible: parse the calls without a grammar
                 return None
             raise InvalidRequestError(str(e), param="tools") from None
 
-    def _format_grammar(self, req: ChatCompletionRequest, profile: ModelProfile, in_reasoning: bool) -> str | None:
+    def _format_grammar(
+        self, req: ChatCompletionRequest, profile: ModelProfile, think: ThinkingPlan
+    ) -> str | None:
         if req.response_format is None:
             return None
         try:
             return response_format_grammar(
                 req.response_format.model_dump(by_alias=True, exclude_none=True),
-                think=profile.think_markers(),
-                in_reasoning=in_reasoning,
+                think=profile.think_markers() if think.allowed else None,
+                in_reasoning=think.in_reasoning,
+                think_budget=think.budget,
                 tags_are_tokens=False,  # tags that are tokens come as ids; text tags are matched as text
             )
         except UnsupportedSchemaError as e:
             raise InvalidRequestError(str(e), param="response_format") from None
 
     @staticmethod
-    def _opens_reasoning(profile: ModelProfile, prompt_text: str) -> bool:
+    def _thinking(profile: ModelProfile, prompt_text: str, limit: int) -> ThinkingPlan:
         if profile.reasoning_parser is None:
-            return False
-        return bool(get_reasoning_parser(profile.reasoning_parser).prompt_opens_reasoning(prompt_text))
+            return ThinkingPlan(allowed=False, in_reasoning=False, budget=limit)
+        parser = get_reasoning_parser(profile.reasoning_parser)
+        return ThinkingPlan(
+            # a prompt that closed the block (Qwen3's enable_thinking=False) leaves no thinking to allow
+            allowed=not parser.prompt_closes_reasoning(prompt_text),
+            in_reasoning=bool(parser.prompt_opens_reasoning(prompt_text)),
+            budget=max(1, limit // 2),
+        )

@@ -34,6 +34,12 @@ class ReasoningParser(ABC):
     def prompt_opens_reasoning(cls, prompt_text: str) -> bool:
         """Whether a rendered generation prompt already opened a thinking block that the output must close."""
 
+    @classmethod
+    def prompt_closes_reasoning(cls, prompt_text: str) -> bool:
+        """Whether a rendered generation prompt ends with a closed (empty) thinking block, so the output is
+        the answer alone (Qwen3's `enable_thinking=False` writes `<think>\\n\\n</think>\\n\\n`)."""
+        return False
+
     @abstractmethod
     def feed(self, text: str) -> list[ContentDelta | ReasoningDelta]:
         """Consume the next decoded text delta."""

@@ -43,6 +43,11 @@ class ThinkReasoningParser(ReasoningParser):
         opened = prompt_text.rfind(OPEN)
         return opened > prompt_text.rfind(CLOSE) and not prompt_text[opened + len(OPEN) :].strip()
 
+    @classmethod
+    def prompt_closes_reasoning(cls, prompt_text: str) -> bool:
+        """True when the prompt ends with `</think>` (and whitespace): thinking is over before the output."""
+        return prompt_text.rstrip().endswith(CLOSE)
+
     def feed(self, text: str) -> list[ContentDelta | ReasoningDelta]:
         """Consume the next decoded text delta."""
         self._buffer += text

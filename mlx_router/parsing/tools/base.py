@@ -45,8 +45,13 @@ class ToolCallParser(ABC):
         """Consume the next decoded text delta."""
 
     @abstractmethod
-    def finish(self) -> list[OutputEvent]:
-        """The output ended: flush held-back text and close any open call."""
+    def finish(self, *, cut: bool = False) -> list[OutputEvent]:
+        """The output ended: flush held-back text and close any open call.
+
+        `cut`: generation stopped at max_tokens. A call it was still writing is then not given back as content
+        (raw markup must not reach the user): an announced call keeps the arguments sent so far, and an
+        unannounced one, with the held-back tail, is dropped.
+        """
 
     @abstractmethod
     def parse(self, text: str) -> ParsedOutput:
@@ -62,6 +67,7 @@ class ToolCallParser(ABC):
         special_tokens: Mapping[str, int] | None = None,
         think: tuple[str, str] | None = None,
         in_reasoning: bool = False,
+        think_budget: int | None = None,
     ) -> str:
         """An llguidance Lark grammar that forces the model to answer with tool call(s) in this format.
 
@@ -75,6 +81,8 @@ class ToolCallParser(ABC):
         `think` = (open, close) tags of a thinking model: one thinking block may come before the calls (with
         `in_reasoning` the prompt opened it and the output must close it). Formats with their own reasoning
         channel (harmony) ignore it.
+        `think_budget`: the most tokens that thinking may take before the grammar forces its end (None: no
+        limit), so that a forced answer always gets written.
         """
 
     call_openers: ClassVar[tuple[str, ...]] = ()

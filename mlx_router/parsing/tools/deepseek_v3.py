@@ -19,6 +19,7 @@ from mlx_router.parsing.tools.grammar import (
     functions,
     json_rule,
     lark_string,
+    repeated,
     start_rule,
 )
 from mlx_router.parsing.tools.scanning import (
@@ -45,6 +46,7 @@ _OPENER = marker_pattern([CALLS_BEGIN, CALL_BEGIN])
 _V3_HEAD = re.compile(r"\s*function\s*<｜tool▁sep｜>([^\n]+)\n\s*```(?:json)?\s*")
 _V31_HEAD = re.compile(r"\s*([^<\n]+?)\s*<｜tool▁sep｜>\s*")
 _FENCE_END = re.compile(r"\s*(?:```)?\s*$")
+_CALL_GAP = '"\\n"?'  # Lark: DeepSeek's templates (and so its models) put a line break between two calls
 
 
 class DeepSeekV3ToolParser(StreamingToolParser):
@@ -145,6 +147,7 @@ class DeepSeekV3ToolParser(StreamingToolParser):
         special_tokens: Mapping[str, int] | None = None,
         think: tuple[str, str] | None = None,
         in_reasoning: bool = False,
+        think_budget: int | None = None,
     ) -> str:
         """A calls block, each call in the V3 (fenced) or the V3.1 (bare JSON) layout: the model picks."""
         markup = Markup(special_tokens, self.markers)
@@ -157,13 +160,13 @@ class DeepSeekV3ToolParser(StreamingToolParser):
             options += [f"({v3})", f"({v31})"]
         lines = [
             f"call: {markup(CALL_BEGIN)} ({' | '.join(options)}) {markup(CALL_END)}",
-            f"calls: {markup(CALLS_BEGIN)} {'call+' if parallel else 'call'} {markup(CALLS_END)}",
+            f"calls: {markup(CALLS_BEGIN)} {repeated('call', parallel, _CALL_GAP)} {markup(CALLS_END)}",
         ]
         if mode == "auto":
             lines += [
-                *start_rule("TEXT | TEXT? calls", markup, think, in_reasoning),
+                *start_rule("TEXT | TEXT? calls", markup, think, in_reasoning, think_budget),
                 free_text_terminal("TEXT", CALLS_BEGIN, markup),
             ]
         else:
-            lines += start_rule("calls", markup, think, in_reasoning)
+            lines += start_rule("calls", markup, think, in_reasoning, think_budget)
         return "\n".join(lines) + "\n"

@@ -93,11 +93,18 @@ def any_call_object(tools: list[dict[str, Any]], args_key: str) -> dict[str, Any
     return options[0] if len(options) == 1 else {"anyOf": options}
 
 
-def start_rule(body: str, markup: Markup, think: tuple[str, str] | None, in_reasoning: bool) -> list[str]:
+def start_rule(
+    body: str,
+    markup: Markup,
+    think: tuple[str, str] | None,
+    in_reasoning: bool,
+    think_budget: int | None = None,
+) -> list[str]:
     """The `start` rule: `body`, after one optional thinking block when the model thinks before it answers.
 
     `think` is the (open, close) tag pair; with `in_reasoning` the prompt already opened the block, so the
-    output starts inside it and must close it. Without `think` the answer starts at once.
+    output starts inside it and must close it. Without `think` the answer starts at once. `think_budget`
+    caps the thinking at that many tokens, after which the close tag is forced (only where it is a token).
     """
     if think is None:
         return [f"start: {body}"]
@@ -105,9 +112,20 @@ def start_rule(body: str, markup: Markup, think: tuple[str, str] | None, in_reas
     open_tag, close_tag = think
     if tags.is_token(close_tag):  # a token never matches text: free text cannot fake the close tag
         block, rules = f"THINK_TEXT? {tags(close_tag)}", ["THINK_TEXT: /(?s:.+)/"]
+        if think_budget is not None:
+            block, rules = f"think_text? {tags(close_tag)}", [budgeted_text("think_text", think_budget)]
     else:  # a lazy lexeme that ends at the first close tag
         block, rules = "think_text", [f"think_text[suffix={lark_string(close_tag)}]: /(?s:.*)/"]
     gap = "/[ \\t\\r\\n]{1,8}/"
     if in_reasoning:
         return [f"start: {block} {gap}? ({body})", *rules]
     return [f"start: ({tags(open_tag)} {block} {gap}?)? ({body})", *rules]
+
+
+def budgeted_text(rule: str, budget: int, regex: str = "/(?s:.+)/") -> str:
+    """A free-text rule that llguidance ends after `budget` tokens (the grammar then forces what follows).
+
+    Thinking before a forced answer needs a bound: a model that never closes its thinking would otherwise
+    spend the whole output on it and never write the answer the request demands.
+    """
+    return f"{rule}[max_tokens={max(1, int(budget))}]: {regex}"

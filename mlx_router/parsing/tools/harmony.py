@@ -17,7 +17,14 @@ from collections.abc import Collection, Mapping
 from typing import Any
 
 from mlx_router.parsing.tools.base import ToolChoiceMode
-from mlx_router.parsing.tools.grammar import Markup, functions, json_rule, lark_string, regex_literal
+from mlx_router.parsing.tools.grammar import (
+    Markup,
+    budgeted_text,
+    functions,
+    json_rule,
+    lark_string,
+    regex_literal,
+)
 from mlx_router.parsing.tools.scanning import (
     Scan,
     Segment,
@@ -153,11 +160,12 @@ class HarmonyToolParser(StreamingToolParser):
         special_tokens: Mapping[str, int] | None = None,
         think: tuple[str, str] | None = None,
         in_reasoning: bool = False,
+        think_budget: int | None = None,
     ) -> str:
         """Optional analysis, then a commentary message to one of the functions ending in `<|call|>`.
 
         `<|call|>` ends the turn, so there is one call per turn whatever `parallel` says; the analysis channel
-        is the thinking, so `think` is not used.
+        is the thinking, so `think` is not used; `think_budget` caps the analysis where `<|end|>` is a token.
         """
         markup = Markup(special_tokens, self.markers)
         options = [
@@ -168,10 +176,14 @@ class HarmonyToolParser(StreamingToolParser):
         thought = "/(?s:.*)/"
         if not markup.is_token(END):
             thought = f"/(?s:.*)/ & ~/(?s:.*){regex_literal(END)}(?s:.*)/"
+        analysis_text, budget_rules = "THOUGHT", []
+        if think_budget is not None and markup.is_token(END):
+            analysis_text, budget_rules = "analysis_text?", [budgeted_text("analysis_text", think_budget)]
         lines = [
-            f'analysis: {markup(CHANNEL)} "analysis" {markup(MESSAGE)} THOUGHT {markup(END)} '
+            f'analysis: {markup(CHANNEL)} "analysis" {markup(MESSAGE)} {analysis_text} {markup(END)} '
             f'{markup(START)} "assistant"',
             f"THOUGHT: {thought}",
+            *budget_rules,
             f'call: {markup(CHANNEL)} "commentary to=functions." (' + " | ".join(options) + ")",
         ]
         if mode == "auto":

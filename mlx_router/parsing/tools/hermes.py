@@ -97,6 +97,7 @@ class HermesToolParser(StreamingToolParser):
         special_tokens: Mapping[str, int] | None = None,
         think: tuple[str, str] | None = None,
         in_reasoning: bool = False,
+        think_budget: int | None = None,
     ) -> str:
         """`<tool_call>\\n{json}\\n</tool_call>` blocks, one per line; the JSON follows the tool's schema."""
         markup = Markup(special_tokens, self.markers)
@@ -107,9 +108,9 @@ class HermesToolParser(StreamingToolParser):
         ]
         if mode == "auto":
             lines += [
-                *start_rule("TEXT | TEXT? calls", markup, think, in_reasoning),
+                *start_rule("TEXT | TEXT? calls", markup, think, in_reasoning, think_budget),
                 free_text_terminal("TEXT", OPEN, markup),
             ]
         else:
-            lines += start_rule("calls", markup, think, in_reasoning)
+            lines += start_rule("calls", markup, think, in_reasoning, think_budget)
         return "\n".join(lines) + "\n"

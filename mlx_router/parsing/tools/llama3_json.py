@@ -122,18 +122,21 @@ class Llama3JsonToolParser(StreamingToolParser):
         special_tokens: Mapping[str, int] | None = None,
         think: tuple[str, str] | None = None,
         in_reasoning: bool = False,
+        think_budget: int | None = None,
     ) -> str:
         """One JSON call object per call, `; `-separated; in auto mode text that does not start with `{`.
 
-        Calls are written without `<|python_tag|>` (Llama's templates ask for bare JSON for custom tools).
+        Llama's templates ask for bare JSON for custom tools, but Llama 3.1 may also open the calls with
+        `<|python_tag|>` (and end with `<|eom_id|>`), so the tag is allowed in front of them.
         """
+        markup = Markup(special_tokens, self.markers)
         lines = [
             f"call: {json_rule(any_call_object(tools, 'parameters'))}",
-            "calls: " + repeated("call", parallel, '"; "'),
+            f"calls: {markup(PYTHON_TAG)}? " + repeated("call", parallel, '"; "'),
         ]
-        markup = Markup(special_tokens, self.markers)
         if mode == "auto":
-            lines += [*start_rule("TEXT | calls", markup, think, in_reasoning), "TEXT: /[^{](?s:.*)/"]
+            start = start_rule("TEXT | calls", markup, think, in_reasoning, think_budget)
+            lines += [*start, "TEXT: /[^{](?s:.*)/"]
         else:
-            lines += start_rule("calls", markup, think, in_reasoning)
+            lines += start_rule("calls", markup, think, in_reasoning, think_budget)
         return "\n".join(lines) + "\n"

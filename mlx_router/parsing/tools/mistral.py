@@ -149,6 +149,7 @@ class MistralToolParser(StreamingToolParser):
         special_tokens: Mapping[str, int] | None = None,
         think: tuple[str, str] | None = None,
         in_reasoning: bool = False,
+        think_budget: int | None = None,
     ) -> str:
         """`[TOOL_CALLS]` then either generation's syntax (the model keeps to the one it was trained on).
 
@@ -169,9 +170,9 @@ class MistralToolParser(StreamingToolParser):
         ]
         if mode == "auto":
             lines += [
-                *start_rule("TEXT | TEXT? calls", markup, think, in_reasoning),
+                *start_rule("TEXT | TEXT? calls", markup, think, in_reasoning, think_budget),
                 free_text_terminal("TEXT", TOOL_CALLS, markup),
             ]
         else:
-            lines += start_rule("calls", markup, think, in_reasoning)
+            lines += start_rule("calls", markup, think, in_reasoning, think_budget)
         return "\n".join(lines) + "\n"

@@ -159,6 +159,7 @@ class Qwen3CoderToolParser(StreamingToolParser):
         special_tokens: Mapping[str, int] | None = None,
         think: tuple[str, str] | None = None,
         in_reasoning: bool = False,
+        think_budget: int | None = None,
     ) -> str:
         """The XML call of one of the tools; parameters in schema order, each value typed by its schema.
 
@@ -178,11 +179,11 @@ class Qwen3CoderToolParser(StreamingToolParser):
         lines.append("calls: " + repeated("call", parallel, '"\\n"'))
         if mode == "auto":
             lines += [
-                *start_rule("TEXT | TEXT? calls", markup, think, in_reasoning),
+                *start_rule("TEXT | TEXT? calls", markup, think, in_reasoning, think_budget),
                 free_text_terminal("TEXT", OPEN, markup),
             ]
         else:
-            lines += start_rule("calls", markup, think, in_reasoning)
+            lines += start_rule("calls", markup, think, in_reasoning, think_budget)
         return "\n".join(lines) + "\n"
 
     @staticmethod

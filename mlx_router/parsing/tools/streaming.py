@@ -71,9 +71,13 @@ class StreamingToolParser(ToolCallParser):
         self._buffer += text
         return self._advance(final=False)
 
-    def finish(self) -> list[OutputEvent]:
-        """The output ended: settle the held-back tail and any unfinished call."""
-        return self._advance(final=True)
+    def finish(self, *, cut: bool = False) -> list[OutputEvent]:
+        """The output ended: settle the held-back tail and any unfinished call (see ToolCallParser.finish)."""
+        if not cut:
+            return self._advance(final=True)
+        events = self._advance(final=False)  # commits all that is certain; an open call keeps streaming
+        self._buffer = ""  # what is left: an unfinished call or a few held-back characters of one
+        return events
 
     def parse(self, text: str) -> ParsedOutput:
         """Split a whole output: the same scanner and checks as the stream, in one final scan."""
