@@ -113,3 +113,16 @@ def test_memory_budget_refuses_a_model_that_cannot_fit(models_root):
         r = client.post(CHAT, json=body())
         assert_error(r, 503, code="insufficient_memory")
         assert int(r.headers["retry-after"]) >= 1
+
+
+def test_critical_pressure_refuses_unless_the_model_has_a_cap(models_root):
+    from mlx_router.config.settings import parse_settings
+
+    # a threshold far above this machine's memory: the pressure level is critical
+    d = {"model_directory": str(models_root), "scan_hf_cache": False, "memory_threshold_gb": 1e6}
+    settings = parse_settings({"defaults": d, "models": {"tiny-b": {"memory_pressure_max_tokens": {"critical": 3}}}})
+    with TestClient(create_app(settings)) as client:
+        assert client.get("/v1/health").json()["memory"]["pressure"] == "critical"
+        assert_error(client.post(CHAT, json=body(model="tiny-a")), 503, code="insufficient_memory")
+        r = client.post(CHAT, json=body(model="tiny-b", max_tokens=50, ignore_eos=True))
+        assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
