@@ -47,7 +47,11 @@ def prepare_models(settings: Settings, allow_demo: bool = True) -> None:
         return
     from mlx_router.demo import DEMO_MODEL_ID, ensure_demo_model
 
-    path = ensure_demo_model()
+    try:
+        path = ensure_demo_model()
+    except OSError as e:  # e.g. an unwritable cache folder: serve without the demo
+        logger.error("could not build the demo model (%s); set MLX_ROUTER_CACHE to a writable folder", e)
+        return
     settings.add_model_dir(Path(path).parent)
     logger.warning(
         "no models found in %s: serving the built-in demo model %r (a tiny model trained to answer a few "
