@@ -25,7 +25,10 @@ def free_port() -> int:
 class RouterServer:
     """Starts `python -m mlx_router --config <tmp>/config.json` and stops it again."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+    def __init__(self, workdir: Path, config: dict[str, Any], demo: bool = False,
+                 env: dict[str, str] | None = None) -> None:
+        self.demo = demo
+        self.extra_env = env or {}
         self.workdir = Path(workdir)
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
@@ -44,9 +47,11 @@ class RouterServer:
     def start(self, timeout: float = 60.0) -> RouterServer:
         env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", PYTHONUNBUFFERED="1")
         env.pop("MLX_MODEL_DIR", None)
+        env.update(self.extra_env)
         log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "mlx_router", "--config", str(self.config_path), "--no-demo"],
+            [sys.executable, "-m", "mlx_router", "--config", str(self.config_path)]
+            + ([] if self.demo else ["--no-demo"]),
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
@@ -86,7 +91,7 @@ class RouterServer:
         return httpx.get(self.base_url + "/v1/health", timeout=10).json()
 
     def __enter__(self) -> RouterServer:
-        return self.start()
+        return self if self.proc is not None else self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
