@@ -114,7 +114,9 @@ def step_router(a, work: Path) -> list[dict]:
     port = free_port()
     cfg = {"defaults": {"model_directory": str(models), "scan_hf_cache": False, "model": a.name,
                         "max_running_requests": a.max_running, "max_queued_requests": a.max_queued,
-                        "warmup_tokens": 8, "warmup_batch_sizes": [int(b) for b in a.batches.split(",")],
+                        "warmup_tokens": 3,
+                        "warmup_batch_sizes": (list(range(1, a.max_running + 1)) if a.warm_all
+                                               else [int(b) for b in a.batches.split(",")]),
                         "timeout": 1800},
            "server": {"port": port, "log_level": "warning"}}
     (work / "router.json").write_text(json.dumps(cfg))
@@ -181,6 +183,7 @@ def main() -> None:
     ap.add_argument("--max-running", type=int, default=64)
     ap.add_argument("--max-queued", type=int, default=256)
     ap.add_argument("--steps", default="raw,mlx_lm_server,router")
+    ap.add_argument("--warm-all", action="store_true", help="warm every batch size up to --max-running at load")
     ap.add_argument("--out", default="bench_results.jsonl")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
