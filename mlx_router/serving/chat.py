@@ -88,7 +88,9 @@ class ChatService:
         choice = ChatChoice(
             message=message,
             finish_reason=finish,  # type: ignore[arg-type]
-            logprobs=logprobs_out(p.profile.tokenizer, logprobs) if p.generation.logprobs is not None else None,
+            logprobs=(
+                logprobs_out(p.profile.tokenizer, logprobs) if p.generation.logprobs is not None else None
+            ),
         )
         return ChatCompletionResponse(
             id=p.id, created=p.created, model=p.request.model, choices=[choice], usage=usage_of(session.usage)
@@ -164,7 +166,8 @@ class _ChunkShaper:
                 return None
             self.calls += 1
             fn = ToolCallFunctionDelta(name=ev.name, arguments="")
-            return DeltaMessage(tool_calls=[ToolCallDelta(index=ev.index, id=ev.id, type="function", function=fn)])
+            call = ToolCallDelta(index=ev.index, id=ev.id, type="function", function=fn)
+            return DeltaMessage(tool_calls=[call])
         if isinstance(ev, ToolCallArgsDelta):
             if ev.index in self._dropped or not ev.text:
                 return None

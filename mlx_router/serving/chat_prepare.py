@@ -14,7 +14,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_router.config.settings import Settings
-from mlx_router.constraints.grammars import UnsupportedSchemaError, response_format_grammar
+from mlx_router.constraints.grammars import (
+    UnsupportedSchemaError,
+    grammar_from_lark,
+    lark_json,
+    response_format_grammar,
+    response_format_schema,
+)
 from mlx_router.core.params import GenerationRequest
 from mlx_router.core.resource_monitor import ResourceMonitor
 from mlx_router.errors import InvalidRequestError
@@ -149,10 +155,13 @@ class ChatPreparer:
     def _render(self, profile: ModelProfile, req: ChatCompletionRequest, plan: ToolPlan, kwargs: dict) -> str:
         try:
             return profile.renderer.render(
-                template_messages(req.messages), tools=plan.tools or None, add_generation_prompt=True, **kwargs
+                template_messages(req.messages), tools=plan.tools or None, add_generation_prompt=True,
+                **kwargs,
             )
         except TemplateRenderError as e:
-            raise InvalidRequestError(f"the chat template rejected these messages: {e}", param="messages") from None
+            raise InvalidRequestError(
+                f"the chat template rejected these messages: {e}", param="messages"
+            ) from None
 
     def _tool_plan(self, req: ChatCompletionRequest, profile: ModelProfile) -> ToolPlan:
         choice = req.tool_choice
@@ -210,9 +219,13 @@ class ChatPreparer:
     ) -> str | None:
         if req.response_format is None:
             return None
+        fmt = req.response_format.model_dump(by_alias=True, exclude_none=True)
         try:
+            in_channel = self._answer_channel_grammar(fmt, profile, think)
+            if in_channel is not None:
+                return in_channel
             return response_format_grammar(
-                req.response_format.model_dump(by_alias=True, exclude_none=True),
+                fmt,
                 think=profile.think_markers() if think.allowed else None,
                 in_reasoning=think.in_reasoning,
                 think_budget=think.budget,
@@ -220,6 +233,20 @@ class ChatPreparer:
             )
         except UnsupportedSchemaError as e:
             raise InvalidRequestError(str(e), param="response_format") from None
+
+    @staticmethod
+    def _answer_channel_grammar(
+        fmt: dict[str, Any], profile: ModelProfile, think: ThinkingPlan
+    ) -> str | None:
+        """The response_format grammar of a format whose answers have their own channel (harmony's final
+        message, after the analysis), or None for the others."""
+        schema = response_format_schema(fmt)
+        if schema is None or not think.allowed or profile.reasoning_parser is None:
+            return None
+        answer = lark_json(schema, param="response_format")
+        special = profile.tokenizer.get_added_vocab()
+        layout = get_reasoning_parser(profile.reasoning_parser).answer_grammar(answer, special, think.budget)
+        return None if layout is None else grammar_from_lark(layout)
 
     @staticmethod
     def _thinking(profile: ModelProfile, prompt_text: str, limit: int) -> ThinkingPlan:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from typing import ClassVar
 
 from mlx_router.parsing.events import ContentDelta, ReasoningDelta
@@ -39,6 +39,14 @@ class ReasoningParser(ABC):
         """Whether a rendered generation prompt ends with a closed (empty) thinking block, so the output is
         the answer alone (Qwen3's `enable_thinking=False` writes `<think>\\n\\n</think>\\n\\n`)."""
         return False
+
+    @classmethod
+    def answer_grammar(
+        cls, answer: str, special_tokens: Mapping[str, int] | None = None, think_budget: int | None = None
+    ) -> str | None:
+        """Lark text placing a forced answer (`answer`: a rule body such as `%json {...}`) in the format's own
+        answer channel, or None when the answer simply follows the thinking block (the default)."""
+        return None
 
     @abstractmethod
     def feed(self, text: str) -> list[ContentDelta | ReasoningDelta]:

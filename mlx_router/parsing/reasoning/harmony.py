@@ -6,11 +6,12 @@ not used. Without tools, nothing the model writes is a call: a message to a func
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 from mlx_router.parsing.events import ContentDelta, OutputEvent, ReasoningDelta
 from mlx_router.parsing.reasoning.base import ReasoningParser
-from mlx_router.parsing.tools.harmony import HarmonyToolParser
+from mlx_router.parsing.tools.grammar import Markup, budgeted_text, regex_literal
+from mlx_router.parsing.tools.harmony import CHANNEL, END, MESSAGE, START, HarmonyToolParser
 from mlx_router.parsing.tools.specs import ToolSpecs
 
 
@@ -37,6 +38,30 @@ class HarmonyReasoningParser(ReasoningParser):
     def prompt_opens_reasoning(cls, prompt_text: str) -> bool:
         """Harmony prompts end with `<|start|>assistant`: the output names its channel itself."""
         return False
+
+    @classmethod
+    def answer_grammar(
+        cls, answer: str, special_tokens: Mapping[str, int] | None = None, think_budget: int | None = None
+    ) -> str:
+        """Lark text that puts a forced answer (`answer`: a rule body, e.g. `%json {...}`) where harmony
+        writes answers: after an optional analysis message (the thinking, capped at `think_budget` tokens
+        where `<|end|>` is a token), in the final channel. Forcing the answer at the very start instead
+        would push the model out of its format."""
+        markup = Markup(special_tokens, HarmonyToolParser.markers)
+        thought = "/(?s:.+)/"
+        if not markup.is_token(END):  # text that cannot contain the end of the message
+            thought = f"/(?s:.+)/ & ~/(?s:.*){regex_literal(END)}(?s:.*)/"
+        ref, text_rule = "THOUGHT", f"THOUGHT: {thought}"
+        if think_budget is not None and markup.is_token(END):
+            ref, text_rule = "thought", budgeted_text("thought", think_budget)
+        lines = [
+            f'start: analysis? {markup(CHANNEL)} "final" {markup(MESSAGE)} answer',
+            f'analysis: {markup(CHANNEL)} "analysis" {markup(MESSAGE)} {ref}? {markup(END)} '
+            f'{markup(START)} "assistant"',
+            text_rule,
+            f"answer: {answer}",
+        ]
+        return "\n".join(lines) + "\n"
 
     def feed(self, text: str) -> list[ContentDelta | ReasoningDelta]:
         """Consume the next decoded text delta."""
