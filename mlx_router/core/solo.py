@@ -98,7 +98,7 @@ class SoloSequence:
         token_arr, logprobs = self._next
         # Queue the next step on the still-lazy token before waiting for it, as mlx-lm's generate_step
         # does: the accelerator never idles while Python builds the next graph.
-        following = self._feed(token_arr.reshape(1)) if self.emitted + 1 < self._max_tokens else None
+        following = self._feed(token_arr) if self.emitted + 1 < self._max_tokens else None
         token = int(token_arr.item())
         if following is not None:
             self._tokens.append(token)  # fed above: `_tokens` stays what the KV cache holds
@@ -108,7 +108,7 @@ class SoloSequence:
         return SoloResponse(
             uid=self.uid,
             token=token,
-            logprobs=logprobs,
+            logprobs=logprobs[0],
             finish_reason=finish,
             prompt_cache=self._cache if finish else None,
             all_tokens=list(self._tokens) if finish else None,
@@ -123,9 +123,9 @@ class SoloSequence:
             for processor in self._processors:
                 logits = processor(context, logits)
         logprobs = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        sampled = self._sampler(logprobs)
+        sampled = self._sampler(logprobs)  # shape (1,): fed as is to the next step, read with .item()
         mx.async_eval(sampled, logprobs)
-        return sampled[0] if sampled.ndim else sampled, logprobs[0]
+        return sampled, logprobs
 
     def handover(self) -> BatchHandover:
         """Stop here and describe the request for the batch generator (see the module docstring)."""
