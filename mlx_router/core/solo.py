@@ -71,6 +71,16 @@ class SoloSequence:
         self._next: tuple[mx.array, mx.array] | None = None  # sampled, not yet delivered
         self.emitted = 0
 
+    @property
+    def prefilled(self) -> bool:
+        """The whole prompt but its last token is in the cache, and nothing was sampled yet."""
+        return self._next is None and len(self._pending_prompt) <= 1 and self.emitted == 0
+
+    @property
+    def decoding(self) -> bool:
+        """A token was sampled (delivered or in flight)."""
+        return self._next is not None or self.emitted > 0
+
     def cache_nbytes(self) -> int:
         return int(sum(c.nbytes for c in self._cache))
 
