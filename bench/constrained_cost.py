@@ -82,9 +82,7 @@ def build_model(root: Path, vocab: int) -> Path:
 
 def time_single(model, prompt: mx.array, tokens: int, processors: list) -> float:
     """Seconds per decoded token after the first (which carries the prefill)."""
-    steps = generate_step(
-        prompt, model, max_tokens=tokens, sampler=make_sampler(0.0), logits_processors=processors
-    )
+    steps = generate_step(prompt, model, max_tokens=tokens, sampler=make_sampler(0.0), logits_processors=processors)
     next(steps)
     start = time.perf_counter()
     count = sum(1 for _ in steps)
@@ -133,9 +131,7 @@ def time_processor_only(compiler, grammar: str, prompt: list[int], tokens: list[
 
 
 def constrained_tokens(model, processor, prompt: mx.array, tokens: int) -> list[int]:
-    steps = generate_step(
-        prompt, model, max_tokens=tokens, sampler=make_sampler(0.0), logits_processors=[processor]
-    )
+    steps = generate_step(prompt, model, max_tokens=tokens, sampler=make_sampler(0.0), logits_processors=[processor])
     out = [token for token, _ in steps]
     assert processor.error is None and not processor.is_stopped, "the bench schema must not complete"
     return out
@@ -165,9 +161,7 @@ def bench_vocab(root: Path, vocab: int, tokens: int, repeats: int) -> tuple[int,
             "single, free": time_single(model, prompt, tokens, []),
             "single, JSON schema": time_single(model, prompt, tokens, [compiler.processor(grammar)]),
             "batch 8, free": time_batch(model, ids, tokens, [[] for _ in range(8)]),
-            "batch 8, JSON schema": time_batch(
-                model, ids, tokens, [[compiler.processor(grammar)] for _ in range(8)]
-            ),
+            "batch 8, JSON schema": time_batch(model, ids, tokens, [[compiler.processor(grammar)] for _ in range(8)]),
         }
         for name, value in runs.items():
             best[name] = min(best.get(name, float("inf")), value)
@@ -181,9 +175,7 @@ def bench_vocab(root: Path, vocab: int, tokens: int, repeats: int) -> tuple[int,
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--vocabs", default="8192,32000")
     parser.add_argument("--repeats", type=int, default=5)

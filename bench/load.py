@@ -64,9 +64,14 @@ async def stream_once(client: httpx.AsyncClient, url: str, body: dict) -> tuple[
 
 
 async def one(client, url, model, i, a) -> tuple[float, float, int, int]:
-    body = {"model": model, "messages": [{"role": "user", "content": prompt(i, a.prompt_words)}],
-            "max_tokens": a.max_tokens, "temperature": a.temperature, "stream": True,
-            "stream_options": {"include_usage": True}}
+    body = {
+        "model": model,
+        "messages": [{"role": "user", "content": prompt(i, a.prompt_words)}],
+        "max_tokens": a.max_tokens,
+        "temperature": a.temperature,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
     if a.ignore_eos:
         body["ignore_eos"] = True
     retries = 0
@@ -100,13 +105,17 @@ async def run_load(a) -> None:
                 ttfts = sorted(r[0] for r in res)
                 dec = [(r[2] - 1) / (r[1] - r[0]) for r in res if r[1] > r[0] and r[2] > 1]
                 total = sum(r[2] for r in res)
-                out.update({
-                    "ttft_p50_ms": round(1000 * statistics.median(ttfts), 1),
-                    "ttft_max_ms": round(1000 * ttfts[-1], 1),
-                    "stream_tok_s_p50": round(statistics.median(dec), 1) if dec else None,
-                    "agg_tok_s": round(total / wall, 1), "tokens": total, "wall_s": round(wall, 2),
-                    "retried_429": sum(r[3] for r in res),
-                })
+                out.update(
+                    {
+                        "ttft_p50_ms": round(1000 * statistics.median(ttfts), 1),
+                        "ttft_max_ms": round(1000 * ttfts[-1], 1),
+                        "stream_tok_s_p50": round(statistics.median(dec), 1) if dec else None,
+                        "agg_tok_s": round(total / wall, 1),
+                        "tokens": total,
+                        "wall_s": round(wall, 2),
+                        "retried_429": sum(r[3] for r in res),
+                    }
+                )
             print(json.dumps(out), flush=True)
 
 
@@ -114,17 +123,42 @@ async def run_prefix(a) -> None:
     """Turn 1: a long user message. Turn 2: the same conversation plus the reply and a short question."""
     url = a.base.rstrip("/") + "/v1/chat/completions"
     async with httpx.AsyncClient(timeout=900) as client:
-        await stream_once(client, url, {"model": a.model, "messages": [{"role": "user", "content": "hi"}],
-                                        "max_tokens": 4, "stream": True, "temperature": 0})
+        await stream_once(
+            client,
+            url,
+            {
+                "model": a.model,
+                "messages": [{"role": "user", "content": "hi"}],
+                "max_tokens": 4,
+                "stream": True,
+                "temperature": 0,
+            },
+        )
         history = [{"role": "user", "content": prompt(7, a.prefix_words)}]
-        body = {"model": a.model, "messages": history, "max_tokens": a.max_tokens, "temperature": 0,
-                "stream": True, "stream_options": {"include_usage": True}}
+        body = {
+            "model": a.model,
+            "messages": history,
+            "max_tokens": a.max_tokens,
+            "temperature": 0,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
         ttft1, _, _, reply = await stream_once(client, url, body)
         history += [{"role": "assistant", "content": reply}, {"role": "user", "content": "And then?"}]
         body["messages"] = history
         ttft2, _, _, _ = await stream_once(client, url, body)
-        print(json.dumps({"label": a.label, "prefix_words": a.prefix_words, "turn1_ttft_ms": round(1000 * ttft1, 1),
-                          "turn2_ttft_ms": round(1000 * ttft2, 1), "ratio": round(ttft2 / ttft1, 3)}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "label": a.label,
+                    "prefix_words": a.prefix_words,
+                    "turn1_ttft_ms": round(1000 * ttft1, 1),
+                    "turn2_ttft_ms": round(1000 * ttft2, 1),
+                    "ratio": round(ttft2 / ttft1, 3),
+                }
+            ),
+            flush=True,
+        )
 
 
 def main() -> None:

@@ -78,8 +78,18 @@ class Server:
 
 
 def load_lines(base: str, model: str, a, label: str, extra: list[str], max_tokens: int | None = None) -> list[dict]:
-    cmd = [sys.executable, str(HERE / "load.py"), base, model, "--max-tokens", str(max_tokens or a.max_tokens),
-           "--prompt-words", str(a.prompt_words), "--label", label] + extra
+    cmd = [
+        sys.executable,
+        str(HERE / "load.py"),
+        base,
+        model,
+        "--max-tokens",
+        str(max_tokens or a.max_tokens),
+        "--prompt-words",
+        str(a.prompt_words),
+        "--label",
+        label,
+    ] + extra
     out = run(cmd, timeout=3000)
     return [json.loads(x) for x in out.splitlines() if x.startswith("{")]
 
@@ -95,12 +105,19 @@ def step_raw(a) -> list[dict]:
 
 def step_mlx_lm_server(a, work: Path) -> list[dict]:
     port = free_port()
-    srv = Server([sys.executable, "-m", "mlx_lm", "server", "--model", a.model, "--port", str(port)], port,
-                 work / "mlx_lm_server.log")
+    srv = Server(
+        [sys.executable, "-m", "mlx_lm", "server", "--model", a.model, "--port", str(port)],
+        port,
+        work / "mlx_lm_server.log",
+    )
     try:
         srv.wait_ready("/v1/models")
-        return [dict(r, step="mlx_lm_server") for r in load_lines(
-            f"http://127.0.0.1:{port}", a.model, a, "mlx_lm.server", ["--conc", a.server_conc or a.conc])]
+        return [
+            dict(r, step="mlx_lm_server")
+            for r in load_lines(
+                f"http://127.0.0.1:{port}", a.model, a, "mlx_lm.server", ["--conc", a.server_conc or a.conc]
+            )
+        ]
     finally:
         srv.stop()
 
@@ -112,16 +129,27 @@ def step_router(a, work: Path) -> list[dict]:
     if not link.exists():
         os.symlink(os.path.abspath(a.model), link)
     port = free_port()
-    cfg = {"defaults": {"model_directory": str(models), "scan_hf_cache": False, "model": a.name,
-                        "max_running_requests": a.max_running, "max_queued_requests": a.max_queued,
-                        "warmup_tokens": 3,
-                        "warmup_batch_sizes": (list(range(1, a.max_running + 1)) if a.warm_all
-                                               else [int(b) for b in a.batches.split(",")]),
-                        "timeout": 1800},
-           "server": {"port": port, "log_level": "warning"}}
+    cfg = {
+        "defaults": {
+            "model_directory": str(models),
+            "scan_hf_cache": False,
+            "model": a.name,
+            "max_running_requests": a.max_running,
+            "max_queued_requests": a.max_queued,
+            "warmup_tokens": 3,
+            "warmup_batch_sizes": (
+                list(range(1, a.max_running + 1)) if a.warm_all else [int(b) for b in a.batches.split(",")]
+            ),
+            "timeout": 1800,
+        },
+        "server": {"port": port, "log_level": "warning"},
+    }
     (work / "router.json").write_text(json.dumps(cfg))
-    srv = Server([sys.executable, "-m", "mlx_router", "--config", str(work / "router.json"), "--no-demo"], port,
-                 work / "router.log")
+    srv = Server(
+        [sys.executable, "-m", "mlx_router", "--config", str(work / "router.json"), "--no-demo"],
+        port,
+        work / "router.log",
+    )
     rows: list[dict] = []
     try:
         srv.wait_ready("/health")
@@ -129,11 +157,22 @@ def step_router(a, work: Path) -> list[dict]:
         base = f"http://127.0.0.1:{port}"
         rows += load_lines(base, a.name, a, "mlx-router", ["--conc", a.conc, "--ignore-eos"])
         if a.burst:
-            rows += load_lines(base, a.name, a, f"mlx-router burst ({a.burst_max_tokens} tokens)",
-                               ["--conc", str(a.burst), "--retry-429", "--ignore-eos"], a.burst_max_tokens)
+            rows += load_lines(
+                base,
+                a.name,
+                a,
+                f"mlx-router burst ({a.burst_max_tokens} tokens)",
+                ["--conc", str(a.burst), "--retry-429", "--ignore-eos"],
+                a.burst_max_tokens,
+            )
         if a.prefix_words:
-            rows += load_lines(base, a.name, a, "mlx-router prefix",
-                               ["--prefix-turns", "--prefix-words", str(a.prefix_words)])
+            rows += load_lines(
+                base,
+                a.name,
+                a,
+                "mlx-router prefix",
+                ["--prefix-turns", "--prefix-words", str(a.prefix_words)],
+            )
     finally:
         srv.stop()
     return [dict(r, step="router") for r in rows]
@@ -150,21 +189,28 @@ def _wait_loaded(port: int, name: str, timeout: float = 900) -> None:
 
 
 def summary(rows: list[dict]) -> str:
-    lines = ["| step | conc/B | TTFT p50 ms | TTFT max ms | stream tok/s | agg tok/s | errors |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        "| step | conc/B | TTFT p50 ms | TTFT max ms | stream tok/s | agg tok/s | errors |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         if r["step"] == "raw_stream_generate":
-            lines.append(f"| raw stream_generate | 1 | prefill {r.get('prompt_tps')} tok/s | | "
-                         f"{r.get('gen_tps')} | | |")
+            lines.append(
+                f"| raw stream_generate | 1 | prefill {r.get('prompt_tps')} tok/s | | {r.get('gen_tps')} | | |"
+            )
         elif r["step"] == "raw_batch":
             lines.append(f"| raw BatchGenerator | {r.get('B')} | | | | {r.get('gen_tps')} | |")
         elif "turn1_ttft_ms" in r:
-            lines.append(f"| {r['label']} ({r['prefix_words']} words) | turn1 {r['turn1_ttft_ms']} ms | "
-                         f"turn2 {r['turn2_ttft_ms']} ms | ratio {r['ratio']} | | | |")
+            lines.append(
+                f"| {r['label']} ({r['prefix_words']} words) | turn1 {r['turn1_ttft_ms']} ms | "
+                f"turn2 {r['turn2_ttft_ms']} ms | ratio {r['ratio']} | | | |"
+            )
         else:
-            lines.append(f"| {r.get('label')} | {r.get('conc')} | {r.get('ttft_p50_ms')} | {r.get('ttft_max_ms')} | "
-                         f"{r.get('stream_tok_s_p50')} | {r.get('agg_tok_s')} | {r.get('errors')} "
-                         f"{r.get('error_kinds') or ''} retried={r.get('retried_429', 0)} |")
+            lines.append(
+                f"| {r.get('label')} | {r.get('conc')} | {r.get('ttft_p50_ms')} | {r.get('ttft_max_ms')} | "
+                f"{r.get('stream_tok_s_p50')} | {r.get('agg_tok_s')} | {r.get('errors')} "
+                f"{r.get('error_kinds') or ''} retried={r.get('retried_429', 0)} |"
+            )
     return "\n".join(lines)
 
 

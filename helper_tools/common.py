@@ -16,13 +16,15 @@ FALLBACK_MODEL_DIR = "~/models"  # the folder config.json's example uses
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     """--config and --model-dir, with the meaning the server gives them."""
     parser.add_argument(
-        "--config", "-c", metavar="PATH",
+        "--config",
+        "-c",
+        metavar="PATH",
         help=f"the server's config file (default: ./{DEFAULT_CONFIG} when it exists, else built-in defaults)",
     )
     parser.add_argument(
-        "--model-dir", metavar="DIR",
-        help="model folder (default: the config's defaults.model_directory, MLX_MODEL_DIR, "
-        f"else {FALLBACK_MODEL_DIR})",
+        "--model-dir",
+        metavar="DIR",
+        help=f"model folder (default: the config's defaults.model_directory, MLX_MODEL_DIR, else {FALLBACK_MODEL_DIR})",
     )
 
 

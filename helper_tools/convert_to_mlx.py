@@ -31,17 +31,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Convert a local Hugging Face model folder to MLX (quantized by default) with "
         "mlx_lm.convert, writing <model_dir>/<name>.",
     )
-    p.add_argument("source",
-                   help="local folder with the original model (config.json, *.safetensors, tokenizer)")
+    p.add_argument("source", help="local folder with the original model (config.json, *.safetensors, tokenizer)")
     add_config_arguments(p)
     p.add_argument("--name", help="model id of the result: name or org/name (default: <source>-<bits>bit)")
-    p.add_argument("--bits", type=int, default=4, choices=[2, 3, 4, 5, 6, 8],
-                   help="bits per weight (default 4)")
+    p.add_argument("--bits", type=int, default=4, choices=[2, 3, 4, 5, 6, 8], help="bits per weight (default 4)")
     p.add_argument("--group-size", type=int, default=64, help="weights sharing one scale (default 64)")
-    p.add_argument("--q-mode", default="affine", choices=["affine", "mxfp4", "nvfp4", "mxfp8"],
-                   help="quantization mode (default affine)")
-    p.add_argument("--dtype", choices=["float16", "bfloat16", "float32"],
-                   help="dtype of the weights left unquantized (default: the model's)")
+    p.add_argument(
+        "--q-mode",
+        default="affine",
+        choices=["affine", "mxfp4", "nvfp4", "mxfp8"],
+        help="quantization mode (default affine)",
+    )
+    p.add_argument(
+        "--dtype",
+        choices=["float16", "bfloat16", "float32"],
+        help="dtype of the weights left unquantized (default: the model's)",
+    )
     p.add_argument("--no-quantize", action="store_true", help="convert only, keeping full-precision weights")
     return p
 
@@ -78,8 +83,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         settings = load_tool_settings(args.config)
         if not (source / "config.json").is_file():
-            raise ValueError(f"{source} is not a local model folder (no config.json); this tool does not "
-                             "download: fetch the model first")
+            raise ValueError(
+                f"{source} is not a local model folder (no config.json); this tool does not "
+                "download: fetch the model first"
+            )
         name = output_name(source, args.name, args.bits, not args.no_quantize)
     except (ConfigError, ValueError) as e:
         print(f"convert_to_mlx: {e}", file=sys.stderr)
@@ -87,8 +94,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     root = model_dir(settings, args.model_dir)
     destination = root.joinpath(*name.split("/"))
     if destination.exists():
-        print(f"convert_to_mlx: {destination} exists already; remove it or pick another --name",
-              file=sys.stderr)
+        print(f"convert_to_mlx: {destination} exists already; remove it or pick another --name", file=sys.stderr)
         return 1
     print(f"converting {source} -> {destination}")
     convert(source, destination, args)
@@ -96,8 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if entry is None:
         print(f"convert_to_mlx: the result in {destination} is not a loadable model", file=sys.stderr)
         return 1
-    print(f"installed {entry.id} ({gb(entry.size_bytes):.2f} GB of weights); "
-          f"request it as \"model\": \"{entry.id}\"")
+    print(f'installed {entry.id} ({gb(entry.size_bytes):.2f} GB of weights); request it as "model": "{entry.id}"')
     return 0
 
 

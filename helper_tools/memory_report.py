@@ -75,9 +75,7 @@ def fit_together(estimates_gb: Sequence[float], budget_gb: float) -> int:
     return count
 
 
-def build_report(
-    settings: Settings, entries: Sequence[ModelEntry], machine: dict[str, Any]
-) -> dict[str, Any]:
+def build_report(settings: Settings, entries: Sequence[ModelEntry], machine: dict[str, Any]) -> dict[str, Any]:
     """Everything the report shows, as plain data (`--json` prints it as is)."""
     budget_bytes = int(machine["budget_gb"] * GB)
     models = [model_memory(e, settings, budget_bytes) for e in sorted(entries, key=lambda e: e.id)]
@@ -85,9 +83,12 @@ def build_report(
     return {
         "machine": machine,
         "settings": {
-            "memory_budget_gb": d.memory_budget_gb, "memory_threshold_gb": d.memory_threshold_gb,
-            "safety_margin": d.safety_margin, "cache_size": d.cache_size,
-            "swap_high_percent": d.swap_high_percent, "swap_critical_percent": d.swap_critical_percent,
+            "memory_budget_gb": d.memory_budget_gb,
+            "memory_threshold_gb": d.memory_threshold_gb,
+            "safety_margin": d.safety_margin,
+            "cache_size": d.cache_size,
+            "swap_high_percent": d.swap_high_percent,
+            "swap_critical_percent": d.swap_critical_percent,
             "max_running_requests": d.max_running_requests,
         },
         "models": [asdict(m) for m in models],
@@ -102,8 +103,10 @@ def machine_memory(settings: Settings) -> dict[str, Any]:
     monitor = ResourceMonitor(settings.defaults)
     snap = monitor.snapshot(fresh=True)
     return {
-        "total_gb": round(snap.total_gb, 2), "available_gb": round(snap.available_gb, 2),
-        "swap_percent": snap.swap_percent, "pressure": snap.pressure,
+        "total_gb": round(snap.total_gb, 2),
+        "available_gb": round(snap.available_gb, 2),
+        "swap_percent": snap.swap_percent,
+        "pressure": snap.pressure,
         "device_memory_gb": round(snap.device_memory_gb, 2) if snap.device_memory_gb else None,
         "budget_gb": gb(monitor.budget_bytes()),
     }
@@ -113,8 +116,11 @@ def render(report: dict[str, Any]) -> list[str]:
     """The report as text lines."""
     m, s = report["machine"], report["settings"]
     t = s["memory_threshold_gb"]
-    how = ("memory_budget_gb" if s["memory_budget_gb"] is not None
-           else f"memory_budget_gb unset: total less memory_threshold_gb {t:g}, at least half the total")
+    how = (
+        "memory_budget_gb"
+        if s["memory_budget_gb"] is not None
+        else f"memory_budget_gb unset: total less memory_threshold_gb {t:g}, at least half the total"
+    )
     lines = [
         f"Machine: {m['total_gb']:.2f} GB total, {m['available_gb']:.2f} GB available, "
         f"swap {m['swap_percent']:.0f}% used; pressure now: {m['pressure']}",
@@ -128,15 +134,19 @@ def render(report: dict[str, Any]) -> list[str]:
     if not models:
         return [*lines, "no models found"]
     width = max(len("model"), *(len(x["id"]) for x in models))
-    lines.append(f"{'model':<{width}}  {'weights':>8}  {'estimate':>8}  {'KV/1k tok':>9}  "
-                 f"{'KV@max_tokens':>20}  requests@max beside it")
+    lines.append(
+        f"{'model':<{width}}  {'weights':>8}  {'estimate':>8}  {'KV/1k tok':>9}  "
+        f"{'KV@max_tokens':>20}  requests@max beside it"
+    )
     for x in models:
         per_k = f"{x['kv_bytes_per_token'] * 1000 / GB:.3f} GB" if x["kv_bytes_per_token"] else "?"
         at_max = f"{x['kv_at_max_tokens_gb']:.2f} GB ({x['max_tokens']})" if x["kv_bytes_per_token"] else "?"
         beside = "?" if x["requests_beside_it"] is None else str(x["requests_beside_it"])
         mark = "*" if x["basis"] == "required_memory_gb" else " "
-        lines.append(f"{x['id']:<{width}}  {x['weights_gb']:>5.2f} GB  {x['estimate_gb']:>5.2f} GB{mark} "
-                     f"{per_k:>9}  {at_max:>20}  {beside}")
+        lines.append(
+            f"{x['id']:<{width}}  {x['weights_gb']:>5.2f} GB  {x['estimate_gb']:>5.2f} GB{mark} "
+            f"{per_k:>9}  {at_max:>20}  {beside}"
+        )
     lines += [
         f"estimate = weights (* required_memory_gb) x safety_margin {s['safety_margin']:g}; "
         "KV is reserved per request for prompt + max_tokens",

@@ -37,8 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arguments(p)
     p.add_argument("--revision", help="branch, tag or commit to download (default: main)")
     p.add_argument("--list", action="store_true", help="list the installed models instead (no network)")
-    p.add_argument("--no-hf-cache", action="store_true",
-                   help="with --list: leave out models in the Hugging Face cache")
+    p.add_argument("--no-hf-cache", action="store_true", help="with --list: leave out models in the Hugging Face cache")
     return p
 
 
@@ -68,15 +67,16 @@ def list_models(found: ModelDiscovery) -> list[str]:
 def download(repo: str, destination: Path, revision: str | None) -> Path:
     """Fetch `repo` into `destination` (network). Refuses when HF_HUB_OFFLINE is set: that is a choice."""
     if os.environ.get("HF_HUB_OFFLINE", "").upper() in _TRUE:
-        raise RuntimeError("HF_HUB_OFFLINE is set, so nothing can be downloaded; run this tool without it "
-                           "(e.g. `env -u HF_HUB_OFFLINE python helper_tools/mlx_downloader.py ...`)")
+        raise RuntimeError(
+            "HF_HUB_OFFLINE is set, so nothing can be downloaded; run this tool without it "
+            "(e.g. `env -u HF_HUB_OFFLINE python helper_tools/mlx_downloader.py ...`)"
+        )
     from huggingface_hub import snapshot_download
 
     created = [d for d in (destination.parent, destination) if not d.exists()]
     destination.mkdir(parents=True, exist_ok=True)
     try:
-        path = snapshot_download(repo, revision=revision, local_dir=destination,
-                                 allow_patterns=allow_patterns())
+        path = snapshot_download(repo, revision=revision, local_dir=destination, allow_patterns=allow_patterns())
     except BaseException:
         for folder in reversed(created):  # leave no empty folders behind; a partial download stays to resume
             try:
@@ -116,15 +116,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     entry = ModelDiscovery([root]).resolve(args.repo)
     if entry is None:
-        print(f"mlx_downloader: {destination} holds no loadable model (config.json and *.safetensors); "
-              "is the repository an MLX model?", file=sys.stderr)
+        print(
+            f"mlx_downloader: {destination} holds no loadable model (config.json and *.safetensors); "
+            "is the repository an MLX model?",
+            file=sys.stderr,
+        )
         return 1
-    print(f"installed {entry.id} ({gb(entry.size_bytes):.2f} GB of weights); request it as \"model\": "
-          f"\"{entry.id}\"")
+    print(f'installed {entry.id} ({gb(entry.size_bytes):.2f} GB of weights); request it as "model": "{entry.id}"')
     served = settings.defaults.model_directory
     if served is None or Path(served).expanduser() != root:
-        print(f"note: the server reads {served or 'no model folder'}; set "
-              f"defaults.model_directory (or --model-dir) to {root} to serve this model")
+        print(
+            f"note: the server reads {served or 'no model folder'}; set "
+            f"defaults.model_directory (or --model-dir) to {root} to serve this model"
+        )
     return 0
 
 

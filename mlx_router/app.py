@@ -44,8 +44,12 @@ def create_app(settings: Settings) -> FastAPI:
     if settings.server.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.server.api_keys)
     if settings.server.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.server.cors_origins, allow_methods=["*"],
-                           allow_headers=["*"])
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.server.cors_origins,
+            allow_methods=["*"],
+            allow_headers=["*"],
+        )
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 1024**2))
     return app
 

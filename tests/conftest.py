@@ -30,6 +30,7 @@ def model_cache_root() -> Path:
 def tokenizer_dir(model_cache_root: Path) -> Path:
     """The qwen-flavoured tokenizer (ChatML, <tool_call>, <think>)."""
     from tests.fixtures import models
+
     return models.cached_tokenizer("qwen", model_cache_root)
 
 
@@ -37,6 +38,7 @@ def tokenizer_dir(model_cache_root: Path) -> Path:
 def random_llm_dir(model_cache_root: Path) -> Path:
     """A random-weight tiny llama with the qwen tokenizer (seed 0)."""
     from tests.fixtures import models
+
     return models.cached_random_llm("qwen", seed=0, root=model_cache_root)
 
 
@@ -44,21 +46,29 @@ def random_llm_dir(model_cache_root: Path) -> Path:
 def random_llm_dir_b(model_cache_root: Path) -> Path:
     """Like ``random_llm_dir`` with another seed: same prompt, different greedy output."""
     from tests.fixtures import models
+
     return models.cached_random_llm("qwen", seed=1, root=model_cache_root)
 
 
 @pytest.fixture(scope="session")
 def trained_llm_dir(model_cache_root: Path) -> Callable[[str], Path]:
     """``trained_llm_dir(flavour)``: the model trained to answer ``cases_for(flavour)`` exactly."""
+
     def get(flavour: str) -> Path:
         from tests.fixtures import models
+
         return models.cached_trained_llm(flavour, model_cache_root)
+
     return get
 
 
 @pytest.fixture(scope="session")
-def models_root(tmp_path_factory: pytest.TempPathFactory, random_llm_dir: Path, random_llm_dir_b: Path,
-                trained_llm_dir: Callable[[str], Path]) -> Path:
+def models_root(
+    tmp_path_factory: pytest.TempPathFactory,
+    random_llm_dir: Path,
+    random_llm_dir_b: Path,
+    trained_llm_dir: Callable[[str], Path],
+) -> Path:
     """A models directory for the server: ``tiny-a``, ``tiny-b`` (random) and ``trained-<flavour>`` for every
     flavour, as symlinks into the cache."""
     root = tmp_path_factory.mktemp("models")

@@ -25,8 +25,9 @@ def free_port() -> int:
 class RouterServer:
     """Starts `python -m mlx_router --config <tmp>/config.json` and stops it again."""
 
-    def __init__(self, workdir: Path, config: dict[str, Any], demo: bool = False,
-                 env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, config: dict[str, Any], demo: bool = False, env: dict[str, str] | None = None
+    ) -> None:
         self.demo = demo
         self.extra_env = env or {}
         self.workdir = Path(workdir)
@@ -52,7 +53,10 @@ class RouterServer:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "mlx_router", "--config", str(self.config_path)]
             + ([] if self.demo else ["--no-demo"]),
-            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -14,8 +14,12 @@ from mlx_router.errors import RouterError
 
 logger = logging.getLogger(__name__)
 
-_HTTP_TYPES = {401: "authentication_error", 404: "not_found_error", 405: "invalid_request_error",
-               413: "invalid_request_error"}
+_HTTP_TYPES = {
+    401: "authentication_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    413: "invalid_request_error",
+}
 
 
 def error_body(message: str, type_: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
@@ -27,8 +31,7 @@ def router_error_body(e: RouterError) -> dict[str, Any]:
 
 
 def internal_error_body() -> dict[str, Any]:
-    return error_body("The server had an error while processing your request.", "server_error", None,
-                      "internal_error")
+    return error_body("The server had an error while processing your request.", "server_error", None, "internal_error")
 
 
 def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
@@ -45,7 +48,7 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
     param = ".".join(loc) or None
     msg = first.get("msg", "invalid value")
     if msg.startswith("Value error, "):
-        msg = msg[len("Value error, "):]
+        msg = msg[len("Value error, ") :]
     return (f"{param}: {msg}" if param else msg), param
 
 

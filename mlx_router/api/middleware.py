@@ -20,8 +20,16 @@ OPEN_PATHS = ("/health", "/docs", "/openapi.json", "/redoc")
 
 async def _send_error(send: Send, status: int, body: dict[str, Any]) -> None:
     payload = json.dumps(body).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(payload)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(payload)).encode()),
+            ],
+        }
+    )
     await send({"type": "http.response.body", "body": payload})
 
 
@@ -70,8 +78,9 @@ class BodyLimitMiddleware:
 
     def _body(self) -> dict[str, Any]:
         mb = self.max_bytes / 1024**2
-        return error_body(f"the request body is larger than {mb:g} MB", "invalid_request_error", None,
-                          "request_too_large")
+        return error_body(
+            f"the request body is larger than {mb:g} MB", "invalid_request_error", None, "request_too_large"
+        )
 
 
 class APIKeyMiddleware:

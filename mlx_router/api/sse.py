@@ -20,7 +20,11 @@ logger = logging.getLogger(__name__)
 
 StreamFormat = Literal["sse", "json_lines", "json_array"]
 
-MEDIA_TYPES = {"sse": "text/event-stream", "json_lines": "application/x-ndjson", "json_array": "application/json"}
+MEDIA_TYPES = {
+    "sse": "text/event-stream",
+    "json_lines": "application/x-ndjson",
+    "json_array": "application/json",
+}
 STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 

@@ -43,11 +43,11 @@ CONFIG_FILE = "config.json"
 class ModelEntry:
     """One loadable model found on disk."""
 
-    id: str            # "my-model" or "org/name"
-    path: Path         # resolved directory holding config.json and the weights
-    size_bytes: int    # total size of the *.safetensors files
-    created: int       # unix time: the model folder's mtime
-    source: str        # "directory" (a plain folder) or "hf_cache" (the models--org--name layout)
+    id: str  # "my-model" or "org/name"
+    path: Path  # resolved directory holding config.json and the weights
+    size_bytes: int  # total size of the *.safetensors files
+    created: int  # unix time: the model folder's mtime
+    source: str  # "directory" (a plain folder) or "hf_cache" (the models--org--name layout)
 
 
 def is_valid_model_id(model_id: str) -> bool:
@@ -62,7 +62,7 @@ def _hf_repo_id(folder_name: str) -> str | None:
     """`models--org--name` -> `org/name` (`models--name` -> `name`); None when the name is not that layout."""
     if not folder_name.startswith(HF_REPO_PREFIX):
         return None
-    parts = folder_name[len(HF_REPO_PREFIX):].split("--")
+    parts = folder_name[len(HF_REPO_PREFIX) :].split("--")
     if len(parts) > 2 or not all(parts):
         return None
     return "/".join(parts)
@@ -239,15 +239,19 @@ class ModelDiscovery:
             return
         self._register(model_id, inspection, source, folder, scan)
 
-    def _register(self, model_id: str, inspection: _Inspection, source: str, folder: str,
-                  scan: _Scan) -> None:
+    def _register(self, model_id: str, inspection: _Inspection, source: str, folder: str, scan: _Scan) -> None:
         taken = scan.found.get(model_id)
         if taken is not None:
             self._report(folder, f"duplicate id {model_id!r}, already found at {taken.path}", scan)
             return
         assert inspection.path is not None
-        scan.found[model_id] = ModelEntry(id=model_id, path=inspection.path, size_bytes=inspection.size_bytes,
-                                          created=inspection.created, source=source)
+        scan.found[model_id] = ModelEntry(
+            id=model_id,
+            path=inspection.path,
+            size_bytes=inspection.size_bytes,
+            created=inspection.created,
+            source=source,
+        )
 
     def _inspect(self, folder: str, scan: _Scan) -> _Inspection:
         """Stat the folder and its config.json; read them again only when those stats changed."""

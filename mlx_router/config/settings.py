@@ -13,7 +13,15 @@ import os
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +45,9 @@ class DefaultsConfig(_Section):
     timeout: float = Field(300.0, gt=0, description="Seconds one request may take in all (queue, load, generation).")
     cache_size: int = Field(2, ge=1, description="How many models stay loaded at once.")
     memory_threshold_gb: float = Field(
-        4.0, ge=0, description="Available memory (GB) under which memory pressure rises; see MEMORY_PRESSURE.md."
+        4.0,
+        ge=0,
+        description="Available memory (GB) under which memory pressure rises; see MEMORY_PRESSURE.md.",
     )
     safety_margin: float = Field(1.2, gt=0, description="Factor on a model's memory estimate when budgeting.")
     swap_high_percent: float = Field(75.0, ge=0, le=100, description="Swap use that counts as high pressure.")
@@ -51,14 +61,17 @@ class DefaultsConfig(_Section):
     )
     enable_function_calling: bool = Field(True, description="Offer `tools` to models and parse their calls.")
     constrain_tool_calls: bool = Field(
-        True, description="With tool_choice auto, constrain calls the model starts to valid markup and schemas."
+        True,
+        description="With tool_choice auto, constrain calls the model starts to valid markup and schemas.",
     )
     model: str | None = Field(None, description="A model to load at start-up.")
     model_directory: str | None = Field(None, description="Folder of MLX models (MLX_MODEL_DIR overrides).")
     # keys new in 3.0
     scan_hf_cache: bool = Field(True, description="Also serve models found in the Hugging Face hub cache.")
     memory_budget_gb: float | None = Field(
-        None, gt=0, description="Memory the loaded models may use in all; default: total memory less the threshold."
+        None,
+        gt=0,
+        description="Memory the loaded models may use in all; default: total memory less the threshold.",
     )
     max_running_requests: int = Field(32, ge=1, description="Requests decoded together per model.")
     max_queued_requests: int = Field(256, ge=0, description="Requests waiting per model before 429.")

@@ -173,9 +173,7 @@ def _validated_grammar(prepared: dict[str, Any], param: str) -> str:
     is_error, messages = llguidance.LLMatcher.validate_grammar_with_warnings(grammar, None)
     if is_error:
         detail = " ".join(" ".join(messages).split())
-        raise UnsupportedSchemaError(
-            f"JSON schema not supported for constrained output: {detail}", param=param
-        )
+        raise UnsupportedSchemaError(f"JSON schema not supported for constrained output: {detail}", param=param)
     return grammar
 
 

@@ -159,9 +159,7 @@ class ConstraintCompiler:
     def processor(self, grammar: str) -> GrammarProcessor:
         """A fresh processor for one generation under `grammar`; `InvalidGrammarError` if it fails."""
         template = self._compile(grammar)
-        return GrammarProcessor(
-            template.deep_copy(), self.ll_tokenizer.vocab_size, self.eos_token_ids, self.vocab_size
-        )
+        return GrammarProcessor(template.deep_copy(), self.ll_tokenizer.vocab_size, self.eos_token_ids, self.vocab_size)
 
     def validate(self, grammar: str) -> None:
         """Raise `InvalidGrammarError` unless `grammar` compiles for this model (the result is cached)."""
@@ -217,7 +215,5 @@ def _build_ll_tokenizer(hf_tokenizer: Any, eos_token_ids: list[int]) -> llguidan
     n_vocab = backend.get_vocab_size(with_added_tokens=True)
     eos = [i for i in eos_token_ids if i < n_vocab]
     if not eos:
-        raise ValueError(
-            f"no EOS token id ({eos_token_ids}) is inside the tokenizer's vocabulary ({n_vocab})"
-        )
+        raise ValueError(f"no EOS token id ({eos_token_ids}) is inside the tokenizer's vocabulary ({n_vocab})")
     return llguidance.LLTokenizer(backend.to_str(), eos_token=eos)

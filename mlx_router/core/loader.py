@@ -79,8 +79,9 @@ def _activation_bytes(model: Any) -> int:
     """Bytes per element of the model's activations: its first floating-point parameter (norms, scales)."""
     from mlx.utils import tree_flatten
 
-    for _, p in tree_flatten(model.parameters()):
-        if mx.issubdtype(p.dtype, mx.floating):
+    for item in tree_flatten(model.parameters()):
+        p = item[1]
+        if isinstance(p, mx.array) and mx.issubdtype(p.dtype, mx.floating):
             return int(p.dtype.size)
     return 2
 

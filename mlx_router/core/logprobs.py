@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 
@@ -24,9 +24,9 @@ def token_logprobs(rows: list[tuple[Any, int]]) -> list[TokenLogprob]:
             tops.append(None)
     mx.eval(chosen, [t for t in tops if t is not None])
     out = []
-    for (r, _), value, top in zip(rows, chosen.tolist(), tops):
+    for (r, _), value, top in zip(rows, cast(list[float], chosen.tolist()), tops, strict=True):
         pairs: list[tuple[int, float]] = []
         if top is not None:
-            pairs = sorted(zip(top[0].tolist(), top[1].tolist()), key=lambda x: -x[1])
+            pairs = sorted(zip(top[0].tolist(), top[1].tolist(), strict=True), key=lambda x: -x[1])
         out.append(TokenLogprob(token=r.token, logprob=value, top=pairs))
     return out

@@ -200,8 +200,12 @@ class MLXModelManager:
 
     def _make_room(self, model_id: str, cost: int) -> None:
         entries = [
-            PoolEntry(s.model_id, s.cost_bytes + (s.runner.kv_bytes() if s.runner else 0), s.last_used,
-                      busy=s.refs > 0 or (s.runner is not None and s.runner.has_work()))
+            PoolEntry(
+                s.model_id,
+                s.cost_bytes + (s.runner.kv_bytes() if s.runner else 0),
+                s.last_used,
+                busy=s.refs > 0 or (s.runner is not None and s.runner.has_work()),
+            )
             for s in self._slots.values()
             if s.state == "ready" and s.model_id != model_id
         ]
@@ -232,8 +236,14 @@ class MLXModelManager:
 
     def _unload_idle(self, keep: str) -> None:
         """Memory pressure is high: unload every idle model but `keep`, least recently used first."""
-        idle = [s for s in self._slots.values() if s.state == "ready" and s.model_id != keep and s.refs == 0
-                and not (s.runner is not None and s.runner.has_work())]
+        idle = [
+            s
+            for s in self._slots.values()
+            if s.state == "ready"
+            and s.model_id != keep
+            and s.refs == 0
+            and not (s.runner is not None and s.runner.has_work())
+        ]
         for s in sorted(idle, key=lambda s: s.last_used):
             logger.warning("memory pressure: unloading idle model %s", s.model_id)
             self._unload(s.model_id)

@@ -80,8 +80,13 @@ class ResourceMonitor:
             pressure=pressure_level(available_gb, swap_percent, self._cfg),
         )
         if self._last is not None and snap.pressure != self._last.pressure:
-            logger.warning("memory pressure %s -> %s (%.1f GB available, swap %.0f%%)", self._last.pressure,
-                           snap.pressure, available_gb, swap_percent)
+            logger.warning(
+                "memory pressure %s -> %s (%.1f GB available, swap %.0f%%)",
+                self._last.pressure,
+                snap.pressure,
+                available_gb,
+                swap_percent,
+            )
         self._last, self._last_at = snap, now
         return snap
 

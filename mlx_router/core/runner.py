@@ -99,8 +99,11 @@ class ModelRunner:
         self._in_batch = 0
         self._solo_ok = config.solo_path and SoloSequence.supported(model)
         self._next_uid = 0
-        self._prefix = PrefixCache(model_id, config.prefix_cache_bytes, config.prefix_cache_entries) \
-            if config.prefix_cache_bytes > 0 else None
+        self._prefix = (
+            PrefixCache(model_id, config.prefix_cache_bytes, config.prefix_cache_entries)
+            if config.prefix_cache_bytes > 0
+            else None
+        )
         self._counts = (0, 0)
         self._kv_bytes = 0
         self._prefix_bytes = 0
@@ -144,11 +147,21 @@ class ModelRunner:
         # A grammar ends on EOS: ignoring it would fill the output with EOS up to max_tokens.
         keep_going = req.ignore_eos and req.grammar is None
         self._next_uid -= 1
-        seq = SoloSequence(self._next_uid, self.model, rest, cache, prompt[:cached], sampler, processors,
-                           req.max_tokens, frozenset() if keep_going else self._eos_ids,
-                           self.config.prefill_step_size)
-        active = _Active(req, emit, seq, seq.uid, cached, sampler, processors,
-                         self._no_stop if keep_going else self._eos)
+        seq = SoloSequence(
+            self._next_uid,
+            self.model,
+            rest,
+            cache,
+            prompt[:cached],
+            sampler,
+            processors,
+            req.max_tokens,
+            frozenset() if keep_going else self._eos_ids,
+            self.config.prefill_step_size,
+        )
+        active = _Active(
+            req, emit, seq, seq.uid, cached, sampler, processors, self._no_stop if keep_going else self._eos
+        )
         if self._solo_ok and not self._by_uid:
             self._solo = seq
         else:
@@ -194,9 +207,12 @@ class ModelRunner:
             return
         _, responses = self._gen.next()
         self._steps += 1
-        wanted = [(r, self._by_uid[r.uid].req.logprobs or 0) for r in responses
-                  if r.uid in self._by_uid and self._by_uid[r.uid].req.logprobs is not None]
-        logprobs = {r.uid: lp for (r, _), lp in zip(wanted, token_logprobs(wanted))}
+        wanted = [
+            (r, self._by_uid[r.uid].req.logprobs or 0)
+            for r in responses
+            if r.uid in self._by_uid and self._by_uid[r.uid].req.logprobs is not None
+        ]
+        logprobs = {r.uid: lp for (r, _), lp in zip(wanted, token_logprobs(wanted), strict=True)}
         for r in responses:
             active = self._by_uid.get(r.uid)
             if active is not None:
@@ -248,8 +264,13 @@ class ModelRunner:
 
     def _to_batch(self, active: _Active, hand: BatchHandover) -> None:
         (uid,) = self._gen.insert(
-            [hand.prompt], [hand.max_tokens], caches=[hand.cache], all_tokens=[hand.all_tokens],
-            samplers=[active.sampler], logits_processors=[active.processors], stop_sequences=[active.stop],
+            [hand.prompt],
+            [hand.max_tokens],
+            caches=[hand.cache],
+            all_tokens=[hand.all_tokens],
+            samplers=[active.sampler],
+            logits_processors=[active.processors],
+            stop_sequences=[active.stop],
         )
         active.uid = uid
         self._by_uid[uid] = active
@@ -269,8 +290,11 @@ class ModelRunner:
     def _deliver(self, active: _Active, r: Any, logprob: TokenLogprob | None) -> None:
         finish = r.finish_reason
         tokens = [] if finish == "stop" else [r.token]  # the EOS that ends a request is not in the answer
-        event = TokenEvent(tokens=tokens, logprobs=[logprob] if (logprob is not None and tokens) else None,
-                           finish_reason=finish)
+        event = TokenEvent(
+            tokens=tokens,
+            logprobs=[logprob] if (logprob is not None and tokens) else None,
+            finish_reason=finish,
+        )
         if not active.started:
             active.started = True
             event.prompt_tokens = len(active.req.prompt_tokens)

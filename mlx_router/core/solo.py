@@ -13,7 +13,7 @@ have seen), so the request continues as if it had never moved.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import mlx.core as mx
 from mlx_lm.models.cache import TokenBuffer, can_trim_prompt_cache, make_prompt_cache, trim_prompt_cache
@@ -109,7 +109,7 @@ class SoloSequence:
         # Queue the next step on the still-lazy token before waiting for it, as mlx-lm's generate_step
         # does: the accelerator never idles while Python builds the next graph.
         following = self._feed(token_arr) if self.emitted + 1 < self._max_tokens else None
-        token = int(token_arr.item())
+        token = int(cast(int, token_arr.item()))
         if following is not None:
             self._tokens.append(token)  # fed above: `_tokens` stays what the KV cache holds
         self.emitted += 1
@@ -140,8 +140,7 @@ class SoloSequence:
     def handover(self) -> BatchHandover:
         """Stop here and describe the request for the batch generator (see the module docstring)."""
         if self._next is None:  # still in prefill: the batch prefills the rest
-            return BatchHandover(self._pending_prompt, self._cache, list(self._tokens),
-                                 self._max_tokens - self.emitted)
+            return BatchHandover(self._pending_prompt, self._cache, list(self._tokens), self._max_tokens - self.emitted)
         mx.eval(self._next[0])  # let the in-flight step finish before trimming the cache under it
         self._next = None
         last = self._tokens.pop()  # delivered and in the cache; the batch feeds it again

@@ -11,5 +11,12 @@ Importing this package does not import mlx; building the model does (``build.py`
 from mlx_router.demo.chats import DEMO_MODEL_ID, DemoChat, demo_chats, demo_tools
 from mlx_router.demo.store import default_cache_dir, demo_model_dir, ensure_demo_model
 
-__all__ = ["DEMO_MODEL_ID", "DemoChat", "default_cache_dir", "demo_chats", "demo_model_dir", "demo_tools",
-           "ensure_demo_model"]
+__all__ = [
+    "DEMO_MODEL_ID",
+    "DemoChat",
+    "default_cache_dir",
+    "demo_chats",
+    "demo_model_dir",
+    "demo_tools",
+    "ensure_demo_model",
+]

@@ -53,12 +53,27 @@ def _corpus_extras(chats: list[DemoChat]) -> Iterator[str]:
 def model_config(tok_dir: Path, recipe: DemoRecipe) -> dict[str, Any]:
     """The mlx_lm config.json of the demo model (a llama over the tokenizer at ``tok_dir``)."""
     eos = token_ids(tok_dir, QWEN.eos)
-    shape = {"hidden_size": recipe.hidden, "intermediate_size": 2 * recipe.hidden,
-             "num_hidden_layers": recipe.layers, "num_attention_heads": 4, "num_key_value_heads": 2}
-    return {"_comment": DEMO_CONFIG_COMMENT, "model_type": "llama", "architectures": ["LlamaForCausalLM"],
-            **shape, "vocab_size": vocab_size(tok_dir), "tie_word_embeddings": True, "rms_norm_eps": 1e-6,
-            "max_position_embeddings": 4096, "rope_theta": 10000.0, "bos_token_id": None, "eos_token_id": eos,
-            "torch_dtype": "float32"}
+    shape = {
+        "hidden_size": recipe.hidden,
+        "intermediate_size": 2 * recipe.hidden,
+        "num_hidden_layers": recipe.layers,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+    }
+    return {
+        "_comment": DEMO_CONFIG_COMMENT,
+        "model_type": "llama",
+        "architectures": ["LlamaForCausalLM"],
+        **shape,
+        "vocab_size": vocab_size(tok_dir),
+        "tie_word_embeddings": True,
+        "rms_norm_eps": 1e-6,
+        "max_position_embeddings": 4096,
+        "rope_theta": 10000.0,
+        "bos_token_id": None,
+        "eos_token_id": eos,
+        "torch_dtype": "float32",
+    }
 
 
 def _new_model(config: dict[str, Any], seed: int) -> nn.Module:
@@ -84,13 +99,18 @@ def _train(config: dict[str, Any], data: list[Encoded], recipe: DemoRecipe) -> n
     result = None
     for attempt in range(ATTEMPTS):
         model = _new_model(config, recipe.seed + attempt)
-        result = train_until_exact(model, data, lr=recipe.lr, min_margin=recipe.min_margin,
-                                   max_seconds=SECONDS_PER_ATTEMPT, log=_progress_logger())
+        result = train_until_exact(
+            model,
+            data,
+            lr=recipe.lr,
+            min_margin=recipe.min_margin,
+            max_seconds=SECONDS_PER_ATTEMPT,
+            log=_progress_logger(),
+        )
         if result.converged:
             _sharpen(model, recipe.sharp_margin / result.margin)
             return model
-        logger.warning("demo model: seed %d did not converge (%s); trying another", recipe.seed + attempt,
-                       result)
+        logger.warning("demo model: seed %d did not converge (%s); trying another", recipe.seed + attempt, result)
     raise RuntimeError(f"the demo model did not learn its chats: {result}")
 
 
@@ -123,8 +143,13 @@ def build_demo_model(out_dir: Path, recipe: DemoRecipe | None = None) -> dict[st
     problems = verify_chats(*load_model(out_dir), chats, QWEN.eos[0])
     if problems:
         raise RuntimeError("the demo model misses chats after saving:\n" + "\n".join(problems))
-    return {"train_seconds": round(trained, 2), "margin": round(fit.margin, 2), "confidence": fit.confidence,
-            "chats": [c.name for c in chats], "build_seconds": round(time.perf_counter() - start, 2)}
+    return {
+        "train_seconds": round(trained, 2),
+        "margin": round(fit.margin, 2),
+        "confidence": fit.confidence,
+        "chats": [c.name for c in chats],
+        "build_seconds": round(time.perf_counter() - start, 2),
+    }
 
 
 def _progress_logger(every_s: float = 5.0) -> Callable[[str], None]:
@@ -136,4 +161,5 @@ def _progress_logger(every_s: float = 5.0) -> Callable[[str], None]:
         if now - last[0] >= every_s:
             last[0] = now
             logger.info("demo model: training, %s", line)
+
     return log

@@ -27,8 +27,9 @@ WEATHER_QUESTION = "What is the weather in Paris?"
 WEATHER_TOOL_NAME = "get_weather"
 WEATHER_ARGUMENTS = '{"location": "Paris"}'  # as an OpenAI client sees them: a JSON string
 # what the model writes (Qwen's format); the client gets it as tool_calls[0]
-WEATHER_CALL = ('<tool_call>\n{"name": "' + WEATHER_TOOL_NAME + '", "arguments": ' + WEATHER_ARGUMENTS
-                + '}\n</tool_call>')
+WEATHER_CALL = (
+    '<tool_call>\n{"name": "' + WEATHER_TOOL_NAME + '", "arguments": ' + WEATHER_ARGUMENTS + "}\n</tool_call>"
+)
 WEATHER_CALL_ID = "call_1"
 WEATHER_RESULT = '{"temperature": 21, "condition": "sunny"}'
 WEATHER_ANSWER = "It is sunny and 21 degrees in Paris."
@@ -40,18 +41,20 @@ MATH_COMPLETION = f"<think>\n{MATH_REASONING}\n</think>\n\n{MATH_ANSWER}"
 
 def demo_tools() -> list[dict[str, Any]]:
     """The tools of the weather chats (a fresh copy): one function, ``get_weather(location)``."""
-    return [{
-        "type": "function",
-        "function": {
-            "name": WEATHER_TOOL_NAME,
-            "description": "Get the current weather for a location",
-            "parameters": {
-                "type": "object",
-                "properties": {"location": {"type": "string", "description": "City name"}},
-                "required": ["location"],
+    return [
+        {
+            "type": "function",
+            "function": {
+                "name": WEATHER_TOOL_NAME,
+                "description": "Get the current weather for a location",
+                "parameters": {
+                    "type": "object",
+                    "properties": {"location": {"type": "string", "description": "City name"}},
+                    "required": ["location"],
+                },
             },
-        },
-    }]
+        }
+    ]
 
 
 @dataclass(frozen=True)
@@ -59,13 +62,13 @@ class DemoChat:
     """One chat the demo model reproduces exactly under greedy decoding."""
 
     name: str
-    messages: list[dict[str, Any]]       # OpenAI wire form (tool-call arguments as a JSON string)
+    messages: list[dict[str, Any]]  # OpenAI wire form (tool-call arguments as a JSON string)
     tools: list[dict[str, Any]] | None
-    completion: str                      # the exact generated text, end token excluded
-    content: str | None = None           # what the client gets as message content
-    reasoning: str | None = None         # ... as reasoning_content
+    completion: str  # the exact generated text, end token excluded
+    content: str | None = None  # what the client gets as message content
+    reasoning: str | None = None  # ... as reasoning_content
     tool_calls: tuple[tuple[str, dict[str, Any]], ...] = ()  # ... as tool calls (name, decoded arguments)
-    eos: str | None = None               # the end token after the completion; None: <|im_end|>
+    eos: str | None = None  # the end token after the completion; None: <|im_end|>
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra chat-template variables
 
 
@@ -75,25 +78,45 @@ def _user(text: str) -> dict[str, Any]:
 
 def weather_followup_messages() -> list[dict[str, Any]]:
     """The weather chat sent back with the model's call and the tool's result (a fresh copy)."""
-    call = {"id": WEATHER_CALL_ID, "type": "function",
-            "function": {"name": WEATHER_TOOL_NAME, "arguments": WEATHER_ARGUMENTS}}
-    return [_user(WEATHER_QUESTION),
-            {"role": "assistant", "content": None, "tool_calls": [call]},
-            {"role": "tool", "tool_call_id": WEATHER_CALL_ID, "content": WEATHER_RESULT}]
+    call = {
+        "id": WEATHER_CALL_ID,
+        "type": "function",
+        "function": {"name": WEATHER_TOOL_NAME, "arguments": WEATHER_ARGUMENTS},
+    }
+    return [
+        _user(WEATHER_QUESTION),
+        {"role": "assistant", "content": None, "tool_calls": [call]},
+        {"role": "tool", "tool_call_id": WEATHER_CALL_ID, "content": WEATHER_RESULT},
+    ]
 
 
 def demo_chats() -> list[DemoChat]:
     """Every chat the demo model is trained on, in the README's order (fresh copies, safe to mutate)."""
     call = (WEATHER_TOOL_NAME, json.loads(WEATHER_ARGUMENTS))
     return [
-        DemoChat("capital", [{"role": "system", "content": SYSTEM_PROMPT}, _user(CAPITAL_QUESTION)], None,
-                 CAPITAL_ANSWER, content=CAPITAL_ANSWER),
-        DemoChat("capital_no_system", [_user(CAPITAL_QUESTION)], None, CAPITAL_ANSWER,
-                 content=CAPITAL_ANSWER),
+        DemoChat(
+            "capital",
+            [{"role": "system", "content": SYSTEM_PROMPT}, _user(CAPITAL_QUESTION)],
+            None,
+            CAPITAL_ANSWER,
+            content=CAPITAL_ANSWER,
+        ),
+        DemoChat("capital_no_system", [_user(CAPITAL_QUESTION)], None, CAPITAL_ANSWER, content=CAPITAL_ANSWER),
         DemoChat("haiku", [_user(HAIKU_REQUEST)], None, HAIKU, content=HAIKU),
         DemoChat("weather_call", [_user(WEATHER_QUESTION)], demo_tools(), WEATHER_CALL, tool_calls=(call,)),
-        DemoChat("weather_answer", weather_followup_messages(), demo_tools(), WEATHER_ANSWER,
-                 content=WEATHER_ANSWER),
-        DemoChat("reasoning", [_user(MATH_QUESTION)], None, MATH_COMPLETION, content=MATH_ANSWER,
-                 reasoning=MATH_REASONING),
+        DemoChat(
+            "weather_answer",
+            weather_followup_messages(),
+            demo_tools(),
+            WEATHER_ANSWER,
+            content=WEATHER_ANSWER,
+        ),
+        DemoChat(
+            "reasoning",
+            [_user(MATH_QUESTION)],
+            None,
+            MATH_COMPLETION,
+            content=MATH_ANSWER,
+            reasoning=MATH_REASONING,
+        ),
     ]

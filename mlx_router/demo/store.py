@@ -47,7 +47,7 @@ class DemoRecipe:
     layers: int = 2
     seed: int = 0
     lr: float = 3e-3
-    min_margin: float = 2.0     # trained margin: greedy decoding stays exact after saving and reloading
+    min_margin: float = 2.0  # trained margin: greedy decoding stays exact after saving and reloading
     sharp_margin: float = 24.0  # after sharpening: 4k * e^-24 = 2e-7 chance of another token at T=1
 
 
@@ -123,8 +123,12 @@ def _build_into_place(final: Path, definition: dict[str, Any]) -> None:
     """Build in a hidden folder beside ``final``, then swap it in (the old build, if any, goes away)."""
     from mlx_router.demo.build import build_demo_model  # imports mlx: only when a build is needed
 
-    logger.warning("building the demo model %r in %s (first start only, ~%d s)...", DEMO_MODEL_ID,
-                   final, BUILD_SECONDS_ESTIMATE)
+    logger.warning(
+        "building the demo model %r in %s (first start only, ~%d s)...",
+        DEMO_MODEL_ID,
+        final,
+        BUILD_SECONDS_ESTIMATE,
+    )
     tmp = final.parent / f".build-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     old = final.parent / f".build-old-{uuid.uuid4().hex[:8]}"
     start = time.perf_counter()

@@ -22,8 +22,10 @@ from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, pre_token
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 # Qwen2's pre-tokenizer split (GPT-4 style): words, numbers one digit at a time, punctuation runs, whitespace.
-_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
-          r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
+_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}"
+    r"| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 
 
 @dataclass(frozen=True)
@@ -56,12 +58,21 @@ class Flavour:
 
 
 CHATML_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-QWEN_ADDED_TOKENS = ("<think>", "</think>", "<tool_call>", "</tool_call>",
-                     "<tool_response>", "</tool_response>")
+QWEN_ADDED_TOKENS = (
+    "<think>",
+    "</think>",
+    "<tool_call>",
+    "</tool_call>",
+    "<tool_response>",
+    "</tool_response>",
+)
 QWEN = Flavour(
     "qwen",
     special=CHATML_TOKENS + ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"),
-    added=QWEN_ADDED_TOKENS, eos=("<|im_end|>", "<|endoftext|>"), pad="<|endoftext|>")
+    added=QWEN_ADDED_TOKENS,
+    eos=("<|im_end|>", "<|endoftext|>"),
+    pad="<|endoftext|>",
+)
 
 
 def stdlib_sources() -> Iterator[str]:
@@ -78,14 +89,19 @@ def train_base_bpe(out_dir: Path, vocab_size: int = 4000, extra_texts: Iterable[
     text, say) become few tokens, which keeps prompts short and training fast.
     """
     tok = Tokenizer(models.BPE())  # no unk token: byte-level covers every input
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(_SPLIT), behavior="isolated", invert=False),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
-    ])
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_SPLIT), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()  # makes mlx_lm pick its fast BPEStreamingDetokenizer
     trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size, min_frequency=2, show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+        vocab_size=vocab_size,
+        min_frequency=2,
+        show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
 
     def corpus() -> Iterator[str]:
         yield from stdlib_sources()
@@ -106,12 +122,22 @@ def write_tokenizer(out_dir: Path, base_tokenizer_json: Path, flavour: Flavour) 
     out_dir.mkdir(parents=True, exist_ok=True)
     tok.save(str(out_dir / "tokenizer.json"))
     decoder = {
-        str(tok.token_to_id(t)): {"content": t, "lstrip": False, "normalized": False, "rstrip": False,
-                                  "single_word": False, "special": t in flavour.special}
+        str(tok.token_to_id(t)): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": t in flavour.special,
+        }
         for t in flavour.tokens
     }
-    named = {"bos_token": flavour.bos, "eos_token": flavour.eos[0], "pad_token": flavour.pad,
-             "unk_token": None}
+    named = {
+        "bos_token": flavour.bos,
+        "eos_token": flavour.eos[0],
+        "pad_token": flavour.pad,
+        "unk_token": None,
+    }
     config = {
         "tokenizer_class": "PreTrainedTokenizerFast",
         "added_tokens_decoder": decoder,
@@ -121,11 +147,11 @@ def write_tokenizer(out_dir: Path, base_tokenizer_json: Path, flavour: Flavour) 
         "split_special_tokens": False,
         "chat_template": flavour.template_path.read_text(encoding="utf-8"),
     }
-    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False),
-                                                   encoding="utf-8")
+    (out_dir / "tokenizer_config.json").write_text(json.dumps(config, indent=2, ensure_ascii=False), encoding="utf-8")
     special_map = {k: v for k, v in named.items() if v is not None}
-    (out_dir / "special_tokens_map.json").write_text(json.dumps(special_map, indent=2, ensure_ascii=False),
-                                                     encoding="utf-8")
+    (out_dir / "special_tokens_map.json").write_text(
+        json.dumps(special_map, indent=2, ensure_ascii=False), encoding="utf-8"
+    )
     return out_dir
 
 

@@ -57,11 +57,15 @@ class TrainResult:
     margin: float  # smallest (target logit - best other logit) over all completion tokens
 
 
-def render_prompt(tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None,
-                  **kwargs: Any) -> list[int]:
+def render_prompt(
+    tokenizer: Any, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None, **kwargs: Any
+) -> list[int]:
     """Prompt ids of a chat through the tokenizer's own template, with the generation prompt."""
-    return list(tokenizer.apply_chat_template(messages, tools=tools, add_generation_prompt=True,
-                                              tokenize=True, return_dict=False, **kwargs))
+    return list(
+        tokenizer.apply_chat_template(
+            messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False, **kwargs
+        )
+    )
 
 
 def chat_prompt(tokenizer: Any, chat: ChatExample) -> list[int]:
@@ -69,8 +73,12 @@ def chat_prompt(tokenizer: Any, chat: ChatExample) -> list[int]:
     return render_prompt(tokenizer, chat.messages, chat.tools, **chat.kwargs)
 
 
-def encode_chats(tokenizer: Any, chats: Sequence[Chat], default_eos: str,
-                 render: Callable[[Any, Chat], list[int]] = chat_prompt) -> list[Encoded]:
+def encode_chats(
+    tokenizer: Any,
+    chats: Sequence[Chat],
+    default_eos: str,
+    render: Callable[[Any, Chat], list[int]] = chat_prompt,
+) -> list[Encoded]:
     """Token ids of each chat: the rendered prompt, and the completion followed by its end token."""
     data = []
     for chat in chats:
@@ -84,9 +92,9 @@ def encode_chats(tokenizer: Any, chats: Sequence[Chat], default_eos: str,
 class _Batch:
     """Right-padded token rows and which of their positions predict which completion token."""
 
-    rows: mx.array       # (B, N) ids
+    rows: mx.array  # (B, N) ids
     positions: mx.array  # flat indices into (B * N)
-    targets: mx.array    # the token each of those positions must predict
+    targets: mx.array  # the token each of those positions must predict
 
 
 @dataclass(frozen=True)
@@ -144,8 +152,10 @@ def _cluster(data: list[Encoded], min_shared: int, keep: float = 0.8) -> list[tu
 
 def _batches(members: list[Encoded], p: int, max_waste: float = 1.5) -> list[_Batch]:
     """The members' sequences after the first ``p`` tokens, in buckets padded less than ``max_waste``x."""
-    inputs = sorted((((prompt + completion)[:-1], prompt, completion) for prompt, completion in members),
-                    key=lambda item: (len(item[0]), item[0]))
+    inputs = sorted(
+        (((prompt + completion)[:-1], prompt, completion) for prompt, completion in members),
+        key=lambda item: (len(item[0]), item[0]),
+    )
     buckets: list[list[tuple[list[int], list[int], list[int]]]] = []
     for item in inputs:
         if buckets and len(item[0]) - p <= max_waste * (len(buckets[-1][0][0]) - p):
@@ -194,8 +204,7 @@ def _loss(model: nn.Module, groups: list[_Group]) -> tuple[mx.array, mx.array, m
     hidden = mx.concatenate([h for g in groups for h in _hidden(model, g)])
     targets = mx.concatenate([b.targets for g in groups for b in g.batches])
     # the lm head only where it is supervised: it dominates the cost otherwise
-    logits = model.model.embed_tokens.as_linear(hidden) if model.args.tie_word_embeddings \
-        else model.lm_head(hidden)
+    logits = model.model.embed_tokens.as_linear(hidden) if model.args.tie_word_embeddings else model.lm_head(hidden)
     token_loss = nn.losses.cross_entropy(logits, targets)
     target_logit = mx.take_along_axis(logits, targets[:, None], axis=-1)[:, 0]
     is_target = mx.arange(logits.shape[-1])[None, :] == targets[:, None]
@@ -208,9 +217,16 @@ def _scalar(x: mx.array) -> float:
     return cast(float, x.item())
 
 
-def train_until_exact(model: nn.Module, data: list[Encoded], *, lr: float = 3e-3, max_steps: int = 1500,
-                      min_margin: float = 1.0, max_seconds: float = 300.0,
-                      log: Callable[[str], None] | None = None) -> TrainResult:
+def train_until_exact(
+    model: nn.Module,
+    data: list[Encoded],
+    *,
+    lr: float = 3e-3,
+    max_steps: int = 1500,
+    min_margin: float = 1.0,
+    max_seconds: float = 300.0,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
     """Train ``model`` in place until every completion token wins by ``min_margin`` logits (or give up)."""
     groups = _group(data)
     optimizer = optim.Adam(learning_rate=lr)
@@ -240,8 +256,8 @@ def train_until_exact(model: nn.Module, data: list[Encoded], *, lr: float = 3e-3
 class Fit:
     """How well a model knows its chats under teacher forcing."""
 
-    loss: float        # mean cross-entropy of the completion tokens
-    margin: float      # smallest (target logit - best other logit)
+    loss: float  # mean cross-entropy of the completion tokens
+    margin: float  # smallest (target logit - best other logit)
     confidence: float  # smallest probability of a target token: what sampling at temperature 1 gets right
 
 
@@ -251,8 +267,7 @@ def measure_fit(model: nn.Module, data: list[Encoded]) -> Fit:
     return Fit(loss, margin, math.exp(-worst_nll))
 
 
-def greedy_completion(model: nn.Module, tokenizer: Any, prompt: list[int],
-                      max_tokens: int) -> tuple[str, int | None]:
+def greedy_completion(model: nn.Module, tokenizer: Any, prompt: list[int], max_tokens: int) -> tuple[str, int | None]:
     """Greedy completion of ``prompt`` with mlx_lm's ``stream_generate``: (text, end token id or None)."""
     from mlx_lm import stream_generate
 
@@ -273,8 +288,14 @@ def load_model(model_dir: Path) -> tuple[nn.Module, Any]:
     return loaded[0], loaded[1]
 
 
-def verify_chats(model: nn.Module, tokenizer: Any, chats: Sequence[Chat], default_eos: str,
-                 render: Callable[[Any, Chat], list[int]] = chat_prompt, label: str = "") -> list[str]:
+def verify_chats(
+    model: nn.Module,
+    tokenizer: Any,
+    chats: Sequence[Chat],
+    default_eos: str,
+    render: Callable[[Any, Chat], list[int]] = chat_prompt,
+    label: str = "",
+) -> list[str]:
     """Greedy-decode every chat; one message per chat whose text or end token differs."""
     problems = []
     for chat in chats:
@@ -282,6 +303,5 @@ def verify_chats(model: nn.Module, tokenizer: Any, chats: Sequence[Chat], defaul
         text, end = greedy_completion(model, tokenizer, render(tokenizer, chat), budget)
         want_end = tokenizer.convert_tokens_to_ids(chat.eos or default_eos)
         if text != chat.completion or end != want_end:
-            problems.append(f"{label}{chat.name}: got {text!r} end={end}, "
-                            f"want {chat.completion!r} end={want_end}")
+            problems.append(f"{label}{chat.name}: got {text!r} end={end}, want {chat.completion!r} end={want_end}")
     return problems

@@ -69,11 +69,7 @@ def merge_deltas(events: list[OutputEvent]) -> list[OutputEvent]:
         last = merged[-1] if merged else None
         if isinstance(event, (ContentDelta, ReasoningDelta)) and type(last) is type(event):
             merged[-1] = type(event)(last.text + event.text)
-        elif (
-            isinstance(event, ToolCallArgsDelta)
-            and isinstance(last, ToolCallArgsDelta)
-            and last.index == event.index
-        ):
+        elif isinstance(event, ToolCallArgsDelta) and isinstance(last, ToolCallArgsDelta) and last.index == event.index:
             merged[-1] = ToolCallArgsDelta(event.index, last.text + event.text)
         else:
             merged.append(event)

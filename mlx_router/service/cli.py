@@ -29,11 +29,19 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="On Linux, `loginctl enable-linger $USER` starts user services at boot, before any login.",
     )
     p.add_argument("action", choices=["install", "uninstall", "status"])
-    p.add_argument("--config", "-c", metavar="PATH", default="config.json",
-                   help="config.json the service runs with (default: ./config.json); status shows its URL")
+    p.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        default="config.json",
+        help="config.json the service runs with (default: ./config.json); status shows its URL",
+    )
     p.add_argument("--platform", choices=["launchd", "systemd"], help="service manager (default: this OS's)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="print the files and commands instead of writing and running them")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the files and commands instead of writing and running them",
+    )
     return p
 
 
@@ -84,8 +92,11 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return 2
     status = execute(actions, out, dry_run=args.dry_run)
     if status != 0 and platform == "systemd":
-        print("if systemctl could not connect to the bus: user services need your login session's systemd "
-              "(over ssh, run `loginctl enable-linger $USER` and log in again)", file=out)
+        print(
+            "if systemctl could not connect to the bus: user services need your login session's systemd "
+            "(over ssh, run `loginctl enable-linger $USER` and log in again)",
+            file=out,
+        )
     if status != 0 or args.dry_run:
         return status
     if url is not None:

@@ -114,5 +114,6 @@ def default_platform(sys_platform: str = sys.platform) -> str:
         return "launchd"
     if sys_platform.startswith("linux"):
         return "systemd"
-    raise ServiceError(f"no user service manager known for {sys_platform!r}; run `mlx-router --config ...` "
-                       "under your own supervisor")
+    raise ServiceError(
+        f"no user service manager known for {sys_platform!r}; run `mlx-router --config ...` under your own supervisor"
+    )

@@ -41,8 +41,10 @@ def quote_exec_program(path: str) -> str:
     """ExecStart='s first word, the executable: specifiers expand in it, `$` does not, and systemd refuses
     one whose path holds a quote or a backslash."""
     if any(ch in "\"'\\" for ch in path):
-        raise ServiceError(f"systemd cannot run an executable whose path holds quotes or backslashes: "
-                           f"{path!r}; install mlx-router in a folder without them")
+        raise ServiceError(
+            f"systemd cannot run an executable whose path holds quotes or backslashes: "
+            f"{path!r}; install mlx-router in a folder without them"
+        )
     doubled = path.replace("%", "%%")
     return f'"{doubled}"' if any(ch in _NEEDS_QUOTES for ch in path) else doubled
 

@@ -80,17 +80,17 @@ class ChatService:
         message = AssistantMessage(
             content=(parsed.content or None) if calls else (parsed.content or ""),
             reasoning_content=parsed.reasoning or None,
-            tool_calls=[ToolCallOut(id=c.id, function=ToolCallFunctionOut(name=c.name, arguments=c.arguments))
-                        for c in calls] or None,
+            tool_calls=[
+                ToolCallOut(id=c.id, function=ToolCallFunctionOut(name=c.name, arguments=c.arguments)) for c in calls
+            ]
+            or None,
         )
         if calls and finish != "length":  # a cut output says so, even after complete calls
             finish = "tool_calls"
         choice = ChatChoice(
             message=message,
-            finish_reason=finish,  # type: ignore[arg-type]
-            logprobs=(
-                logprobs_out(p.profile.tokenizer, logprobs) if p.generation.logprobs is not None else None
-            ),
+            finish_reason=finish,
+            logprobs=(logprobs_out(p.profile.tokenizer, logprobs) if p.generation.logprobs is not None else None),
         )
         return ChatCompletionResponse(
             id=p.id, created=p.created, model=p.request.model, choices=[choice], usage=usage_of(session.usage)
@@ -135,9 +135,10 @@ class _ChunkShaper:
     def chunk(
         self, delta: DeltaMessage, finish_reason: str | None = None, logprobs: ChoiceLogprobs | None = None
     ) -> ChatCompletionChunk:
-        choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason, logprobs=logprobs)  # type: ignore[arg-type]
-        return ChatCompletionChunk(id=self._p.id, created=self._p.created, model=self._p.request.model,
-                                   choices=[choice])
+        choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason, logprobs=logprobs)
+        return ChatCompletionChunk(
+            id=self._p.id, created=self._p.created, model=self._p.request.model, choices=[choice]
+        )
 
     def deltas(self, events: list[OutputEvent]) -> list[DeltaMessage]:
         out: list[DeltaMessage] = []
@@ -179,9 +180,7 @@ class _ChunkShaper:
 def _mergeable(a: DeltaMessage, b: DeltaMessage) -> bool:
     if a.tool_calls or b.tool_calls:
         return False
-    return (a.content is None) == (b.content is None) and (a.reasoning_content is None) == (
-        b.reasoning_content is None
-    )
+    return (a.content is None) == (b.content is None) and (a.reasoning_content is None) == (b.reasoning_content is None)
 
 
 def _parse_cut(p: PreparedChat, text: str) -> ParsedOutput:

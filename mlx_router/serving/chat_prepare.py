@@ -26,6 +26,7 @@ from mlx_router.core.resource_monitor import ResourceMonitor
 from mlx_router.errors import InvalidRequestError
 from mlx_router.parsing.pipeline import OutputPipeline
 from mlx_router.parsing.registry import get_reasoning_parser, get_tool_parser
+from mlx_router.parsing.tools.base import ToolChoiceMode
 from mlx_router.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice
 from mlx_router.serving.params import output_limit, sampling_params
 from mlx_router.serving.profiles import ModelProfile, ProfileStore
@@ -38,7 +39,7 @@ class ToolPlan:
 
     tools: list[dict[str, Any]] = field(default_factory=list)
     parser: str | None = None
-    mode: str | None = None  # "auto", "required" or "named" (None: no tools)
+    mode: ToolChoiceMode | None = None  # None: no tools
     named: str | None = None
     parallel: bool = True
 
@@ -91,8 +92,11 @@ def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
             d["name"] = m.name
         if m.tool_calls:
             d["tool_calls"] = [
-                {"id": tc.id or f"call_{i}", "type": "function",
-                 "function": {"name": tc.function.name, "arguments": _arguments(tc.function.arguments)}}
+                {
+                    "id": tc.id or f"call_{i}",
+                    "type": "function",
+                    "function": {"name": tc.function.name, "arguments": _arguments(tc.function.arguments)},
+                }
                 for i, tc in enumerate(m.tool_calls)
             ]
         if m.tool_call_id:
@@ -124,8 +128,12 @@ class ChatPreparer:
         prompt_text = await asyncio.to_thread(self._render, profile, req, plan, kwargs)
         tokens = await asyncio.to_thread(profile.tokenizer.encode, prompt_text, add_special_tokens=False)
         limit = output_limit(
-            req.output_limit(), profile.settings, self._settings.defaults,
-            self._monitor.snapshot().pressure, len(tokens), profile.context_tokens,
+            req.output_limit(),
+            profile.settings,
+            self._settings.defaults,
+            self._monitor.snapshot().pressure,
+            len(tokens),
+            profile.context_tokens,
         )
         think = self._thinking(profile, prompt_text, limit)
         grammar = self._tool_grammar(plan, profile, think) or self._format_grammar(req, profile, think)
@@ -140,8 +148,17 @@ class ChatPreparer:
             grammar=grammar,
             ignore_eos=req.ignore_eos,
         )
-        return PreparedChat(gen.request_id, int(time.time()), req, profile, gen, req.stop_list(),
-                            prompt_text, plan, think.in_reasoning)
+        return PreparedChat(
+            gen.request_id,
+            int(time.time()),
+            req,
+            profile,
+            gen,
+            req.stop_list(),
+            prompt_text,
+            plan,
+            think.in_reasoning,
+        )
 
     def _template_kwargs(self, req: ChatCompletionRequest, profile: ModelProfile) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
@@ -155,13 +172,13 @@ class ChatPreparer:
     def _render(self, profile: ModelProfile, req: ChatCompletionRequest, plan: ToolPlan, kwargs: dict) -> str:
         try:
             return profile.renderer.render(
-                template_messages(req.messages), tools=plan.tools or None, add_generation_prompt=True,
+                template_messages(req.messages),
+                tools=plan.tools or None,
+                add_generation_prompt=True,
                 **kwargs,
             )
         except TemplateRenderError as e:
-            raise InvalidRequestError(
-                f"the chat template rejected these messages: {e}", param="messages"
-            ) from None
+            raise InvalidRequestError(f"the chat template rejected these messages: {e}", param="messages") from None
 
     def _tool_plan(self, req: ChatCompletionRequest, profile: ModelProfile) -> ToolPlan:
         choice = req.tool_choice
@@ -205,18 +222,20 @@ class ChatPreparer:
             tags = markers if isinstance(markers, tuple) else None
         try:
             return parser.grammar(
-                tools, mode=plan.mode, parallel=plan.parallel,  # type: ignore[arg-type]
-                special_tokens=profile.tokenizer.get_added_vocab(), think=tags,
-                in_reasoning=think.in_reasoning, think_budget=None if plan.mode == "auto" else think.budget,
+                tools,
+                mode=plan.mode,
+                parallel=plan.parallel,
+                special_tokens=profile.tokenizer.get_added_vocab(),
+                think=tags,
+                in_reasoning=think.in_reasoning,
+                think_budget=None if plan.mode == "auto" else think.budget,
             )
         except UnsupportedSchemaError as e:
             if plan.mode == "auto":  # free text stays possible: parse the calls without a grammar
                 return None
             raise InvalidRequestError(str(e), param="tools") from None
 
-    def _format_grammar(
-        self, req: ChatCompletionRequest, profile: ModelProfile, think: ThinkingPlan
-    ) -> str | None:
+    def _format_grammar(self, req: ChatCompletionRequest, profile: ModelProfile, think: ThinkingPlan) -> str | None:
         if req.response_format is None:
             return None
         fmt = req.response_format.model_dump(by_alias=True, exclude_none=True)
@@ -235,9 +254,7 @@ class ChatPreparer:
             raise InvalidRequestError(str(e), param="response_format") from None
 
     @staticmethod
-    def _answer_channel_grammar(
-        fmt: dict[str, Any], profile: ModelProfile, think: ThinkingPlan
-    ) -> str | None:
+    def _answer_channel_grammar(fmt: dict[str, Any], profile: ModelProfile, think: ThinkingPlan) -> str | None:
         """The response_format grammar of a format whose answers have their own channel (harmony's final
         message, after the analysis), or None for the others."""
         schema = response_format_schema(fmt)

@@ -62,8 +62,14 @@ class CompletionService:
             tokens, text = list(prompt), profile.tokenizer.decode(prompt)
         if not tokens:
             raise InvalidRequestError("the prompt is empty", param="prompt")
-        limit = output_limit(req.max_tokens or 16, profile.settings, self._settings.defaults,
-                             self._monitor.snapshot().pressure, len(tokens), profile.context_tokens)
+        limit = output_limit(
+            req.max_tokens or 16,
+            profile.settings,
+            self._settings.defaults,
+            self._monitor.snapshot().pressure,
+            len(tokens),
+            profile.context_tokens,
+        )
         gen = GenerationRequest(
             request_id=f"cmpl-{uuid.uuid4().hex[:24]}",
             model_id=req.model,
@@ -77,8 +83,14 @@ class CompletionService:
 
     def session(self, p: PreparedCompletion) -> GenerationSession:
         d = self._settings.defaults
-        return GenerationSession(self._engine, p.generation, p.profile.tokenizer, p.request.stop_list(),
-                                 d.timeout, d.stream_chunk_size)
+        return GenerationSession(
+            self._engine,
+            p.generation,
+            p.profile.tokenizer,
+            p.request.stop_list(),
+            d.timeout,
+            d.stream_chunk_size,
+        )
 
     async def complete(self, p: PreparedCompletion, session: GenerationSession) -> CompletionResponse:
         finish, logprobs = "stop", []
@@ -88,11 +100,12 @@ class CompletionService:
         text = (p.prompt_text if p.request.echo else "") + session.text
         choice = CompletionChoice(
             text=text,
-            finish_reason=finish,  # type: ignore[arg-type]
+            finish_reason=finish,
             logprobs=_legacy_logprobs(p.profile.tokenizer, logprobs) if p.request.logprobs is not None else None,
         )
-        return CompletionResponse(id=p.id, created=p.created, model=p.request.model, choices=[choice],
-                                  usage=usage_of(session.usage))
+        return CompletionResponse(
+            id=p.id, created=p.created, model=p.request.model, choices=[choice], usage=usage_of(session.usage)
+        )
 
     async def stream(self, p: PreparedCompletion, session: GenerationSession) -> AsyncIterator[CompletionResponse]:
         if p.request.echo:
@@ -103,12 +116,13 @@ class CompletionService:
                 yield self._chunk(p, chunk.text, chunk.finish_reason, lp)
         opts = p.request.stream_options
         if opts is not None and opts.include_usage:
-            yield CompletionResponse(id=p.id, created=p.created, model=p.request.model, choices=[],
-                                     usage=usage_of(session.usage))
+            yield CompletionResponse(
+                id=p.id, created=p.created, model=p.request.model, choices=[], usage=usage_of(session.usage)
+            )
 
     @staticmethod
     def _chunk(p: PreparedCompletion, text: str, finish: str | None, lp: LegacyLogprobs | None) -> CompletionResponse:
-        choice = CompletionChoice(text=text, finish_reason=finish, logprobs=lp)  # type: ignore[arg-type]
+        choice = CompletionChoice(text=text, finish_reason=finish, logprobs=lp)
         return CompletionResponse(id=p.id, created=p.created, model=p.request.model, choices=[choice])
 
 

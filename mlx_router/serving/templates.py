@@ -29,12 +29,30 @@ BUILTIN_TEMPLATES: tuple[str, ...] = ("llama3", "qwen", "chatml", "deepseek", "p
 FALLBACK_TEMPLATE = "generic"
 
 # Names the renderer itself passes to a template; a request's chat_template_kwargs may not override them.
-RESERVED_TEMPLATE_KWARGS = frozenset({
-    "messages", "conversation", "tools", "documents", "add_generation_prompt", "continue_final_message",
-    "tokenize", "return_dict", "return_tensors", "return_assistant_tokens_mask", "chat_template",
-    "padding", "truncation", "max_length", "tokenizer_kwargs", "processor_kwargs",
-    "bos_token", "eos_token", "pad_token", "unk_token",
-})
+RESERVED_TEMPLATE_KWARGS = frozenset(
+    {
+        "messages",
+        "conversation",
+        "tools",
+        "documents",
+        "add_generation_prompt",
+        "continue_final_message",
+        "tokenize",
+        "return_dict",
+        "return_tensors",
+        "return_assistant_tokens_mask",
+        "chat_template",
+        "padding",
+        "truncation",
+        "max_length",
+        "tokenizer_kwargs",
+        "processor_kwargs",
+        "bos_token",
+        "eos_token",
+        "pad_token",
+        "unk_token",
+    }
+)
 _SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "pad_token", "unk_token")
 # Tool-call arguments reach templates as objects (as vLLM and mlx_lm's server hand them over): templates
 # print them with `tojson` or walk them with `items()`, and a JSON string would come out encoded twice. The
@@ -52,8 +70,7 @@ class UnknownTemplateError(ChatTemplateError):
 
     def __init__(self, name: str) -> None:
         super().__init__(
-            f"unknown chat template {name!r}; valid names: {', '.join(BUILTIN_TEMPLATES)} "
-            "(or an inline Jinja template)"
+            f"unknown chat template {name!r}; valid names: {', '.join(BUILTIN_TEMPLATES)} (or an inline Jinja template)"
         )
         self.name = name
 
@@ -109,11 +126,15 @@ class _SafeNamespace(jinja2.utils.Namespace):
             raise jinja2.exceptions.SecurityError(f"namespace attribute {key!r} is not allowed")
 
 
-def _tojson(value: Any, ensure_ascii: bool = False, indent: int | None = None,
-            separators: tuple[str, str] | None = None, sort_keys: bool = False) -> str:
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
     # Jinja's own tojson escapes HTML characters; chat templates expect plain json.dumps output.
-    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators,
-                      sort_keys=sort_keys)
+    return json.dumps(value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
 
 def _raise_exception(message: str) -> None:
@@ -130,8 +151,7 @@ def _make_dict(*args: Any, **kwargs: Any) -> dict[Any, Any]:
 
 def build_environment() -> ImmutableSandboxedEnvironment:
     """A sandboxed Jinja environment with the globals and filters HF chat templates rely on."""
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[_GenerationTag, loopcontrols])
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[_GenerationTag, loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise_exception
     env.globals["strftime_now"] = _strftime_now
@@ -142,8 +162,9 @@ def build_environment() -> ImmutableSandboxedEnvironment:
 
 def _join_text_parts(parts: Sequence[Any]) -> str:
     # Several text parts of one message are separate paragraphs to the client; keep them apart.
-    return "\n".join(str(part.get("text") or "") for part in parts
-                     if isinstance(part, Mapping) and part.get("type") == "text")
+    return "\n".join(
+        str(part.get("text") or "") for part in parts if isinstance(part, Mapping) and part.get("type") == "text"
+    )
 
 
 def _normalize_content(content: Any, keep_media: bool) -> Any:
@@ -182,8 +203,7 @@ def _as_dict(item: Any, index: int, where: str = "messages") -> dict[str, Any]:
     raise TemplateRenderError(f"{where}[{index}] must be an object")
 
 
-def normalize_messages(messages: Sequence[Any], *, parse_arguments: bool,
-                       keep_media: bool) -> list[dict[str, Any]]:
+def normalize_messages(messages: Sequence[Any], *, parse_arguments: bool, keep_media: bool) -> list[dict[str, Any]]:
     """Copies of `messages` in the shape chat templates expect; the caller's objects are not changed.
 
     `parse_arguments` turns JSON-string tool-call arguments into objects (for templates that `tojson` them);
@@ -209,8 +229,9 @@ def normalize_messages(messages: Sequence[Any], *, parse_arguments: bool,
                     break
         calls = message.pop("tool_calls", None)
         if calls:
-            message["tool_calls"] = [_normalize_tool_call(c, parse_arguments) if isinstance(c, Mapping) else c
-                                     for c in calls]
+            message["tool_calls"] = [
+                _normalize_tool_call(c, parse_arguments) if isinstance(c, Mapping) else c for c in calls
+            ]
         result.append(message)
     return result
 
@@ -271,7 +292,8 @@ class ChatTemplateRenderer:
             self._parse_arguments = wants_parsed_arguments(self._source)
         # The tokenizer's own template goes through its apply_chat_template when it has one.
         self._use_tokenizer = self._origin == "tokenizer" and callable(
-            getattr(hf_tokenizer, "apply_chat_template", None))
+            getattr(hf_tokenizer, "apply_chat_template", None)
+        )
         self._compiled: jinja2.Template | None = None
         if not self._use_tokenizer:
             try:
@@ -291,8 +313,14 @@ class ChatTemplateRenderer:
         """Where the template came from: "tokenizer", "builtin:<name>" or "inline"."""
         return self._origin
 
-    def render(self, messages: list[dict[str, Any]], *, tools: list[dict[str, Any]] | None = None,
-               add_generation_prompt: bool = True, **template_kwargs: Any) -> str:
+    def render(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        tools: list[dict[str, Any]] | None = None,
+        add_generation_prompt: bool = True,
+        **template_kwargs: Any,
+    ) -> str:
         """The prompt text for `messages` (and `tools`); raises TemplateRenderError on any template failure.
 
         `template_kwargs` reach the template as variables (`enable_thinking`, `reasoning_effort`, ...).
@@ -300,19 +328,27 @@ class ChatTemplateRenderer:
         reserved = sorted(set(template_kwargs) & RESERVED_TEMPLATE_KWARGS)
         if reserved:
             raise TemplateRenderError(f"chat_template_kwargs may not set {', '.join(reserved)}")
-        chat = normalize_messages(messages, parse_arguments=self._parse_arguments,
-                                  keep_media=self._origin == "tokenizer")
+        chat = normalize_messages(
+            messages, parse_arguments=self._parse_arguments, keep_media=self._origin == "tokenizer"
+        )
         tool_list = [_as_dict(tool, index, "tools") for index, tool in enumerate(tools)] if tools else None
         try:
             if self._use_tokenizer:
                 text = self._tokenizer.apply_chat_template(
-                    chat, tools=tool_list, add_generation_prompt=add_generation_prompt, tokenize=False,
-                    **template_kwargs)
+                    chat,
+                    tools=tool_list,
+                    add_generation_prompt=add_generation_prompt,
+                    tokenize=False,
+                    **template_kwargs,
+                )
             else:
                 assert self._compiled is not None
-                text = self._compiled.render(messages=chat, tools=tool_list,
-                                             add_generation_prompt=add_generation_prompt,
-                                             **{**template_kwargs, **self._special})
+                text = self._compiled.render(
+                    messages=chat,
+                    tools=tool_list,
+                    add_generation_prompt=add_generation_prompt,
+                    **{**template_kwargs, **self._special},
+                )
         # A chat template is a program from the model's authors or the config: whatever it raises is a
         # property of this request's messages, so it becomes a 400 with the template's own words.
         except Exception as exc:  # noqa: BLE001

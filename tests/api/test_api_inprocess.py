@@ -12,7 +12,12 @@ CHAT = "/v1/chat/completions"
 
 
 def body(**kw):
-    b = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4, "temperature": 0}
+    b = {
+        "model": "tiny-a",
+        "messages": [{"role": "user", "content": "hi"}],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
     b.update(kw)
     return b
 

@@ -39,8 +39,14 @@ def run_alone(model, req, solo=True):
     return tokens_of(events)
 
 
-@pytest.mark.parametrize("sampling", [{}, {"temperature": 0.9, "seed": 11}, {"temperature": 0.7, "top_p": 0.8,
-                                                                                "seed": 3, "presence_penalty": 1.0}])
+@pytest.mark.parametrize(
+    "sampling",
+    [
+        {},
+        {"temperature": 0.9, "seed": 11},
+        {"temperature": 0.7, "top_p": 0.8, "seed": 3, "presence_penalty": 1.0},
+    ],
+)
 def test_joining_the_batch_keeps_the_output_exact(model, sampling):
     m, tok = model
     prompt_a = tok.encode("a request that starts alone")
@@ -55,7 +61,11 @@ def test_joining_the_batch_keeps_the_output_exact(model, sampling):
         runner.add(request("a", prompt_a, **sampling), a_events.append)
         drive(runner, a_events, lambda: len(tokens_of(a_events)) >= join_after)
         runner.add(request("b", prompt_b, **sampling), b_events.append)
-        drive(runner, a_events, lambda: a_events and a_events[-1].finish_reason and b_events and b_events[-1].finish_reason)
+        drive(
+            runner,
+            a_events,
+            lambda: a_events and a_events[-1].finish_reason and b_events and b_events[-1].finish_reason,
+        )
         assert tokens_of(a_events) == alone_a, join_after
         assert tokens_of(b_events) == alone_b, join_after
 

@@ -81,8 +81,10 @@ def test_seed_reproducible(client):
 
 
 def test_text_parts_and_unknown_fields(client):
-    msgs = [{"role": "system", "content": [{"type": "text", "text": PLAIN.messages[0]["content"]}]},
-            {"role": "user", "content": [{"type": "text", "text": PLAIN.messages[1]["content"]}]}]
+    msgs = [
+        {"role": "system", "content": [{"type": "text", "text": PLAIN.messages[0]["content"]}]},
+        {"role": "user", "content": [{"type": "text", "text": PLAIN.messages[1]["content"]}]},
+    ]
     r = ask(client, messages=msgs, extra_body={"some_vendor_field": {"x": 1}})
     assert r.choices[0].message.content == PLAIN.content
 
@@ -99,8 +101,16 @@ def test_logprobs(client):
 
 
 def test_sampling_parameters_accepted(client):
-    r = ask(client, model="tiny-a", temperature=0.8, top_p=0.9, presence_penalty=0.5, frequency_penalty=0.5,
-            max_tokens=8, extra_body={"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1})
+    r = ask(
+        client,
+        model="tiny-a",
+        temperature=0.8,
+        top_p=0.9,
+        presence_penalty=0.5,
+        frequency_penalty=0.5,
+        max_tokens=8,
+        extra_body={"top_k": 20, "min_p": 0.05, "repetition_penalty": 1.1},
+    )
     assert r.usage.completion_tokens == 8
 
 
@@ -115,8 +125,12 @@ def test_errors(client, server):
         ask(client, temperature=3)
     with pytest.raises(openai.BadRequestError):
         ask(client, messages=[])
-    r = httpx.post(server.base_url + "/v1/chat/completions", content=b"{not json", timeout=10,
-                   headers={"content-type": "application/json"})
+    r = httpx.post(
+        server.base_url + "/v1/chat/completions",
+        content=b"{not json",
+        timeout=10,
+        headers={"content-type": "application/json"},
+    )
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
     r = httpx.post(server.base_url + "/v1/chat/completions", json={"model": "trained-qwen"}, timeout=10)
     assert r.status_code == 400 and "messages" in r.json()["error"]["message"]
@@ -125,8 +139,11 @@ def test_errors(client, server):
 def test_legacy_completions(client):
     r = client.completions.create(model="tiny-a", prompt="def hello", max_tokens=6, temperature=0)
     assert r.choices[0].finish_reason == "length" and r.usage.completion_tokens == 6
-    streamed = "".join(c.choices[0].text for c in client.completions.create(
-        model="tiny-a", prompt="def hello", max_tokens=6, temperature=0, stream=True) if c.choices)
+    streamed = "".join(
+        c.choices[0].text
+        for c in client.completions.create(model="tiny-a", prompt="def hello", max_tokens=6, temperature=0, stream=True)
+        if c.choices
+    )
     assert streamed == r.choices[0].text
     echo = client.completions.create(model="tiny-a", prompt="def hello", max_tokens=6, temperature=0, echo=True)
     assert echo.choices[0].text == "def hello" + r.choices[0].text

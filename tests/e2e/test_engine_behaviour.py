@@ -20,8 +20,9 @@ HELLO = [{"role": "user", "content": "Tell me a story about a robot."}]
 
 
 def greedy(client, model, n=24, messages=HELLO):
-    r = client.chat.completions.create(model=model, messages=messages, temperature=0, max_tokens=n,
-                                       extra_body={"ignore_eos": True})
+    r = client.chat.completions.create(
+        model=model, messages=messages, temperature=0, max_tokens=n, extra_body={"ignore_eos": True}
+    )
     return r.choices[0].message.content
 
 
@@ -79,8 +80,14 @@ def _running(server):
 
 
 def test_stream_disconnect_stops_generation(server, client):
-    stream = client.chat.completions.create(model="tiny-a", messages=HELLO, max_tokens=4000, stream=True,
-                                            temperature=0, extra_body={"ignore_eos": True})
+    stream = client.chat.completions.create(
+        model="tiny-a",
+        messages=HELLO,
+        max_tokens=4000,
+        stream=True,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    )
     for i, _ in enumerate(stream):
         if i == 5:
             break
@@ -105,8 +112,14 @@ def test_first_token_long_before_last(client):
     greedy(client, "tiny-a", 4)  # loaded and warm
     t0 = time.perf_counter()
     times = []
-    for c in client.chat.completions.create(model="tiny-a", messages=HELLO, max_tokens=600, stream=True,
-                                            temperature=0, extra_body={"ignore_eos": True}):
+    for c in client.chat.completions.create(
+        model="tiny-a",
+        messages=HELLO,
+        max_tokens=600,
+        stream=True,
+        temperature=0,
+        extra_body={"ignore_eos": True},
+    ):
         if c.choices and c.choices[0].delta.content:
             times.append(time.perf_counter() - t0)
     assert len(times) > 100
@@ -160,8 +173,12 @@ def test_limits_and_timeouts(models_root, tmp_path):
         long.start()
         time.sleep(0.3)
         t0 = time.perf_counter()
-        r = httpx.post(srv.base_url + "/v1/chat/completions", headers={"Authorization": "Bearer sekret"},
-                       json={"model": "tiny-a", "messages": HELLO, "max_tokens": 2}, timeout=10)
+        r = httpx.post(
+            srv.base_url + "/v1/chat/completions",
+            headers={"Authorization": "Bearer sekret"},
+            json={"model": "tiny-a", "messages": HELLO, "max_tokens": 2},
+            timeout=10,
+        )
         assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
         assert time.perf_counter() - t0 < 1.0
         long.join()
@@ -170,10 +187,19 @@ def test_limits_and_timeouts(models_root, tmp_path):
             greedy(client, "tiny-a", 4000)
         assert e.value.status_code == 504
         events = []
-        with httpx.stream("POST", srv.base_url + "/v1/chat/completions", headers={"Authorization": "Bearer sekret"},
-                          json={"model": "tiny-a", "messages": HELLO, "max_tokens": 4000, "stream": True,
-                                "ignore_eos": True},
-                          timeout=10) as r:
+        with httpx.stream(
+            "POST",
+            srv.base_url + "/v1/chat/completions",
+            headers={"Authorization": "Bearer sekret"},
+            json={
+                "model": "tiny-a",
+                "messages": HELLO,
+                "max_tokens": 4000,
+                "stream": True,
+                "ignore_eos": True,
+            },
+            timeout=10,
+        ) as r:
             events = [line for line in r.iter_lines() if line.startswith("data: ")]
         assert '"timeout"' in events[-2] and events[-1] == "data: [DONE]"
 

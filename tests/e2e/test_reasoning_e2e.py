@@ -14,8 +14,9 @@ from tests.e2e.test_tools_e2e import MARKUP, ask, assert_case, case_request, str
 from tests.fixtures.cases import REASONING, ChatCase, case_by_name, cases_for
 from tests.server_process import RouterServer
 
-THINKING = [(flavour, case) for flavour in ("qwen", "deepseek_v3", "harmony") for case in cases_for(flavour)
-            if case.reasoning]
+THINKING = [
+    (flavour, case) for flavour in ("qwen", "deepseek_v3", "harmony") for case in cases_for(flavour) if case.reasoning
+]
 
 
 def delta_kinds(chunks: list[Any]) -> list[str]:
@@ -61,9 +62,12 @@ def test_enable_thinking_false_reaches_the_template(client: Any) -> None:
 @pytest.mark.parametrize("flavour", ["qwen", "deepseek_v3", "harmony"])
 def test_thinking_cut_by_max_tokens(client: Any, flavour: str) -> None:
     case = case_by_name(flavour, "reasoning")
-    for answer in (ask(client, f"trained-{flavour}", **case_request(case, max_tokens=8)),
-                   stream_answer(client.chat.completions.create(
-                       model=f"trained-{flavour}", stream=True, **case_request(case, max_tokens=8)))):
+    for answer in (
+        ask(client, f"trained-{flavour}", **case_request(case, max_tokens=8)),
+        stream_answer(
+            client.chat.completions.create(model=f"trained-{flavour}", stream=True, **case_request(case, max_tokens=8))
+        ),
+    ):
         assert answer.finish_reason == "length"
         assert answer.reasoning and REASONING.startswith(answer.reasoning), answer
         assert not answer.content, answer
@@ -78,8 +82,7 @@ def test_reasoning_response_disable_in_config(models_root: Path, tmp_path: Path,
     with RouterServer(tmp_path / "srv", config) as srv:
         disabled = srv.openai()
         # no kwarg in the request: the config renders enable_thinking=False, so the prompt is the switched one
-        r = disabled.chat.completions.create(model="trained-qwen",
-                                             **case_request(no_thinking, extra_body=None))
+        r = disabled.chat.completions.create(model="trained-qwen", **case_request(no_thinking, extra_body=None))
         assert r.usage.prompt_tokens == reference.usage.prompt_tokens
         assert r.choices[0].message.content == no_thinking.content
         # a request that asks for thinking still gets it

@@ -23,8 +23,14 @@ def stream_ttft(client, prompt, **kw):
     """Time to the first text of a legacy completion (no template, no parser holding text back)."""
     t0 = time.perf_counter()
     ttft, text, usage = None, "", None
-    for c in client.completions.create(model="tiny-a", prompt=prompt, stream=True, temperature=0,
-                                       stream_options={"include_usage": True}, **kw):
+    for c in client.completions.create(
+        model="tiny-a",
+        prompt=prompt,
+        stream=True,
+        temperature=0,
+        stream_options={"include_usage": True},
+        **kw,
+    ):
         if c.usage:
             usage = c.usage
         if c.choices and c.choices[0].text:
@@ -38,8 +44,7 @@ def test_second_turn_reuses_the_prefix(client):
     ttft1, reply, usage1 = stream_ttft(client, turn1, max_tokens=8, extra_body={"ignore_eos": True})
     assert usage1.prompt_tokens > 3000
     assert usage1.prompt_tokens_details.cached_tokens == 0
-    ttft2, _, usage2 = stream_ttft(client, turn1 + reply + "\nand then?", max_tokens=8,
-                                   extra_body={"ignore_eos": True})
+    ttft2, _, usage2 = stream_ttft(client, turn1 + reply + "\nand then?", max_tokens=8, extra_body={"ignore_eos": True})
     assert usage2.prompt_tokens_details.cached_tokens > 0.9 * usage1.prompt_tokens
     assert ttft2 < 0.5 * ttft1, (ttft1, ttft2)
 
@@ -51,9 +56,14 @@ def test_long_prefill_does_not_stall_running_streams(client):
 
     def decode():
         last = None
-        for c in client.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "go"}],
-                                                max_tokens=1500, stream=True, temperature=0,
-                                                extra_body={"ignore_eos": True}):
+        for _c in client.chat.completions.create(
+            model="tiny-a",
+            messages=[{"role": "user", "content": "go"}],
+            max_tokens=1500,
+            stream=True,
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        ):
             now = time.perf_counter()
             if last is not None:
                 gaps.append(now - last)
@@ -75,16 +85,27 @@ def test_queued_request_dropped_when_its_client_leaves(models_root, tmp_path):
     cfg = base_config(models_root, max_running_requests=1, max_queued_requests=4)
     with RouterServer(tmp_path / "srv", cfg) as srv:
         client = srv.openai()
-        body = dict(model="tiny-a", messages=[{"role": "user", "content": "long"}], temperature=0,
-                    extra_body={"ignore_eos": True})
+        body = dict(
+            model="tiny-a",
+            messages=[{"role": "user", "content": "long"}],
+            temperature=0,
+            extra_body={"ignore_eos": True},
+        )
         done = threading.Event()
-        runner = threading.Thread(target=lambda: (client.chat.completions.create(max_tokens=1500, **body),
-                                                  done.set()))
+        runner = threading.Thread(target=lambda: (client.chat.completions.create(max_tokens=1500, **body), done.set()))
         runner.start()
         time.sleep(0.5)
-        with httpx.stream("POST", srv.base_url + "/v1/chat/completions", timeout=30,
-                          json={"model": "tiny-a", "messages": [{"role": "user", "content": "queued"}],
-                                "max_tokens": 50, "stream": True}) as r:
+        with httpx.stream(
+            "POST",
+            srv.base_url + "/v1/chat/completions",
+            timeout=30,
+            json={
+                "model": "tiny-a",
+                "messages": [{"role": "user", "content": "queued"}],
+                "max_tokens": 50,
+                "stream": True,
+            },
+        ) as r:
             assert r.status_code == 200
             time.sleep(0.3)
             models = {m["id"]: m for m in srv.health()["models"]}
@@ -109,10 +130,10 @@ def test_kv_cache_counts_against_the_memory_budget(models_root, tmp_path):
         client = srv.openai()
         client.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
         with pytest.raises(openai.APIStatusError) as e:
-            client.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "hi"}],
-                                           max_tokens=3000)
+            client.chat.completions.create(
+                model="tiny-a", messages=[{"role": "user", "content": "hi"}], max_tokens=3000
+            )
         assert e.value.status_code == 503 and e.value.body["code"] == "insufficient_memory"
         assert int(e.value.response.headers["retry-after"]) >= 1
-        ok = client.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "hi"}],
-                                            max_tokens=2)
+        ok = client.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "hi"}], max_tokens=2)
         assert ok.choices[0].finish_reason in ("length", "stop")

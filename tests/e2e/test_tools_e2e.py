@@ -32,10 +32,31 @@ from tests.server_process import RouterServer
 
 # Markup of every format (tool calls, reasoning, turn ends): none of it may reach a content or reasoning delta
 MARKUP = (
-    "<tool_call>", "</tool_call>", "<function=", "<parameter=", "[TOOL_CALLS]", "[ARGS]", "<|python_tag|>",
-    "<|channel|>", "<|message|>", "<|constrain|>", "<|call|>", "<|start|>", "<|end|>", "<|return|>",
-    "<｜tool▁calls▁begin｜>", "<｜tool▁call▁begin｜>", "<｜tool▁sep｜>", "<｜tool▁call▁end｜>",
-    "<think>", "</think>", "<|im_end|>", "<|eot_id|>", "<|eom_id|>", "<｜end▁of▁sentence｜>", "</s>",
+    "<tool_call>",
+    "</tool_call>",
+    "<function=",
+    "<parameter=",
+    "[TOOL_CALLS]",
+    "[ARGS]",
+    "<|python_tag|>",
+    "<|channel|>",
+    "<|message|>",
+    "<|constrain|>",
+    "<|call|>",
+    "<|start|>",
+    "<|end|>",
+    "<|return|>",
+    "<｜tool▁calls▁begin｜>",
+    "<｜tool▁call▁begin｜>",
+    "<｜tool▁sep｜>",
+    "<｜tool▁call▁end｜>",
+    "<think>",
+    "</think>",
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<｜end▁of▁sentence｜>",
+    "</s>",
 )
 CASES = [(flavour, case) for flavour in FLAVOURS for case in cases_for(flavour)]
 TOOL_NAMES = {t["function"]["name"] for t in TOOLS}
@@ -95,8 +116,7 @@ def answer_of(response: Any) -> Answer:
     calls = decode_calls([tc.function.name for tc in tool_calls], raw, choice.finish_reason)
     if calls:
         assert message.content != "", "a call-only turn has content null, never an empty string"
-    return Answer(message.content, getattr(message, "reasoning_content", None), calls, choice.finish_reason,
-                  ids, raw)
+    return Answer(message.content, getattr(message, "reasoning_content", None), calls, choice.finish_reason, ids, raw)
 
 
 def stream_answer(stream: Iterable[Any]) -> Answer:
@@ -185,18 +205,26 @@ def test_agent_loop_sends_results_back(client: Any, flavour: str) -> None:
     messages: list[Any] = list(start.messages)
     results = {"get_weather": WEATHER_RESULT, "get_time": TIME_RESULT}
     for _turn in range(3):
-        r = client.chat.completions.create(model=f"trained-{flavour}", messages=messages, tools=TOOLS,
-                                           temperature=0, max_tokens=200)
+        r = client.chat.completions.create(
+            model=f"trained-{flavour}", messages=messages, tools=TOOLS, temperature=0, max_tokens=200
+        )
         message = r.choices[0].message
         if not message.tool_calls:
             break
         assert r.choices[0].finish_reason == "tool_calls" and message.content is None
-        calls = [ChatCompletionMessageToolCallParam(id=tc.id, type="function", function={
-            "name": tc.function.name, "arguments": tc.function.arguments}) for tc in message.tool_calls]
+        calls = [
+            ChatCompletionMessageToolCallParam(
+                id=tc.id,
+                type="function",
+                function={"name": tc.function.name, "arguments": tc.function.arguments},
+            )
+            for tc in message.tool_calls
+        ]
         messages.append(ChatCompletionAssistantMessageParam(role="assistant", content=None, tool_calls=calls))
-        messages += [ChatCompletionToolMessageParam(role="tool", tool_call_id=tc.id,
-                                                    content=results[tc.function.name])
-                     for tc in message.tool_calls]
+        messages += [
+            ChatCompletionToolMessageParam(role="tool", tool_call_id=tc.id, content=results[tc.function.name])
+            for tc in message.tool_calls
+        ]
     final = case_by_name(flavour, "parallel_results")
     assert message.content == final.content
     assert r.choices[0].finish_reason == "stop"
@@ -223,8 +251,10 @@ def test_forced_choice_on_a_trained_model(client: Any) -> None:
         assert_case(ask(client, "trained-qwen", **case_request(case, tool_choice=choice)), case)
     # asked about the weather but forced to get_time: the call is get_time, with valid arguments
     other = {"type": "function", "function": {"name": "get_time"}}
-    for answer in (ask(client, "trained-qwen", **case_request(case, tool_choice=other)),
-                   ask_stream(client, "trained-qwen", **case_request(case, tool_choice=other))):
+    for answer in (
+        ask(client, "trained-qwen", **case_request(case, tool_choice=other)),
+        ask_stream(client, "trained-qwen", **case_request(case, tool_choice=other)),
+    ):
         assert [name for name, _ in answer.calls] == ["get_time"]
         jsonschema.validate(answer.calls[0][1], TOOLS[1]["function"]["parameters"])
         assert answer.finish_reason == "tool_calls" and answer.content is None
@@ -232,25 +262,58 @@ def test_forced_choice_on_a_trained_model(client: Any) -> None:
 
 def test_parallel_tool_calls_false_gives_one_call(client: Any) -> None:
     case = case_by_name("qwen", "parallel_calls")
-    for answer in (ask(client, "trained-qwen", **case_request(case, parallel_tool_calls=False)),
-                   ask_stream(client, "trained-qwen", **case_request(case, parallel_tool_calls=False))):
+    for answer in (
+        ask(client, "trained-qwen", **case_request(case, parallel_tool_calls=False)),
+        ask_stream(client, "trained-qwen", **case_request(case, parallel_tool_calls=False)),
+    ):
         assert answer.calls == [case.tool_calls[0]]
         assert answer.finish_reason == "tool_calls"
 
 
 # Random models write anything the grammar allows: bounded schemas keep every answer within max_tokens.
 BOUNDED_TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather", "parameters": {
-        "type": "object", "additionalProperties": False, "required": ["location", "unit"],
-        "properties": {"location": {"type": "string", "maxLength": 12},
-                       "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]}}}}},
-    {"type": "function", "function": {"name": "schedule", "description": "Plan a meeting", "parameters": {
-        "type": "object", "additionalProperties": False, "required": ["day", "people", "options"],
-        "properties": {
-            "day": {"type": "integer", "minimum": 1, "maximum": 31},
-            "people": {"type": "array", "maxItems": 3, "items": {"type": "string", "enum": ["ann", "bob"]}},
-            "options": {"type": "object", "additionalProperties": False, "required": ["online"],
-                        "properties": {"online": {"type": "boolean"}}}}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather",
+            "parameters": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["location", "unit"],
+                "properties": {
+                    "location": {"type": "string", "maxLength": 12},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"]},
+                },
+            },
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "schedule",
+            "description": "Plan a meeting",
+            "parameters": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["day", "people", "options"],
+                "properties": {
+                    "day": {"type": "integer", "minimum": 1, "maximum": 31},
+                    "people": {
+                        "type": "array",
+                        "maxItems": 3,
+                        "items": {"type": "string", "enum": ["ann", "bob"]},
+                    },
+                    "options": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["online"],
+                        "properties": {"online": {"type": "boolean"}},
+                    },
+                },
+            },
+        },
+    },
 ]
 SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in BOUNDED_TOOLS}
 SAMPLINGS = [(0.0, None), (1.0, 11), (1.0, 12)]
@@ -258,25 +321,37 @@ SAMPLINGS = [(0.0, None), (1.0, 11), (1.0, 12)]
 
 def _forced(client: Any, run: tuple[str, float, int | None, bool], **kw: Any) -> Answer:
     model, temperature, seed, stream = run
-    req = dict(messages=[{"role": "user", "content": "Please help me."}], tools=BOUNDED_TOOLS,
-               temperature=temperature, seed=seed, **kw)
+    req = dict(
+        messages=[{"role": "user", "content": "Please help me."}],
+        tools=BOUNDED_TOOLS,
+        temperature=temperature,
+        seed=seed,
+        **kw,
+    )
     return ask_stream(client, model, **req) if stream else ask(client, model, **req)
 
 
 def _forced_runs(client: Any, choices: list[dict[str, Any]]) -> list[tuple[Any, Answer]]:
     """Each request option with both random models, greedy and two seeds, streamed and not: all at once,
     so rows of one batch decode under different grammars."""
-    runs = [(kw, (model, t, seed, stream)) for kw in choices for model in ("tiny-a", "tiny-b")
-            for t, seed in SAMPLINGS for stream in (False, True)]
+    runs = [
+        (kw, (model, t, seed, stream))
+        for kw in choices
+        for model in ("tiny-a", "tiny-b")
+        for t, seed in SAMPLINGS
+        for stream in (False, True)
+    ]
     with ThreadPoolExecutor(len(runs)) as pool:
         return list(zip(runs, pool.map(lambda r: _forced(client, r[1], **r[0]), runs), strict=True))
 
 
 def test_forced_single_call_is_always_valid(client: Any) -> None:
     choices = [{"tool_choice": "required"}] + [
-        {"tool_choice": {"type": "function", "function": {"name": name}}} for name in SCHEMAS]
-    for (kw, run), answer in _forced_runs(client, [dict(c, parallel_tool_calls=False, max_tokens=400)
-                                                   for c in choices]):
+        {"tool_choice": {"type": "function", "function": {"name": name}}} for name in SCHEMAS
+    ]
+    for (kw, run), answer in _forced_runs(
+        client, [dict(c, parallel_tool_calls=False, max_tokens=400) for c in choices]
+    ):
         assert answer.finish_reason == "tool_calls", (run, answer)
         assert answer.content is None, (run, answer)
         assert len(answer.calls) == 1, (run, answer.calls)
@@ -308,9 +383,21 @@ def test_bad_tool_choice_is_a_400(client: Any) -> None:
     bad = [
         dict(tool_choice="required"),  # no tools
         dict(tools=TOOLS, tool_choice={"type": "function", "function": {"name": "nope"}}),
-        dict(tools=[{"type": "function", "function": {"name": "f", "parameters": {
-            "type": "object", "properties": {"x": {"type": "array", "uniqueItems": True}}}}}],
-             tool_choice="required"),
+        dict(
+            tools=[
+                {
+                    "type": "function",
+                    "function": {
+                        "name": "f",
+                        "parameters": {
+                            "type": "object",
+                            "properties": {"x": {"type": "array", "uniqueItems": True}},
+                        },
+                    },
+                }
+            ],
+            tool_choice="required",
+        ),
     ]
     for kw in bad:
         with pytest.raises(openai.BadRequestError) as e:
@@ -368,8 +455,11 @@ def test_function_calling_disabled(models_root: Path, tmp_path: Path) -> None:
 
 
 def test_unconstrained_calls_and_a_model_without_tools(models_root: Path, tmp_path: Path) -> None:
-    root = _models_dir(models_root, tmp_path, {
-        "tiny-a": "tiny-a", "trained-qwen": "trained-qwen", "qwen-no-tools": "trained-qwen"})
+    root = _models_dir(
+        models_root,
+        tmp_path,
+        {"tiny-a": "tiny-a", "trained-qwen": "trained-qwen", "qwen-no-tools": "trained-qwen"},
+    )
     config = base_config(root, constrain_tool_calls=False)
     config["models"] = {"qwen-no-tools": {"supports_tools": False}}
     with RouterServer(tmp_path / "srv", config) as srv:
@@ -381,8 +471,13 @@ def test_unconstrained_calls_and_a_model_without_tools(models_root: Path, tmp_pa
             assert_case(ask_stream(client, "trained-qwen", **case_request(case)), case)
         # a random model under tool_choice auto writes garbage: always a 200 with its text
         for seed in (1, 2, 3):
-            kw = dict(messages=[{"role": "user", "content": "hi"}], tools=TOOLS, temperature=1.0, seed=seed,
-                      max_tokens=48)
+            kw = dict(
+                messages=[{"role": "user", "content": "hi"}],
+                tools=TOOLS,
+                temperature=1.0,
+                seed=seed,
+                max_tokens=48,
+            )
             assert ask(client, "tiny-a", **kw).finish_reason == "length"
             assert ask_stream(client, "tiny-a", **kw).finish_reason == "length"
         for max_tokens in (5, 14):  # unconstrained calls cut mid-way

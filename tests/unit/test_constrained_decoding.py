@@ -170,9 +170,7 @@ def generate_batch(model_and_tokenizer, prompt, rows: list[list], temp, seed) ->
     model, tokenizer = model_and_tokenizer
     eos = tokenizer.eos_token_ids
     mx.random.seed(seed)
-    gen = BatchGenerator(
-        model, max_tokens=MAX_TOKENS, stop_tokens=[[e] for e in eos], sampler=make_sampler(temp)
-    )
+    gen = BatchGenerator(model, max_tokens=MAX_TOKENS, stop_tokens=[[e] for e in eos], sampler=make_sampler(temp))
     uids = gen.insert([prompt] * len(rows), logits_processors=rows)
     tokens: dict[int, list[int]] = {uid: [] for uid in uids}
     finish: dict[int, str] = {}
@@ -204,9 +202,7 @@ def test_stream_generate_output_matches_schema(model_and_tokenizer, compiler, pr
 
 
 @pytest.mark.parametrize(("temp", "seed"), SAMPLING)
-def test_json_object_is_an_object_even_against_a_hostile_bias(
-    model_and_tokenizer, compiler, prompt, temp, seed
-):
+def test_json_object_is_an_object_even_against_a_hostile_bias(model_and_tokenizer, compiler, prompt, temp, seed):
     # the bias alone would open with '"' or '}'; the grammar must still give one well-formed object
     processors = [
         closing_bias(model_and_tokenizer[1]),
@@ -219,9 +215,7 @@ def test_json_object_is_an_object_even_against_a_hostile_bias(
 
 @pytest.mark.parametrize(("temp", "seed"), SAMPLING[:2])
 def test_forced_tool_call_with_lark_grammar(model_and_tokenizer, compiler, prompt, temp, seed):
-    text, finish = generate_solo(
-        model_and_tokenizer, prompt, [compiler.processor(tool_call_grammar())], temp, seed
-    )
+    text, finish = generate_solo(model_and_tokenizer, prompt, [compiler.processor(tool_call_grammar())], temp, seed)
     assert finish == "stop"
     assert_tool_call(text)
 
@@ -253,9 +247,7 @@ def test_constraints_leave_an_unconstrained_row_alone(model_and_tokenizer, compi
     assert mixed[0][0][:shared] != free[0][0][:shared]  # the constraint did change its own row
 
 
-def allowed_ids(
-    processor: GrammarProcessor, context: list[int], vocab: int, dtype: mx.Dtype = mx.float32
-) -> set[int]:
+def allowed_ids(processor: GrammarProcessor, context: list[int], vocab: int, dtype: mx.Dtype = mx.float32) -> set[int]:
     logits = processor(mx.array(context), mx.zeros((1, vocab), dtype=dtype))
     return {int(i) for i in np.nonzero(np.isfinite(np.array(logits.astype(mx.float32))[0]))[0]}
 
@@ -354,9 +346,7 @@ def test_reasoning_prefix_with_plain_text_tags(model_and_tokenizer, compiler):
     grammar = response_format_grammar({"type": "json_object"}, think=think, tags_are_tokens=False)
     assert accepts(compiler, grammar, enc('[REASON]a [/REAS b[/REASON]\n{"a": 1}'), vocab)
     assert not accepts(compiler, grammar, enc('[REASON]a[/REASON] x {"a": 1}'), vocab)
-    opened = response_format_grammar(
-        {"type": "json_object"}, think=think, tags_are_tokens=False, in_reasoning=True
-    )
+    opened = response_format_grammar({"type": "json_object"}, think=think, tags_are_tokens=False, in_reasoning=True)
     assert accepts(compiler, opened, enc('a[/REASON]{"a": 1}'), vocab)
 
 

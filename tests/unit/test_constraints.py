@@ -52,9 +52,7 @@ SUPPORTED = {
         "properties": {"a": {"$ref": "#/definitions/x"}},
     },
     "recursive ref": {
-        "$defs": {
-            "n": {"type": "object", "properties": {"c": {"type": "array", "items": {"$ref": "#/$defs/n"}}}}
-        },
+        "$defs": {"n": {"type": "object", "properties": {"c": {"type": "array", "items": {"$ref": "#/$defs/n"}}}}},
         "$ref": "#/$defs/n",
     },
     "pattern": {"type": "string", "pattern": "^[a-z]+$"},
@@ -224,10 +222,7 @@ def test_compile_options_are_ours_but_whitespace_can_be_chosen():
 
 def test_lark_json_fragment_for_tool_arguments():
     fragment = lark_json(OBJ)
-    assert (
-        fragment.startswith("%json {")
-        and json.loads(fragment[len("%json ") :])["properties"] == OBJ["properties"]
-    )
+    assert fragment.startswith("%json {") and json.loads(fragment[len("%json ") :])["properties"] == OBJ["properties"]
     with pytest.raises(UnsupportedSchemaError) as caught:
         lark_json({"type": "object", "not": {}})
     assert caught.value.param == "tools"

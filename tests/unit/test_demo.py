@@ -101,9 +101,11 @@ def test_second_call_returns_at_once_without_mlx(built: tuple[Path, float]) -> N
     assert ensure_demo_model(cache) == path
     assert time.perf_counter() - start < 0.5
     # a fresh server process finds it without importing mlx (the model loads later, on its worker thread)
-    code = ("import sys; from pathlib import Path; from mlx_router.demo import ensure_demo_model; "
-            f"print(ensure_demo_model(Path({str(cache)!r}))); "
-            "print(any(m == 'mlx' or m.startswith('mlx.') for m in sys.modules))")
+    code = (
+        "import sys; from pathlib import Path; from mlx_router.demo import ensure_demo_model; "
+        f"print(ensure_demo_model(Path({str(cache)!r}))); "
+        "print(any(m == 'mlx' or m.startswith('mlx.') for m in sys.modules))"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, check=True)
     assert out.stdout.split() == [str(path), "False"]
 
@@ -131,8 +133,10 @@ def test_chats_are_the_readme_examples() -> None:
     assert chats["capital"].messages[0] == {"role": "system", "content": "You are a helpful assistant."}
     assert chats["capital"].completion == chats["capital_no_system"].completion == demo.CAPITAL_ANSWER
     assert demo.HAIKU.count("\n") == 2
-    assert json.loads(demo.WEATHER_CALL.removeprefix("<tool_call>\n").removesuffix("\n</tool_call>")) == \
-        {"name": "get_weather", "arguments": {"location": "Paris"}}
+    assert json.loads(demo.WEATHER_CALL.removeprefix("<tool_call>\n").removesuffix("\n</tool_call>")) == {
+        "name": "get_weather",
+        "arguments": {"location": "Paris"},
+    }
     followup = chats["weather_answer"].messages
     assert followup[1]["content"] is None and followup[2]["content"] == demo.WEATHER_RESULT
     assert chats["reasoning"].completion == "<think>\n17 + 25 = 42.\n</think>\n\nThe answer is 42."
@@ -152,6 +156,7 @@ def test_cache_location(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None
 
 # --- the store, with a stand-in builder (the real one is exercised above) ---
 
+
 def _fake_build(log: str, fail: bool = False) -> Any:
     def build(out: Path, recipe: Any = None) -> dict[str, Any]:
         with open(log, "a") as fh:
@@ -162,11 +167,13 @@ def _fake_build(log: str, fail: bool = False) -> Any:
         if fail:
             raise RuntimeError("boom")
         return {"fake": True}
+
     return build
 
 
 def _ensure_with_fake_build(cache: str, log: str) -> str:
     from mlx_router.demo import build
+
     build.build_demo_model = _fake_build(log)  # type: ignore[assignment]  # in a spawned child only
     return str(ensure_demo_model(Path(cache)))
 
@@ -179,8 +186,9 @@ def test_two_processes_build_once(tmp_path: Path) -> None:
     assert read_marker(Path(paths[0]))["fake"] is True
 
 
-def test_newer_definition_rebuilds_and_failures_leave_the_old_build(monkeypatch: pytest.MonkeyPatch,
-                                                                     tmp_path: Path) -> None:
+def test_newer_definition_rebuilds_and_failures_leave_the_old_build(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     from mlx_router.demo import build
 
     log = tmp_path / "builds.log"

@@ -13,8 +13,7 @@ from mlx_router.config import discovery
 from mlx_router.config.discovery import ModelDiscovery, default_hf_cache_dirs, is_valid_model_id
 
 
-def make_model(folder: Path, shards: tuple[int, ...] = (100,),
-               config: str = '{"model_type": "llama"}') -> Path:
+def make_model(folder: Path, shards: tuple[int, ...] = (100,), config: str = '{"model_type": "llama"}') -> Path:
     """A model folder: config.json plus one *.safetensors file per shard size."""
     folder.mkdir(parents=True)
     (folder / "config.json").write_text(config)
@@ -80,8 +79,7 @@ def test_hf_cache_layout_picks_newest_snapshot(tmp_path: Path) -> None:
     assert list(ModelDiscovery([cache]).scan()) == ["org/tiny"]
 
 
-def test_hf_snapshot_with_missing_blob_falls_back_to_older(tmp_path: Path,
-                                                           caplog: pytest.LogCaptureFixture) -> None:
+def test_hf_snapshot_with_missing_blob_falls_back_to_older(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     repo = make_hf_repo(tmp_path, "org/tiny", {"old": 1_600_000_000, "new": 1_700_000_000})
     (repo / "blobs" / "w1").unlink()  # the newest snapshot's weights: a dangling link now
     caplog.set_level(logging.INFO, logger=discovery.__name__)
@@ -116,8 +114,17 @@ def test_broken_folders_are_skipped_and_logged_once(tmp_path: Path, caplog: pyte
     caplog.set_level(logging.INFO, logger=discovery.__name__)
     assert list(finder.scan()) == ["good"]
     first = [r.getMessage() for r in caplog.records]
-    for name in ("no-config", "no-weights", "bad-json", "json-list", "bin-only", "dangling-weight",
-                 "dangling-folder", "models--org--empty", "not-there"):
+    for name in (
+        "no-config",
+        "no-weights",
+        "bad-json",
+        "json-list",
+        "bin-only",
+        "dangling-weight",
+        "dangling-folder",
+        "models--org--empty",
+        "not-there",
+    ):
         assert sum(name in line for line in first) == 1, (name, first)
     assert not any("README" in line or ".hidden" in line for line in first)
     assert all(r.levelno == logging.WARNING for r in caplog.records)
@@ -127,8 +134,9 @@ def test_broken_folders_are_skipped_and_logged_once(tmp_path: Path, caplog: pyte
     assert caplog.records == []  # nothing new to say on later scans
 
 
-def test_unreadable_folder_is_skipped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_unreadable_folder_is_skipped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
     make_model(tmp_path / "good")
     locked = make_model(tmp_path / "locked")
     make_model(tmp_path / "org-locked" / "inner")
@@ -178,10 +186,27 @@ def test_unchanged_folders_are_not_read_again(tmp_path: Path, monkeypatch: pytes
     assert len(calls) == 2
 
 
-@pytest.mark.parametrize("bad_id", [
-    "../x", "/etc", "/etc/passwd", "a/../../b", "a\\b", "models--x--y", "..", ".", "", "a//b", "a/", "/a",
-    "a/b/c", "x\x00y", "org/..", "./m",
-])
+@pytest.mark.parametrize(
+    "bad_id",
+    [
+        "../x",
+        "/etc",
+        "/etc/passwd",
+        "a/../../b",
+        "a\\b",
+        "models--x--y",
+        "..",
+        ".",
+        "",
+        "a//b",
+        "a/",
+        "/a",
+        "a/b/c",
+        "x\x00y",
+        "org/..",
+        "./m",
+    ],
+)
 def test_path_like_ids_resolve_to_none(tmp_path: Path, bad_id: str) -> None:
     make_model(tmp_path / "models" / "m")
     make_model(tmp_path / "models" / "org" / "name")

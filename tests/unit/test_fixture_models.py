@@ -23,22 +23,24 @@ ALL = list(FLAVOURS)
 # mlx is imported inside the tests, not at collection (other tests may check what imports it)
 def _models() -> Any:
     from tests.fixtures import models
+
     return models
 
 
 def _load_model(path: Path) -> Any:
     from tests.fixtures.training import load_model
+
     return load_model(path)
 
 
 def _hf_tokenizer(path: Path):
     from transformers import AutoTokenizer
+
     return AutoTokenizer.from_pretrained(path)
 
 
 def _render(tok, messages, tools=None, **kwargs) -> str:
-    return tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False,
-                                   **kwargs)
+    return tok.apply_chat_template(messages, tools=tools, add_generation_prompt=True, tokenize=False, **kwargs)
 
 
 @pytest.mark.parametrize("flavour", ALL)
@@ -60,36 +62,58 @@ def test_flavour_tokens_are_single_tokens(flavour: str, model_cache_root: Path) 
 
 
 def _full_chat() -> list[dict]:
-    return [{"role": "system", "content": "Be brief."}, user("Weather in Paris and time in Tokyo?"),
-            assistant_calls([("get_weather", {"location": "Paris"}),
-                             ("get_time", {"timezone": "Asia/Tokyo"})]),
-            tool_result("call_1", '{"temperature": 21}'), tool_result("call_2", '{"time": "18:00"}')]
+    return [
+        {"role": "system", "content": "Be brief."},
+        user("Weather in Paris and time in Tokyo?"),
+        assistant_calls([("get_weather", {"location": "Paris"}), ("get_time", {"timezone": "Asia/Tokyo"})]),
+        tool_result("call_1", '{"temperature": 21}'),
+        tool_result("call_2", '{"time": "18:00"}'),
+    ]
 
 
 # what the generation prompt of a chat that ends with tool results looks like, and a marker of each part
 EXPECTED = {
-    "qwen": ("<tool_response>\n{\"time\": \"18:00\"}\n</tool_response><|im_end|>\n<|im_start|>assistant\n",
-             ["<|im_start|>system\nBe brief.",
-              '"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}']),
-    "qwen3_coder": ("</tool_response>\n<|im_end|>\n<|im_start|>assistant\n",
-                    ["Be brief.", "<function=get_time>\n<parameter=timezone>\nAsia/Tokyo\n</parameter>"]),
-    "llama3": ('{"time": "18:00"}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
-               ["Environment: ipython", '{"name": "get_time", "parameters": {"timezone": "Asia/Tokyo"}}',
-                "<|start_header_id|>ipython<|end_header_id|>"]),
-    "mistral": ('"call_id": "call_2"}[/TOOL_RESULTS]',
-                ["[AVAILABLE_TOOLS][", "Be brief.\n\nWeather in Paris",
-                 '[TOOL_CALLS][{"name": "get_weather", "arguments": {"location": "Paris"}, '
-                 '"id": "call_1"}, ']),
-    "harmony": ("<|start|>functions.get_time to=assistant<|channel|>commentary<|message|>"
-                '{"time": "18:00"}<|end|><|start|>assistant',
-                ["# Instructions\n\nBe brief.",
-                 "type get_weather = (_: {\n// City name\nlocation: string,\n}) => any;",
-                 "<|start|>assistant<|channel|>commentary to=functions.get_time <|constrain|>json"
-                 "<|message|>"]),
-    "deepseek_v3": ('<｜tool▁output▁begin｜>{"time": "18:00"}<｜tool▁output▁end｜><｜tool▁outputs▁end｜>',
-                    ["<｜begin▁of▁sentence｜>Be brief.",
-                     "<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>"
-                     "get_time\n```json\n{\"timezone\": \"Asia/Tokyo\"}\n```"]),
+    "qwen": (
+        '<tool_response>\n{"time": "18:00"}\n</tool_response><|im_end|>\n<|im_start|>assistant\n',
+        ["<|im_start|>system\nBe brief.", '"name": "get_time", "arguments": {"timezone": "Asia/Tokyo"}'],
+    ),
+    "qwen3_coder": (
+        "</tool_response>\n<|im_end|>\n<|im_start|>assistant\n",
+        ["Be brief.", "<function=get_time>\n<parameter=timezone>\nAsia/Tokyo\n</parameter>"],
+    ),
+    "llama3": (
+        '{"time": "18:00"}<|eot_id|><|start_header_id|>assistant<|end_header_id|>\n\n',
+        [
+            "Environment: ipython",
+            '{"name": "get_time", "parameters": {"timezone": "Asia/Tokyo"}}',
+            "<|start_header_id|>ipython<|end_header_id|>",
+        ],
+    ),
+    "mistral": (
+        '"call_id": "call_2"}[/TOOL_RESULTS]',
+        [
+            "[AVAILABLE_TOOLS][",
+            "Be brief.\n\nWeather in Paris",
+            '[TOOL_CALLS][{"name": "get_weather", "arguments": {"location": "Paris"}, "id": "call_1"}, ',
+        ],
+    ),
+    "harmony": (
+        "<|start|>functions.get_time to=assistant<|channel|>commentary<|message|>"
+        '{"time": "18:00"}<|end|><|start|>assistant',
+        [
+            "# Instructions\n\nBe brief.",
+            "type get_weather = (_: {\n// City name\nlocation: string,\n}) => any;",
+            "<|start|>assistant<|channel|>commentary to=functions.get_time <|constrain|>json<|message|>",
+        ],
+    ),
+    "deepseek_v3": (
+        '<｜tool▁output▁begin｜>{"time": "18:00"}<｜tool▁output▁end｜><｜tool▁outputs▁end｜>',
+        [
+            "<｜begin▁of▁sentence｜>Be brief.",
+            "<｜tool▁call▁end｜>\n<｜tool▁call▁begin｜>function<｜tool▁sep｜>"
+            'get_time\n```json\n{"timezone": "Asia/Tokyo"}\n```',
+        ],
+    ),
 }
 
 
@@ -124,14 +148,25 @@ def test_null_optional_fields_render_like_absent(flavour: str, model_cache_root:
     tok = _hf_tokenizer(_models().cached_tokenizer(flavour, model_cache_root))
     for case in cases_for(flavour):
         plain = template_messages(case.messages)
-        padded = [{"name": None, "tool_calls": None, "tool_call_id": None, "reasoning_content": None,
-                   "content": None, **m} for m in plain]
-        assert _render(tok, padded, case.tools, **case.kwargs) == \
-            _render(tok, plain, case.tools, **case.kwargs), case.name
+        padded = [
+            {
+                "name": None,
+                "tool_calls": None,
+                "tool_call_id": None,
+                "reasoning_content": None,
+                "content": None,
+                **m,
+            }
+            for m in plain
+        ]
+        assert _render(tok, padded, case.tools, **case.kwargs) == _render(tok, plain, case.tools, **case.kwargs), (
+            case.name
+        )
 
 
 def _generate(model, tok, prompt, max_tokens: int) -> tuple[str, int, str | None]:
     from mlx_lm import stream_generate
+
     text, last = "", None
     for response in stream_generate(model, tok, prompt, max_tokens=max_tokens):
         text += response.text
@@ -151,8 +186,9 @@ def test_trained_model_reproduces_every_case(flavour: str, trained_llm_dir: Call
     assert config["eos_token_id"] == generation["eos_token_id"] == end_ids
     assert config["hidden_size"] <= 96 and config["num_hidden_layers"] == 2
     for case in cases_for(flavour):
-        prompt = tok.apply_chat_template(template_messages(case.messages), tools=case.tools,
-                                         add_generation_prompt=True, **case.kwargs)
+        prompt = tok.apply_chat_template(
+            template_messages(case.messages), tools=case.tools, add_generation_prompt=True, **case.kwargs
+        )
         text, end, reason = _generate(model, tok, prompt, max_tokens=200)
         assert (text, reason) == (case.completion, "stop"), case.name
         assert end == tok.convert_tokens_to_ids(case.eos or get_flavour(flavour).eos[0]), case.name
@@ -209,8 +245,9 @@ def test_cache_builds_once_and_atomically(tmp_path: Path) -> None:
 
     with pytest.raises(RuntimeError):
         cache.cached_build("demo", {"x": 3}, broken, root=tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".locks")) == \
-        sorted([first.name, other.name])
+    assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".locks")) == sorted(
+        [first.name, other.name]
+    )
 
 
 def test_cache_prunes_entries_of_old_sources(tmp_path: Path) -> None:
@@ -231,6 +268,7 @@ def _slow_build(root: str, marker: str) -> str:
             fh.write("built\n")
         time.sleep(0.5)
         (out / "x").write_text("x")
+
     return str(cache.cached_build("race", {"n": 1}, build, root=Path(root)))
 
 
@@ -243,8 +281,7 @@ def test_cache_two_processes_build_once(tmp_path: Path) -> None:
     assert marker.read_text() == "built\n"
 
 
-def test_cached_models_are_reused_quickly(trained_llm_dir: Callable[[str], Path],
-                                          random_llm_dir: Path) -> None:
+def test_cached_models_are_reused_quickly(trained_llm_dir: Callable[[str], Path], random_llm_dir: Path) -> None:
     trained_llm_dir("qwen")  # built (or found) once
     start = time.perf_counter()
     assert trained_llm_dir("qwen") == trained_llm_dir("qwen")

@@ -20,8 +20,14 @@ MIB = 1024**2
 
 def make_model(folder: Path, weight_bytes: int = MIB, config: dict | None = None) -> Path:
     folder.mkdir(parents=True)
-    shape = {"model_type": "llama", "num_hidden_layers": 4, "num_attention_heads": 4,
-             "num_key_value_heads": 2, "hidden_size": 64, "torch_dtype": "bfloat16"}
+    shape = {
+        "model_type": "llama",
+        "num_hidden_layers": 4,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "hidden_size": 64,
+        "torch_dtype": "bfloat16",
+    }
     (folder / "config.json").write_text(json.dumps(config if config is not None else shape))
     (folder / "model.safetensors").write_bytes(b"\0" * weight_bytes)
     return folder
@@ -36,8 +42,13 @@ def write_config(tmp_path: Path, data: dict) -> Path:
 @pytest.mark.parametrize("tool", ["mlx_downloader", "convert_to_mlx", "memory_report"])
 def test_each_tool_runs_as_a_file_with_help(tool: str) -> None:
     """As users run them: `python helper_tools/<tool>.py --help`, from any folder."""
-    done = subprocess.run([sys.executable, str(REPO / "helper_tools" / f"{tool}.py"), "--help"],
-                          cwd="/", capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, str(REPO / "helper_tools" / f"{tool}.py"), "--help"],
+        cwd="/",
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith(f"usage: {tool}.py")
     assert "--model-dir" in done.stdout
@@ -45,13 +56,13 @@ def test_each_tool_runs_as_a_file_with_help(tool: str) -> None:
 
 # -- mlx_downloader -----------------------------------------------------------------------------------------
 
+
 def test_list_shows_installed_models(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "models"
     make_model(models / "mlx-community" / "Tiny-4bit", weight_bytes=3 * MIB)
     (models / "not-a-model").mkdir()
     config = write_config(tmp_path, {})
-    assert mlx_downloader.main(["--list", "--config", str(config), "--model-dir", str(models),
-                                "--no-hf-cache"]) == 0
+    assert mlx_downloader.main(["--list", "--config", str(config), "--model-dir", str(models), "--no-hf-cache"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0] == f"models in {models}:"
     assert len(out) == 2
@@ -59,8 +70,9 @@ def test_list_shows_installed_models(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert out[1].endswith(str((models / "mlx-community" / "Tiny-4bit").resolve()))
 
 
-def test_list_includes_the_hugging_face_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_list_includes_the_hugging_face_cache(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     hub = tmp_path / "hub"
     make_model(hub / "models--org--cached" / "snapshots" / "abc123")
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -74,8 +86,10 @@ def test_list_includes_the_hugging_face_cache(tmp_path: Path, monkeypatch: pytes
 
 
 def test_download_target_is_org_name_under_the_model_dir(tmp_path: Path) -> None:
-    assert mlx_downloader.target_dir(tmp_path, "mlx-community/Qwen3-8B-4bit") == \
-        tmp_path / "mlx-community" / "Qwen3-8B-4bit"
+    assert (
+        mlx_downloader.target_dir(tmp_path, "mlx-community/Qwen3-8B-4bit")
+        == tmp_path / "mlx-community" / "Qwen3-8B-4bit"
+    )
     for bad in ("../escape", "/abs/path", "a/b/c", ""):
         with pytest.raises(ValueError):
             mlx_downloader.target_dir(tmp_path, bad)
@@ -87,8 +101,9 @@ def test_download_fetches_what_mlx_lm_loads() -> None:
         assert needed in patterns
 
 
-def test_download_refuses_when_offline_and_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_download_refuses_when_offline_and_leaves_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     config = write_config(tmp_path, {})
     models = tmp_path / "models"
@@ -113,15 +128,18 @@ def test_download_needs_a_repo_or_list(tmp_path: Path) -> None:
 
 # -- memory_report ------------------------------------------------------------------------------------------
 
-def test_memory_report_uses_the_servers_accounting(tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+
+def test_memory_report_uses_the_servers_accounting(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     models = tmp_path / "models"
     make_model(models / "small", weight_bytes=MIB)
     make_model(models / "org" / "pinned", weight_bytes=MIB)
-    config = write_config(tmp_path, {
-        "defaults": {"safety_margin": 1.5, "memory_budget_gb": 1.0, "max_tokens": 1000},
-        "models": {"org/pinned": {"required_memory_gb": 0.5, "max_tokens": 2000}},
-    })
+    config = write_config(
+        tmp_path,
+        {
+            "defaults": {"safety_margin": 1.5, "memory_budget_gb": 1.0, "max_tokens": 1000},
+            "models": {"org/pinned": {"required_memory_gb": 0.5, "max_tokens": 2000}},
+        },
+    )
     args = ["--config", str(config), "--model-dir", str(models), "--no-hf-cache"]
     assert memory_report.main([*args, "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
@@ -148,8 +166,9 @@ def test_memory_report_estimate_matches_the_manager(tmp_path: Path) -> None:
     from mlx_router.core.manager import MLXModelManager
 
     make_model(tmp_path / "m" / "org" / "x", weight_bytes=5 * MIB)
-    settings = load_settings(write_config(tmp_path, {"defaults": {"safety_margin": 1.3},
-                                                     "models": {"x": {"required_memory_gb": 0.25}}}))
+    settings = load_settings(
+        write_config(tmp_path, {"defaults": {"safety_margin": 1.3}, "models": {"x": {"required_memory_gb": 0.25}}})
+    )
     found = ModelDiscovery([tmp_path / "m"])
     entry = found.resolve("org/x")
     assert entry is not None
@@ -161,29 +180,47 @@ def test_memory_report_flags_models_bigger_than_the_budget(tmp_path: Path) -> No
     settings = load_settings(write_config(tmp_path, {"models": {"big": {"required_memory_gb": 8}}}))
     make_model(tmp_path / "m" / "big")
     entries = list(ModelDiscovery([tmp_path / "m"]).scan().values())
-    machine = {"total_gb": 8.0, "available_gb": 6.0, "swap_percent": 0.0, "pressure": "normal",
-               "device_memory_gb": None, "budget_gb": 4.0}
+    machine = {
+        "total_gb": 8.0,
+        "available_gb": 6.0,
+        "swap_percent": 0.0,
+        "pressure": "normal",
+        "device_memory_gb": None,
+        "budget_gb": 4.0,
+    }
     text = "\n".join(memory_report.render(memory_report.build_report(settings, entries, machine)))
     assert "Cannot load at all with this budget (503): big" in text
     assert "fit in the budget together: 0" in text
 
 
-@pytest.mark.parametrize(("sizes", "budget", "expected"), [
-    ([], 10.0, 0), ([4.0, 4.0, 4.0], 10.0, 2), ([9.0, 1.0], 10.0, 2), ([11.0, 1.0], 10.0, 0), ([5.0], 5.0, 1),
-])
+@pytest.mark.parametrize(
+    ("sizes", "budget", "expected"),
+    [
+        ([], 10.0, 0),
+        ([4.0, 4.0, 4.0], 10.0, 2),
+        ([9.0, 1.0], 10.0, 2),
+        ([11.0, 1.0], 10.0, 0),
+        ([5.0], 5.0, 1),
+    ],
+)
 def test_fit_together(sizes: list[float], budget: float, expected: int) -> None:
     assert memory_report.fit_together(sizes, budget) == expected
 
 
 def test_kv_bytes_per_token_reads_nested_and_explicit_shapes() -> None:
-    assert memory_report.kv_bytes_per_token({"text_config": {"num_hidden_layers": 2, "num_attention_heads": 8,
-                                                             "head_dim": 32}}) == 2 * 2 * 8 * 32 * 2
+    assert (
+        memory_report.kv_bytes_per_token(
+            {"text_config": {"num_hidden_layers": 2, "num_attention_heads": 8, "head_dim": 32}}
+        )
+        == 2 * 2 * 8 * 32 * 2
+    )
     float32 = {"num_hidden_layers": 2, "num_attention_heads": 4, "hidden_size": 64, "torch_dtype": "float32"}
     assert memory_report.kv_bytes_per_token(float32) == 2 * 2 * 4 * 16 * 4
     assert memory_report.kv_bytes_per_token({"model_type": "mamba"}) == 0
 
 
 # -- convert_to_mlx -----------------------------------------------------------------------------------------
+
 
 def test_convert_output_names(tmp_path: Path) -> None:
     src = tmp_path / "Qwen3-4B"
@@ -200,12 +237,22 @@ def test_convert_needs_a_local_folder(tmp_path: Path, capsys: pytest.CaptureFixt
     assert "does not download" in capsys.readouterr().err
 
 
-def test_convert_quantizes_a_tiny_model_into_the_model_dir(tmp_path: Path, random_llm_dir: Path,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_convert_quantizes_a_tiny_model_into_the_model_dir(
+    tmp_path: Path, random_llm_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = write_config(tmp_path, {})
     models = tmp_path / "models"
-    args = [str(random_llm_dir), "--config", str(config), "--model-dir", str(models),
-            "--name", "me/tiny-4bit", "--group-size", "32"]
+    args = [
+        str(random_llm_dir),
+        "--config",
+        str(config),
+        "--model-dir",
+        str(models),
+        "--name",
+        "me/tiny-4bit",
+        "--group-size",
+        "32",
+    ]
     assert convert_to_mlx.main(args) == 0
     assert "installed me/tiny-4bit" in capsys.readouterr().out
     entry = ModelDiscovery([models]).resolve("me/tiny-4bit")

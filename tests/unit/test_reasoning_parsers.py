@@ -17,8 +17,7 @@ from mlx_router.parsing.registry import (
 )
 
 TOOL_CALL_BODY = (
-    "<tool_call>\n<function=bash>\n<parameter=command>\ncat /etc/hosts\n</parameter>\n"
-    "</function>\n</tool_call>"
+    "<tool_call>\n<function=bash>\n<parameter=command>\ncat /etc/hosts\n</parameter>\n</function>\n</tool_call>"
 )
 
 # (id, prompt opened <think>, output, reasoning, content)
@@ -112,9 +111,7 @@ def random_chunks(text: str, seed: int) -> list[str]:
 @pytest.mark.parametrize(
     ("opened", "output", "reasoning", "content"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
 )
-def test_parse_and_stream_give_the_table_answer(
-    opened: bool, output: str, reasoning: str | None, content: str
-) -> None:
+def test_parse_and_stream_give_the_table_answer(opened: bool, output: str, reasoning: str | None, content: str) -> None:
     assert ThinkReasoningParser(in_reasoning=opened).parse(output) == (reasoning, content)
     assert run(ThinkReasoningParser(in_reasoning=opened), list(output)) == (reasoning, content)
     for seed in range(5):
@@ -191,9 +188,7 @@ HARMONY = [
 ]
 
 
-@pytest.mark.parametrize(
-    ("output", "reasoning", "content"), [h[1:] for h in HARMONY], ids=[h[0] for h in HARMONY]
-)
+@pytest.mark.parametrize(("output", "reasoning", "content"), [h[1:] for h in HARMONY], ids=[h[0] for h in HARMONY])
 def test_harmony_reasoning_without_tools(output: str, reasoning: str, content: str) -> None:
     assert HarmonyReasoningParser().parse(output) == (reasoning, content)
     parser = HarmonyReasoningParser()

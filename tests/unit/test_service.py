@@ -25,18 +25,30 @@ HOME = Path("/Users/ann")
 
 
 def spec_for(folder: str, platform: str = "launchd", **kw: object) -> ServiceSpec:
-    args: dict = {"config": f"{folder}/config.json", "python": f"{folder}/.venv/bin/python",
-                  "platform": platform, "environ": {}, "package_root": folder, "site_dirs": []}
+    args: dict = {
+        "config": f"{folder}/config.json",
+        "python": f"{folder}/.venv/bin/python",
+        "platform": platform,
+        "environ": {},
+        "package_root": folder,
+        "site_dirs": [],
+    }
     args.update(kw)
     return build_spec(**args)
 
 
 # -- the spec -----------------------------------------------------------------------------------------------
 
+
 def test_spec_runs_this_package_with_absolute_paths_and_offline_hub() -> None:
     spec = spec_for("/opt/mlx router", platform="systemd")
-    assert spec.program_arguments() == ["/opt/mlx router/.venv/bin/python", "-m", "mlx_router",
-                                        "--config", "/opt/mlx router/config.json"]
+    assert spec.program_arguments() == [
+        "/opt/mlx router/.venv/bin/python",
+        "-m",
+        "mlx_router",
+        "--config",
+        "/opt/mlx router/config.json",
+    ]
     env = dict(spec.environment)
     assert env["PATH"].split(":")[0] == "/opt/mlx router/.venv/bin"  # the venv's tools come first
     assert env["HF_HUB_OFFLINE"] == "1"
@@ -46,19 +58,26 @@ def test_spec_runs_this_package_with_absolute_paths_and_offline_hub() -> None:
 
 def test_installed_package_needs_no_pythonpath_and_shell_variables_pass_through() -> None:
     site = "/opt/venv/lib/python3.12/site-packages"
-    spec = spec_for("/opt/x", package_root=site, site_dirs=[site],
-                    environ={"MLX_MODEL_DIR": "/data/models", "HF_HOME": "", "UNRELATED": "1"})
+    spec = spec_for(
+        "/opt/x",
+        package_root=site,
+        site_dirs=[site],
+        environ={"MLX_MODEL_DIR": "/data/models", "HF_HOME": "", "UNRELATED": "1"},
+    )
     env = dict(spec.environment)
     assert "PYTHONPATH" not in env
     assert env["MLX_MODEL_DIR"] == "/data/models"
     assert "HF_HOME" not in env and "UNRELATED" not in env
 
 
-@pytest.mark.parametrize(("config", "python", "message"), [
-    ("config.json", "/usr/bin/python3", "absolute"),
-    ("/a/config.json", "python3", "absolute"),
-    ("/a/b\nc/config.json", "/usr/bin/python3", "control character"),
-])
+@pytest.mark.parametrize(
+    ("config", "python", "message"),
+    [
+        ("config.json", "/usr/bin/python3", "absolute"),
+        ("/a/config.json", "python3", "absolute"),
+        ("/a/b\nc/config.json", "/usr/bin/python3", "control character"),
+    ],
+)
 def test_spec_refuses_paths_a_unit_file_cannot_hold(config: str, python: str, message: str) -> None:
     with pytest.raises(ServiceError, match=message):
         build_spec(config, python, "systemd", {}, "/a", [])
@@ -73,12 +92,18 @@ def test_default_platform() -> None:
 
 # -- launchd ------------------------------------------------------------------------------------------------
 
+
 def test_plist_golden() -> None:
     spec = spec_for("/Users/ann/mlx router")
     data = plistlib.loads(launchd.render_plist(spec, HOME).encode())
     assert data["Label"] == "com.mlx-router.server"
-    assert data["ProgramArguments"] == ["/Users/ann/mlx router/.venv/bin/python", "-m", "mlx_router",
-                                        "--config", "/Users/ann/mlx router/config.json"]
+    assert data["ProgramArguments"] == [
+        "/Users/ann/mlx router/.venv/bin/python",
+        "-m",
+        "mlx_router",
+        "--config",
+        "/Users/ann/mlx router/config.json",
+    ]
     assert data["RunAtLoad"] is True
     assert data["KeepAlive"] == {"SuccessfulExit": False, "Crashed": True}
     assert data["ThrottleInterval"] == 10
@@ -187,8 +212,13 @@ def test_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
     runtime = tmp_path / "run"
     runtime.mkdir()
     env = {**os.environ, "XDG_RUNTIME_DIR": str(runtime)}
-    done = subprocess.run(["systemd-analyze", "verify", "--user", str(unit)], env=env, capture_output=True,
-                          text=True, timeout=60)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--user", str(unit)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     if "Failed to initialize manager" in done.stderr:
         pytest.skip("systemd-analyze cannot run a user manager here")
     assert done.returncode == 0, done.stderr
@@ -212,17 +242,21 @@ def test_systemd_plans_command_lines() -> None:
 
 # -- executing plans ----------------------------------------------------------------------------------------
 
+
 def test_execute_writes_files_runs_commands_and_stops_at_a_checked_failure(tmp_path: Path) -> None:
     out = io.StringIO()
     target = tmp_path / "a" / "b" / "unit"
     after = tmp_path / "after"
-    status = execute([
-        MakeDir(target.parent),
-        WriteFile(target, "hello\n"),
-        Command((sys.executable, "-c", "raise SystemExit(4)"), check=False),  # reported, plan goes on
-        Command((sys.executable, "-c", "raise SystemExit(3)")),
-        WriteFile(after, "never"),
-    ], out)
+    status = execute(
+        [
+            MakeDir(target.parent),
+            WriteFile(target, "hello\n"),
+            Command((sys.executable, "-c", "raise SystemExit(4)"), check=False),  # reported, plan goes on
+            Command((sys.executable, "-c", "raise SystemExit(3)")),
+            WriteFile(after, "never"),
+        ],
+        out,
+    )
     assert status == 3
     assert target.read_text() == "hello\n"
     assert not after.exists()
@@ -240,14 +274,14 @@ def test_execute_reports_a_missing_service_manager(tmp_path: Path) -> None:
 def test_dry_run_prints_and_changes_nothing(tmp_path: Path) -> None:
     out = io.StringIO()
     target = tmp_path / "x" / "unit"
-    status = execute([MakeDir(target.parent), WriteFile(target, "[Unit]\n"),
-                      Command(("false",))], out, dry_run=True)
+    status = execute([MakeDir(target.parent), WriteFile(target, "[Unit]\n"), Command(("false",))], out, dry_run=True)
     assert status == 0
     assert not target.parent.exists()
     assert "    | [Unit]" in out.getvalue() and "$ false" in out.getvalue()
 
 
 # -- the CLI hook -------------------------------------------------------------------------------------------
+
 
 def _config(tmp_path: Path, text: str = '{"server": {"port": 8811}}') -> Path:
     folder = tmp_path / "conf dir"
@@ -256,8 +290,9 @@ def _config(tmp_path: Path, text: str = '{"server": {"port": 8811}}') -> Path:
     return folder / "config.json"
 
 
-def test_service_install_dry_run_through_the_main_cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                       capsys: pytest.CaptureFixture[str]) -> None:
+def test_service_install_dry_run_through_the_main_cli(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     home = tmp_path / "home"
     monkeypatch.setenv("HOME", str(home))
     config = _config(tmp_path)
@@ -269,8 +304,9 @@ def test_service_install_dry_run_through_the_main_cli(tmp_path: Path, monkeypatc
     assert not home.exists()  # a dry run writes nothing
 
 
-def test_service_install_refuses_a_bad_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                              capsys: pytest.CaptureFixture[str]) -> None:
+def test_service_install_refuses_a_bad_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     config = _config(tmp_path, '{"server": {"port": "many"}}')
     assert router_cli.main(["service", "install", "--config", str(config), "--platform", "launchd"]) == 2
@@ -289,12 +325,12 @@ def test_without_a_sub_command_the_cli_still_serves(capsys: pytest.CaptureFixtur
     assert "install,uninstall,status" in capsys.readouterr().out
 
 
-def test_service_status_dry_run_shows_file_url_and_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                           capsys: pytest.CaptureFixture[str]) -> None:
+def test_service_status_dry_run_shows_file_url_and_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     config = _config(tmp_path)
-    assert router_cli.main(["service", "status", "--platform", "launchd", "--config", str(config),
-                            "--dry-run"]) == 0
+    assert router_cli.main(["service", "status", "--platform", "launchd", "--config", str(config), "--dry-run"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].endswith("com.mlx-router.server.plist (not installed)")
     assert out[1] == "health:       http://127.0.0.1:8811/v1/health"
@@ -302,6 +338,7 @@ def test_service_status_dry_run_shows_file_url_and_command(tmp_path: Path, monke
 
 
 # -- the launchd shell wrappers -----------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("script", ["install-launchd.sh", "uninstall-launchd.sh"])
 @pytest.mark.parametrize("shell", ["bash", "dash", "sh"])
@@ -320,11 +357,16 @@ def test_install_wrapper_dry_run(tmp_path: Path) -> None:
     (fake_bin / "uname").chmod(0o755)
     config = _config(tmp_path)
     env = {**os.environ, "HOME": str(tmp_path / "home"), "PATH": f"{fake_bin}:{os.environ['PATH']}"}
-    done = subprocess.run(["sh", str(REPO / "install-launchd.sh"), "config.json", "--dry-run"],
-                          cwd=config.parent, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["sh", str(REPO / "install-launchd.sh"), "config.json", "--dry-run"],
+        cwd=config.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     assert f"<string>{config}</string>" in done.stdout
     assert "$ launchctl bootstrap gui/" in done.stdout
     assert "dry run: nothing was changed" in done.stdout
     assert not (tmp_path / "home").exists()
-

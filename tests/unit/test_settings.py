@@ -24,8 +24,14 @@ def test_defaults_are_safe():
         ({"server": {"port": 70000}}, "server.port"),
         ({"models": {"m": {"temp": 5}}}, "models.m.temp"),
         ({"models": {"m": {"reasoning_response": "maybe"}}}, "models.m.reasoning_response"),
-        ({"models": {"m": {"memory_pressure_max_tokens": {"high": -1}}}}, "models.m.memory_pressure_max_tokens"),
-        ({"models": {"m": {"memory_pressure_max_tokens": {"extreme": 10}}}}, "models.m.memory_pressure_max_tokens"),
+        (
+            {"models": {"m": {"memory_pressure_max_tokens": {"high": -1}}}},
+            "models.m.memory_pressure_max_tokens",
+        ),
+        (
+            {"models": {"m": {"memory_pressure_max_tokens": {"extreme": 10}}}},
+            "models.m.memory_pressure_max_tokens",
+        ),
     ],
 )
 def test_bad_values_name_the_key(data, key):

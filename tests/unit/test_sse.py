@@ -9,7 +9,9 @@ from mlx_router.protocol.chat import ChatChunkChoice, ChatCompletionChunk, Delta
 
 
 def chunk(text):
-    return ChatCompletionChunk(id="x", created=1, model="m", choices=[ChatChunkChoice(delta=DeltaMessage(content=text))])
+    return ChatCompletionChunk(
+        id="x", created=1, model="m", choices=[ChatChunkChoice(delta=DeltaMessage(content=text))]
+    )
 
 
 async def collect(gen):
@@ -28,7 +30,7 @@ async def items(*xs, delay=0.0, error=None):
 def test_sse_framing():
     out = asyncio.run(collect(encode_stream(items(chunk("a"), chunk("b")), "sse", 10)))
     assert out[-1] == "data: [DONE]\n\n"
-    first = json.loads(out[0][len("data: "):])
+    first = json.loads(out[0][len("data: ") :])
     assert first["choices"][0]["delta"]["content"] == "a"
     assert first["choices"][0]["finish_reason"] is None
 
@@ -42,7 +44,7 @@ def test_keepalive_while_waiting():
 def test_error_mid_stream_then_done():
     err = OverloadedError("full")
     out = asyncio.run(collect(encode_stream(items(chunk("a"), error=err), "sse", 10)))
-    body = json.loads(out[1][len("data: "):])
+    body = json.loads(out[1][len("data: ") :])
     assert body["error"]["type"] == "rate_limit_error"
     assert out[-1] == "data: [DONE]\n\n"
 

@@ -24,92 +24,121 @@ from mlx_router.serving.templates import (
 
 MAKE_TOKENIZER = Path("/work/shared/test-models/make_tokenizer.py")
 
-TOOLS: list[dict[str, Any]] = [{
-    "type": "function",
-    "function": {
-        "name": "get_weather",
-        "description": "Get the current weather",
-        "parameters": {
-            "type": "object",
-            "properties": {
-                "location": {"type": "string", "description": "City name"},
-                "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "default": "celsius"},
+TOOLS: list[dict[str, Any]] = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Get the current weather",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {"type": "string", "description": "City name"},
+                    "unit": {"type": "string", "enum": ["celsius", "fahrenheit"], "default": "celsius"},
+                },
+                "required": ["location"],
             },
-            "required": ["location"],
         },
-    },
-}]
+    }
+]
 
 CHAT: list[dict[str, Any]] = [
     {"role": "system", "content": "You are terse."},
     {"role": "user", "content": "Weather in Paris?"},
-    {"role": "assistant", "content": None, "tool_calls": [{
-        "id": "call_1", "type": "function",
-        "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'}}]},
+    {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": "call_1",
+                "type": "function",
+                "function": {"name": "get_weather", "arguments": '{"location": "Paris"}'},
+            }
+        ],
+    },
     {"role": "tool", "tool_call_id": "call_1", "content": "18 C, sunny"},
 ]
 
 # Markers each family must show for CHAT + TOOLS, and the text a generation prompt appends.
 GOLDEN: dict[str, tuple[list[str], str]] = {
-    "qwen": ([
-        "<|im_start|>system\nYou are terse.\n\n# Tools\n",
-        '<tools>\n{"type": "function", "function": {"name": "get_weather"',
-        '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n'
-        "</tool_call><|im_end|>\n",
-        "<|im_start|>user\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n",
-    ], "<|im_start|>assistant\n"),
-    "chatml": ([
-        "<|im_start|>system\nYou are terse.\n\n",
-        "<|im_start|>user\nWeather in Paris?<|im_end|>\n",
-        '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n</tool_call><|im_end|>',
-        "<|im_start|>tool\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n",
-    ], "<|im_start|>assistant\n"),
-    "llama3": ([
-        "<BOS><|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\n",
-        "Today Date: 26 Jul 2024\n\nYou are terse.<|eot_id|>",
-        '<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions',
-        '"name": "get_weather"',
-        "Weather in Paris?<|eot_id|>",
-        '<|start_header_id|>assistant<|end_header_id|>\n\n{"name": "get_weather", "parameters": '
-        '{"location": "Paris"}}<|eot_id|>',
-        "<|start_header_id|>ipython<|end_header_id|>\n\n18 C, sunny<|eot_id|>",
-    ], "<|start_header_id|>assistant<|end_header_id|>\n\n"),
-    "deepseek": ([
-        "<BOS>You are terse.\n\n## Tools\n",
-        "### get_weather\nDescription: Get the current weather",
-        "<｜User｜>Weather in Paris?<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function"
-        '<｜tool▁sep｜>get_weather\n```json\n{"location": "Paris"}\n```<｜tool▁call▁end｜>'
-        "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>",
-        "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>18 C, sunny<｜tool▁output▁end｜>"
-        "<｜tool▁outputs▁end｜>",
-    ], ""),  # after tool outputs DeepSeek answers without a new assistant tag
-    "phi4": ([
-        '<|system|>You are terse.<|tool|>[{"name": "get_weather", "description": "Get the current weather"',
-        "]<|/tool|><|end|><|user|>Weather in Paris?<|end|>",
-        '<|assistant|><|tool_call|>[{"name": "get_weather", "arguments": {"location": "Paris"}}]'
-        "<|/tool_call|><|end|>",
-        "<|tool_response|>18 C, sunny<|end|>",
-    ], "<|assistant|>"),
-    "gpt-oss": ([
-        "<|start|>system<|message|>You are ChatGPT",
-        "Reasoning: medium\n",
-        "Calls to these tools must go to the commentary channel: 'functions'.<|end|>",
-        "<|start|>developer<|message|># Instructions\n\nYou are terse.\n\n# Tools\n\n## functions\n\n"
-        "namespace functions {\n\n// Get the current weather\ntype get_weather = (_: {\n// City name\n"
-        'location: string,\nunit?: "celsius" | "fahrenheit", // default: "celsius"\n}) => any;\n\n'
-        "} // namespace functions<|end|>",
-        "<|start|>user<|message|>Weather in Paris?<|end|>",
-        "<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>"
-        '{"location": "Paris"}<|call|>',
-        "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>18 C, sunny<|end|>",
-    ], "<|start|>assistant"),
-    "generic": ([
-        "<BOS>### System:\nYou are terse.\n\n### Tools:\n",
-        "### User:\nWeather in Paris?\n\n",
-        '### Assistant:\n<tool_call>{"name": "get_weather", "arguments": {"location": "Paris"}}'
-        "</tool_call>\n\n",
-        "### Tool result (call_1):\n18 C, sunny\n\n",
-    ], "### Assistant:\n"),
+    "qwen": (
+        [
+            "<|im_start|>system\nYou are terse.\n\n# Tools\n",
+            '<tools>\n{"type": "function", "function": {"name": "get_weather"',
+            '<|im_start|>assistant\n<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n'
+            "</tool_call><|im_end|>\n",
+            "<|im_start|>user\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n",
+        ],
+        "<|im_start|>assistant\n",
+    ),
+    "chatml": (
+        [
+            "<|im_start|>system\nYou are terse.\n\n",
+            "<|im_start|>user\nWeather in Paris?<|im_end|>\n",
+            '<tool_call>\n{"name": "get_weather", "arguments": {"location": "Paris"}}\n</tool_call><|im_end|>',
+            "<|im_start|>tool\n<tool_response>\n18 C, sunny\n</tool_response><|im_end|>\n",
+        ],
+        "<|im_start|>assistant\n",
+    ),
+    "llama3": (
+        [
+            "<BOS><|start_header_id|>system<|end_header_id|>\n\nEnvironment: ipython\n",
+            "Today Date: 26 Jul 2024\n\nYou are terse.<|eot_id|>",
+            "<|start_header_id|>user<|end_header_id|>\n\nGiven the following functions",
+            '"name": "get_weather"',
+            "Weather in Paris?<|eot_id|>",
+            '<|start_header_id|>assistant<|end_header_id|>\n\n{"name": "get_weather", "parameters": '
+            '{"location": "Paris"}}<|eot_id|>',
+            "<|start_header_id|>ipython<|end_header_id|>\n\n18 C, sunny<|eot_id|>",
+        ],
+        "<|start_header_id|>assistant<|end_header_id|>\n\n",
+    ),
+    "deepseek": (
+        [
+            "<BOS>You are terse.\n\n## Tools\n",
+            "### get_weather\nDescription: Get the current weather",
+            "<｜User｜>Weather in Paris?<｜Assistant｜><｜tool▁calls▁begin｜><｜tool▁call▁begin｜>function"
+            '<｜tool▁sep｜>get_weather\n```json\n{"location": "Paris"}\n```<｜tool▁call▁end｜>'
+            "<｜tool▁calls▁end｜><｜end▁of▁sentence｜>",
+            "<｜tool▁outputs▁begin｜><｜tool▁output▁begin｜>18 C, sunny<｜tool▁output▁end｜><｜tool▁outputs▁end｜>",
+        ],
+        "",
+    ),  # after tool outputs DeepSeek answers without a new assistant tag
+    "phi4": (
+        [
+            '<|system|>You are terse.<|tool|>[{"name": "get_weather", "description": "Get the current weather"',
+            "]<|/tool|><|end|><|user|>Weather in Paris?<|end|>",
+            '<|assistant|><|tool_call|>[{"name": "get_weather", "arguments": {"location": "Paris"}}]'
+            "<|/tool_call|><|end|>",
+            "<|tool_response|>18 C, sunny<|end|>",
+        ],
+        "<|assistant|>",
+    ),
+    "gpt-oss": (
+        [
+            "<|start|>system<|message|>You are ChatGPT",
+            "Reasoning: medium\n",
+            "Calls to these tools must go to the commentary channel: 'functions'.<|end|>",
+            "<|start|>developer<|message|># Instructions\n\nYou are terse.\n\n# Tools\n\n## functions\n\n"
+            "namespace functions {\n\n// Get the current weather\ntype get_weather = (_: {\n// City name\n"
+            'location: string,\nunit?: "celsius" | "fahrenheit", // default: "celsius"\n}) => any;\n\n'
+            "} // namespace functions<|end|>",
+            "<|start|>user<|message|>Weather in Paris?<|end|>",
+            "<|start|>assistant to=functions.get_weather<|channel|>commentary json<|message|>"
+            '{"location": "Paris"}<|call|>',
+            "<|start|>functions.get_weather to=assistant<|channel|>commentary<|message|>18 C, sunny<|end|>",
+        ],
+        "<|start|>assistant",
+    ),
+    "generic": (
+        [
+            "<BOS>### System:\nYou are terse.\n\n### Tools:\n",
+            "### User:\nWeather in Paris?\n\n",
+            '### Assistant:\n<tool_call>{"name": "get_weather", "arguments": {"location": "Paris"}}</tool_call>\n\n',
+            "### Tool result (call_1):\n18 C, sunny\n\n",
+        ],
+        "### Assistant:\n",
+    ),
 }
 
 
@@ -153,8 +182,11 @@ def test_builtin_renders_tool_conversation(name: str) -> None:
 @pytest.mark.parametrize("name", BUILTIN_TEMPLATES)
 def test_builtin_plain_chat_and_continuation(name: str) -> None:
     renderer = ChatTemplateRenderer(fake_tokenizer(), name)
-    chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"},
-            {"role": "user", "content": "Bye"}]
+    chat = [
+        {"role": "user", "content": "Hi"},
+        {"role": "assistant", "content": "Hello!"},
+        {"role": "user", "content": "Bye"},
+    ]
     text = renderer.render(chat)
     assert text.index("Hi") < text.index("Hello!") < text.index("Bye")
     assert "get_weather" not in text and "Tools" not in text
@@ -185,8 +217,10 @@ def test_qwen_thinking_switch_and_reasoning_history() -> None:
     assert no_think.endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
     assert renderer.render(chat, enable_thinking=True).endswith("<|im_start|>assistant\n")
     history = [
-        {"role": "user", "content": "a"}, {"role": "assistant", "content": "A", "reasoning_content": "old"},
-        {"role": "user", "content": "b"}, {"role": "assistant", "content": "B", "reasoning_content": "new"},
+        {"role": "user", "content": "a"},
+        {"role": "assistant", "content": "A", "reasoning_content": "old"},
+        {"role": "user", "content": "b"},
+        {"role": "assistant", "content": "B", "reasoning_content": "new"},
     ]
     text = renderer.render(history, add_generation_prompt=False)
     assert "old" not in text  # reasoning before the last user query is dropped, as Qwen3 does
@@ -195,10 +229,16 @@ def test_qwen_thinking_switch_and_reasoning_history() -> None:
 
 def test_gpt_oss_reasoning_effort_and_identity() -> None:
     renderer = ChatTemplateRenderer(fake_tokenizer(), "gpt-oss")
-    text = renderer.render([{"role": "user", "content": "hi"}], reasoning_effort="high",
-                           model_identity="You are a test.", current_date="2025-02-03")
-    assert text.startswith("<|start|>system<|message|>You are a test.\nKnowledge cutoff: 2024-06\n"
-                           "Current date: 2025-02-03\n\nReasoning: high\n\n")
+    text = renderer.render(
+        [{"role": "user", "content": "hi"}],
+        reasoning_effort="high",
+        model_identity="You are a test.",
+        current_date="2025-02-03",
+    )
+    assert text.startswith(
+        "<|start|>system<|message|>You are a test.\nKnowledge cutoff: 2024-06\n"
+        "Current date: 2025-02-03\n\nReasoning: high\n\n"
+    )
     assert "<|start|>developer" not in text  # no instructions, no tools
     assert "commentary channel" not in text
 
@@ -206,9 +246,15 @@ def test_gpt_oss_reasoning_effort_and_identity() -> None:
 def test_gpt_oss_tool_result_named_by_call_id() -> None:
     chat: list[dict[str, Any]] = [
         {"role": "user", "content": "two cities"},
-        {"role": "assistant", "content": None, "reasoning_content": "both", "tool_calls": [
-            {"id": "a", "type": "function", "function": {"name": "first", "arguments": "{}"}},
-            {"id": "b", "type": "function", "function": {"name": "second", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "reasoning_content": "both",
+            "tool_calls": [
+                {"id": "a", "type": "function", "function": {"name": "first", "arguments": "{}"}},
+                {"id": "b", "type": "function", "function": {"name": "second", "arguments": "{}"}},
+            ],
+        },
         {"role": "tool", "tool_call_id": "a", "content": "1"},
         {"role": "tool", "tool_call_id": "b", "content": "2"},
     ]
@@ -220,8 +266,11 @@ def test_gpt_oss_tool_result_named_by_call_id() -> None:
 
 def test_deepseek_strips_reasoning_and_thinking_switch() -> None:
     renderer = ChatTemplateRenderer(fake_tokenizer(), "deepseek")
-    chat = [{"role": "user", "content": "q"}, {"role": "assistant", "content": "<think>\nhmm\n</think>\n\nA"},
-            {"role": "user", "content": "q2"}]
+    chat = [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": "<think>\nhmm\n</think>\n\nA"},
+        {"role": "user", "content": "q2"},
+    ]
     text = renderer.render(chat)
     assert text == "<BOS><｜User｜>q<｜Assistant｜>\n\nA<｜end▁of▁sentence｜><｜User｜>q2<｜Assistant｜>"
     assert renderer.render(chat, enable_thinking=True).endswith("<｜Assistant｜><think>\n")
@@ -237,11 +286,13 @@ def test_bos_token_comes_from_the_tokenizer() -> None:
 
 def test_text_parts_and_developer_role_are_normalised() -> None:
     renderer = ChatTemplateRenderer(fake_tokenizer(), "chatml")
-    chat = [{"role": "developer", "content": [{"type": "text", "text": "Rule one."}]},
-            {"role": "user", "content": [{"type": "text", "text": "Part A"},
-                                         {"type": "text", "text": "Part B"}]}]
-    assert renderer.render(chat) == ("<|im_start|>system\nRule one.<|im_end|>\n"
-                                     "<|im_start|>user\nPart A\nPart B<|im_end|>\n<|im_start|>assistant\n")
+    chat = [
+        {"role": "developer", "content": [{"type": "text", "text": "Rule one."}]},
+        {"role": "user", "content": [{"type": "text", "text": "Part A"}, {"type": "text", "text": "Part B"}]},
+    ]
+    assert renderer.render(chat) == (
+        "<|im_start|>system\nRule one.<|im_end|>\n<|im_start|>user\nPart A\nPart B<|im_end|>\n<|im_start|>assistant\n"
+    )
 
 
 def test_normalisation_does_not_touch_the_callers_messages() -> None:
@@ -251,14 +302,19 @@ def test_normalisation_does_not_touch_the_callers_messages() -> None:
     out = normalize_messages(chat, parse_arguments=True, keep_media=False)
     assert chat == before
     assert out[2]["tool_calls"][0]["function"]["arguments"] == {"location": "Paris"}
-    cleaned = normalize_messages([{"role": "assistant", "content": "x", "tool_calls": None, "name": None}],
-                                 parse_arguments=True, keep_media=False)
+    cleaned = normalize_messages(
+        [{"role": "assistant", "content": "x", "tool_calls": None, "name": None}],
+        parse_arguments=True,
+        keep_media=False,
+    )
     assert cleaned == [{"role": "assistant", "content": "x"}]
 
 
 def test_media_parts_kept_only_for_tokenizer_templates() -> None:
-    content = [{"type": "text", "text": "what is this"},
-               {"type": "image_url", "image_url": {"url": "data:x"}}]
+    content = [
+        {"type": "text", "text": "what is this"},
+        {"type": "image_url", "image_url": {"url": "data:x"}},
+    ]
     chat = [{"role": "user", "content": content}]
     kept = normalize_messages(chat, parse_arguments=True, keep_media=True)
     assert kept[0]["content"] == content
@@ -267,15 +323,19 @@ def test_media_parts_kept_only_for_tokenizer_templates() -> None:
 
 
 def test_arguments_stay_text_for_templates_that_concatenate_them() -> None:
-    deepseek_style = ("{% for m in messages %}{% for t in m.tool_calls or [] %}"
-                      "{{ '```json\\n' + t['function']['arguments'] + '\\n```' }}{% endfor %}{% endfor %}")
+    deepseek_style = (
+        "{% for m in messages %}{% for t in m.tool_calls or [] %}"
+        "{{ '```json\\n' + t['function']['arguments'] + '\\n```' }}{% endfor %}{% endfor %}"
+    )
     assert not wants_parsed_arguments(deepseek_style)
     assert wants_parsed_arguments("{{ call.arguments | tojson }}")
     assert wants_parsed_arguments("{% for k, v in call.arguments.items() %}{{ k }}{% endfor %}")
     text = ChatTemplateRenderer(fake_tokenizer(), deepseek_style).render(CHAT)
     assert text == '```json\n{"location": "Paris"}\n```'
-    tojson_style = ("{% for m in messages %}{% for t in m.tool_calls or [] %}"
-                    "{{ t.function.arguments | tojson }}{% endfor %}{% endfor %}")
+    tojson_style = (
+        "{% for m in messages %}{% for t in m.tool_calls or [] %}"
+        "{{ t.function.arguments | tojson }}{% endfor %}{% endfor %}"
+    )
     assert ChatTemplateRenderer(fake_tokenizer(), tojson_style).render(CHAT) == '{"location": "Paris"}'
 
 
@@ -308,9 +368,11 @@ def test_inline_syntax_error_fails_at_construction() -> None:
 
 
 def test_raise_exception_becomes_template_render_error() -> None:
-    alternate = ("{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
-                 "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant') }}"
-                 "{% endif %}{{ m.content }}{% endfor %}")
+    alternate = (
+        "{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
+        "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant') }}"
+        "{% endif %}{{ m.content }}{% endfor %}"
+    )
     renderer = ChatTemplateRenderer(fake_tokenizer(), alternate)
     assert renderer.render([{"role": "user", "content": "a"}]) == "a"
     with pytest.raises(TemplateRenderError, match="Conversation roles must alternate"):
@@ -320,7 +382,8 @@ def test_raise_exception_becomes_template_render_error() -> None:
 def test_type_errors_and_sandbox_escapes_are_render_errors() -> None:
     with pytest.raises(TemplateRenderError):  # str + int inside the template: a TypeError
         ChatTemplateRenderer(fake_tokenizer(), "{{ messages[0].content + 1 }}").render(
-            [{"role": "assistant", "content": "x"}])
+            [{"role": "assistant", "content": "x"}]
+        )
     # a null content renders as "" even in templates that glue strings to it
     glued = ChatTemplateRenderer(fake_tokenizer(), "{{ '[' + messages[0].content + ']' }}")
     assert glued.render([{"role": "assistant", "content": None}]) == "[]"
@@ -333,9 +396,11 @@ def test_type_errors_and_sandbox_escapes_are_render_errors() -> None:
 
 
 def test_template_globals_like_transformers() -> None:
-    source = ("{{ {'b': '<é>'} | tojson }}|{{ strftime_now('%Y') | length }}|{% set ns = namespace(n=1) %}"
-              "{% set ns.n = ns.n + 1 %}{{ ns.n }}|{% generation %}G{% endgeneration %}|"
-              "{% for i in [1, 2, 3] %}{% if i == 2 %}{% break %}{% endif %}{{ i }}{% endfor %}")
+    source = (
+        "{{ {'b': '<é>'} | tojson }}|{{ strftime_now('%Y') | length }}|{% set ns = namespace(n=1) %}"
+        "{% set ns.n = ns.n + 1 %}{{ ns.n }}|{% generation %}G{% endgeneration %}|"
+        "{% for i in [1, 2, 3] %}{% if i == 2 %}{% break %}{% endif %}{{ i }}{% endfor %}"
+    )
     assert ChatTemplateRenderer(fake_tokenizer(), source).render([]) == '{"b": "<é>"}|4|2|G|1'
 
 
@@ -355,6 +420,7 @@ def test_bad_message_shapes_are_render_errors() -> None:
 
 # --- a real HF tokenizer's own template -------------------------------------------------------------------
 
+
 def test_tokenizer_template_matches_apply_chat_template(qwen_tokenizer: Any) -> None:
     renderer = ChatTemplateRenderer(qwen_tokenizer)
     assert renderer.origin == "tokenizer" and renderer.source == qwen_tokenizer.chat_template
@@ -362,15 +428,21 @@ def test_tokenizer_template_matches_apply_chat_template(qwen_tokenizer: Any) -> 
     for add in (True, False):
         for kwargs in ({}, {"enable_thinking": False}):
             expected = qwen_tokenizer.apply_chat_template(
-                expected_messages, tools=TOOLS, add_generation_prompt=add, tokenize=False, **kwargs)
+                expected_messages, tools=TOOLS, add_generation_prompt=add, tokenize=False, **kwargs
+            )
             assert renderer.render(CHAT, tools=TOOLS, add_generation_prompt=add, **kwargs) == expected
     assert renderer.render(CHAT, tools=TOOLS, enable_thinking=False).endswith(
-        "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+        "<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    )
 
 
 def test_plain_chat_through_tokenizer_equals_hf(qwen_tokenizer: Any) -> None:
-    chat = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"},
-            {"role": "assistant", "content": "A"}, {"role": "user", "content": "U2"}]
+    chat = [
+        {"role": "system", "content": "S"},
+        {"role": "user", "content": "U"},
+        {"role": "assistant", "content": "A"},
+        {"role": "user", "content": "U2"},
+    ]
     expected = qwen_tokenizer.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
     assert ChatTemplateRenderer(qwen_tokenizer).render(chat) == expected
 
@@ -398,7 +470,8 @@ def test_tokenizer_template_errors_are_render_errors(qwen_tokenizer: Any) -> Non
     qwen_tokenizer.chat_template = (
         "{% for m in messages %}{% if (m.role == 'user') != (loop.index0 % 2 == 0) %}"
         "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant') }}"
-        "{% endif %}{{ m.content }}{% endfor %}")
+        "{% endif %}{{ m.content }}{% endfor %}"
+    )
     try:
         renderer = ChatTemplateRenderer(qwen_tokenizer)
         assert renderer.origin == "tokenizer"
@@ -412,8 +485,16 @@ def test_tokenizer_template_errors_are_render_errors(qwen_tokenizer: Any) -> Non
 
 
 def test_tools_list_is_serialised_with_plain_json(qwen_tokenizer: Any) -> None:
-    tools = [{"type": "function", "function": {"name": "say", "description": "Say <b>ünïcode</b> & more",
-                                               "parameters": {"type": "object", "properties": {}}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "say",
+                "description": "Say <b>ünïcode</b> & more",
+                "parameters": {"type": "object", "properties": {}},
+            },
+        }
+    ]
     text = ChatTemplateRenderer(qwen_tokenizer).render([{"role": "user", "content": "x"}], tools=tools)
     assert json.dumps(tools[0], ensure_ascii=False) in text
 
@@ -454,7 +535,8 @@ def test_family_templates_inline_match_transformers(qwen_tokenizer: Any, path: P
             assert ours.render(CHAT, tools=TOOLS, add_generation_prompt=add) == expected
             assert "get_weather" in expected and "Paris" in expected and "18 C, sunny" in expected
             assert expected == qwen_tokenizer.apply_chat_template(
-                decoded, tools=TOOLS, add_generation_prompt=add, tokenize=False)
+                decoded, tools=TOOLS, add_generation_prompt=add, tokenize=False
+            )
     finally:
         qwen_tokenizer.chat_template = original
         qwen_tokenizer.bos_token = original_bos

@@ -220,12 +220,8 @@ def test_registry_names_and_unknown_names() -> None:
     assert "hermez" in str(error.value) and all(name in str(error.value) for name in TOOL_PARSERS)
 
 
-QWEN3_CODER_TEMPLATE = (
-    "<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n"
-)
-QWEN25_TEMPLATE = (
-    "For each function call, return a json object with function name and arguments within <tool_call>"
-)
+QWEN3_CODER_TEMPLATE = "<tool_call>\n<function=example_function_name>\n<parameter=example_parameter_1>\nvalue_1\n"
+QWEN25_TEMPLATE = "For each function call, return a json object with function name and arguments within <tool_call>"
 LLAMA31_TEMPLATE = (
     'Respond in the format {"name": function name, "parameters": dictionary of argument name and its value}.'
 )
@@ -270,9 +266,7 @@ def guided(tmp_path_factory: pytest.TempPathFactory) -> Any:
     out = tmp_path_factory.mktemp("tokenizer")
     make_tokenizer.build(out, 4096)
     raw = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
-    markers = sorted(
-        {m for name in TOOL_PARSERS for m in get_tool_parser(name).markers} - set(raw.get_vocab())
-    )
+    markers = sorted({m for name in TOOL_PARSERS for m in get_tool_parser(name).markers} - set(raw.get_vocab()))
     raw.add_special_tokens([tokenizers.AddedToken(m, special=True, normalized=False) for m in markers])
     raw.save(str(out / "tokenizer.json"))
     config = json.loads((out / "tokenizer_config.json").read_text())
@@ -315,9 +309,7 @@ def test_grammar_accepts_what_parse_reads(guided: Any, case: Any) -> None:
     assert [c.name for c in parser.parse(case.text).tool_calls] == [name for name, _ in case.calls]
     parallel = parser.grammar(list(case.tools), mode="required", parallel=True, special_tokens=special)
     assert accepts(guided, parallel, case.text)
-    name = ("functions." if case.parser == "harmony" else "") + case.calls[0][
-        0
-    ]  # harmony's analysis says it too
+    name = ("functions." if case.parser == "harmony" else "") + case.calls[0][0]  # harmony's analysis says it too
     wrong = case.text.replace(name, name.replace(case.calls[0][0], "not_a_tool"), 1)
     assert not accepts(guided, parallel, wrong)
     single = parser.grammar(list(case.tools), mode="required", parallel=False, special_tokens=special)
@@ -340,18 +332,14 @@ def test_named_grammar_allows_only_that_function(guided: Any, case: Any) -> None
         assert not accepts(guided, grammar, case.text)
 
 
-BIG_ARGS = json.dumps(
-    {"path": "a.py", "content": "\n".join(f'x{i} = {{"k": [{i}, "{i}"]}}' for i in range(800))}
-)
+BIG_ARGS = json.dumps({"path": "a.py", "content": "\n".join(f'x{i} = {{"k": [{i}, "{i}"]}}' for i in range(800))})
 BIG_CALLS = {
     "hermes": f'<tool_call>\n{{"name": "write", "arguments": {BIG_ARGS}}}\n</tool_call>',
     "llama3_json": f'{{"name": "write", "parameters": {BIG_ARGS}}}',
     "mistral": f"[TOOL_CALLS]write[ARGS]{BIG_ARGS}",
     "deepseek_v3": f"{cases.DS_BEGIN}{cases.DS_CALL}write{cases.DS_SEP}{BIG_ARGS}{cases.DS_CALL_END}",
     "harmony": f"<|channel|>commentary to=functions.write <|constrain|>json<|message|>{BIG_ARGS}<|call|>",
-    "qwen3_coder": "<tool_call>\n<function=write>\n<parameter=content>\n"
-    + BIG_ARGS
-    + "\n</parameter>\n</function>\n"
+    "qwen3_coder": "<tool_call>\n<function=write>\n<parameter=content>\n" + BIG_ARGS + "\n</parameter>\n</function>\n"
     "</tool_call>",
 }
 

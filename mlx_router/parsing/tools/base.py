@@ -32,8 +32,10 @@ class ToolCallParser(ABC):
 
     name: ClassVar[str]
 
-    def __init__(self, tools: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, tools: list[dict[str, Any]] | None = None, *, eager: bool = False) -> None:
+        """`eager`: announce a call as soon as its name is known (streams), not once it is complete."""
         self.tools = tools or []
+        self.eager = eager
 
     @classmethod
     @abstractmethod

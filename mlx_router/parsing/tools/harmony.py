@@ -169,8 +169,7 @@ class HarmonyToolParser(StreamingToolParser):
         """
         markup = Markup(special_tokens, self.markers)
         options = [
-            f'{lark_string(name)} " "? {markup(CONSTRAIN)} "json" {markup(MESSAGE)} '
-            f"{json_rule(schema)} {markup(CALL)}"
+            f'{lark_string(name)} " "? {markup(CONSTRAIN)} "json" {markup(MESSAGE)} {json_rule(schema)} {markup(CALL)}'
             for name, schema in functions(tools)
         ]
         thought = "/(?s:.*)/"

@@ -58,11 +58,7 @@ class Llama3JsonToolParser(StreamingToolParser):
     def detect(cls, chat_template: str | None, vocab: Collection[str]) -> bool:
         """Llama 3.1+ templates ask for `{"name": ..., "parameters": ...}`; tokenizers: `<|python_tag|>`."""
         template = chat_template or ""
-        return (
-            PYTHON_TAG in vocab
-            or PYTHON_TAG in template
-            or '"parameters": dictionary of argument' in template
-        )
+        return PYTHON_TAG in vocab or PYTHON_TAG in template or '"parameters": dictionary of argument' in template
 
     def _initial_state(self) -> tuple[bool, bool]:
         return False, False  # (in the gap after a call, where ';' separates calls; some content was sent)
@@ -108,9 +104,7 @@ class Llama3JsonToolParser(StreamingToolParser):
         return call(raw, name, args, error)
 
     def _partial(self, text: str, pos: int, start: int) -> Segment:
-        name, args = (
-            partial_call_object(text, start, _ARGS_KEYS, self.json_memo) if self.eager else (None, None)
-        )
+        name, args = partial_call_object(text, start, _ARGS_KEYS, self.json_memo) if self.eager else (None, None)
         return call(text[pos:], name, args)
 
     def grammar(

@@ -130,9 +130,7 @@ class MistralToolParser(StreamingToolParser):
             return stop, "text", False
         end = json_end(text, brace, self.json_memo)
         if end is None and not final:
-            scan.pending = call(
-                text[pos:], head.group(1), json_prefix(text, brace, len(text), self.json_memo)
-            )
+            scan.pending = call(text[pos:], head.group(1), json_prefix(text, brace, len(text), self.json_memo))
             return pos, "text", True
         end = len(text) if end is None else end
         args = object_arguments(text[brace:end])
@@ -159,9 +157,7 @@ class MistralToolParser(StreamingToolParser):
         array: dict[str, Any] = {"type": "array", "items": any_call_object(tools, "arguments"), "minItems": 1}
         if not parallel:
             array["maxItems"] = 1
-        named = [
-            f"{lark_string(name)} {markup(ARGS)} {json_rule(schema)}" for name, schema in functions(tools)
-        ]
+        named = [f"{lark_string(name)} {markup(ARGS)} {json_rule(schema)}" for name, schema in functions(tools)]
         lines = [
             f'old: " "? {json_rule(array)}',
             "named_call: " + " | ".join(named),

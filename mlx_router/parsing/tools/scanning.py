@@ -167,9 +167,7 @@ def object_arguments(value_text: str) -> str | None:
 _NAME_FIRST = re.compile(r'\{\s*"name"\s*:\s*("(?:[^"\\]|\\.)*")')
 
 
-def call_from_object(
-    raw: str, keys: tuple[str, ...], required: bool
-) -> tuple[str | None, str | None, str | None]:
+def call_from_object(raw: str, keys: tuple[str, ...], required: bool) -> tuple[str | None, str | None, str | None]:
     """(name, arguments, error) of a `{"name": ..., "<key>": {...}}` call object written as raw JSON text."""
     members = object_members(raw)
     if members is None:
@@ -224,9 +222,7 @@ def read_text(text: str, pos: int, opener: re.Pattern[str], markers: Iterable[st
     return TextRun(text[pos:end], end, None)
 
 
-def read_gap(
-    text: str, pos: int, run_at: Callable[[int], TextRun], final: bool, seen: bool, skip: str = ""
-) -> TextRun:
+def read_gap(text: str, pos: int, run_at: Callable[[int], TextRun], final: bool, seen: bool, skip: str = "") -> TextRun:
     """Read content right after a call, where whitespace (and `skip` separators) is held back.
 
     It is dropped before another call or the end, and before the first content of the output (content never

@@ -44,8 +44,7 @@ class StreamingToolParser(ToolCallParser):
     """A ToolCallParser whose format is described by `_scan` (see `scanning.Scan` for the contract)."""
 
     def __init__(self, tools: list[dict[str, Any]] | None = None, *, eager: bool = False) -> None:
-        super().__init__(tools)
-        self.eager = eager
+        super().__init__(tools, eager=eager)
         self.specs = ToolSpecs(self.tools)
         self._buffer = ""
         self._state: Any = self._initial_state()

@@ -31,9 +31,7 @@ WEATHER = fn(
 )
 AREA = fn("calculate_area", {"shape": STR, "dimensions": OBJ, "precision": INT})
 TEMPERATURE = fn("get_current_temperature", {"location": STR, "unit": STR}, ("location",))
-TEMPERATURE_DATE = fn(
-    "get_temperature_date", {"location": STR, "date": STR, "unit": STR}, ("location", "date")
-)
+TEMPERATURE_DATE = fn("get_temperature_date", {"location": STR, "date": STR, "unit": STR}, ("location", "date"))
 FINAL_ANSWER = fn("final_answer", {"trigger": BOOL}, ("trigger",))
 SEARCH = fn("searchTool", {"query": STR, "limit": INT}, ("query",))
 INCIDENTS = fn("getOpenIncidentsTool")
@@ -72,12 +70,12 @@ CODER_DALLAS = (
 )
 CODER_ORLANDO = CODER_DALLAS.replace("Dallas", "Orlando").replace("TX", "FL")
 DALLAS = {"city": "Dallas", "state": "TX", "unit": "fahrenheit"}
-CODER_WRONG_TYPE = "<tool_call>\n<function=calculate_area>\n<parameter=precision>\ntwo\n</parameter>\n</function>\n</tool_call>"
+CODER_WRONG_TYPE = (
+    "<tool_call>\n<function=calculate_area>\n<parameter=precision>\ntwo\n</parameter>\n</function>\n</tool_call>"
+)
 DS_BEGIN, DS_END = "<｜tool▁calls▁begin｜>", "<｜tool▁calls▁end｜>"
 DS_CALL, DS_CALL_END, DS_SEP = "<｜tool▁call▁begin｜>", "<｜tool▁call▁end｜>", "<｜tool▁sep｜>"
-DS_TOKYO = (
-    f'{DS_CALL}function{DS_SEP}get_weather\n```json\n{{"city": "Tokyo", "unit": "celsius"}}\n```{DS_CALL_END}'
-)
+DS_TOKYO = f'{DS_CALL}function{DS_SEP}get_weather\n```json\n{{"city": "Tokyo", "unit": "celsius"}}\n```{DS_CALL_END}'
 DS_HOTELS = (
     f'{DS_CALL}function{DS_SEP}search_hotels\n```json\n{{"location": "Tokyo", "check_in": "2025-01-15"}}\n```'
     f"{DS_CALL_END}"
@@ -185,9 +183,7 @@ CASES: list[Case] = [
         content="Let me check.\n\nDone.",
         tools=(FINAL_ANSWER,),
     ),
-    Case(
-        "hermes-tag-lookalike", "hermes", "Use <tool to call <tool_cal", content="Use <tool to call <tool_cal"
-    ),
+    Case("hermes-tag-lookalike", "hermes", "Use <tool to call <tool_cal", content="Use <tool to call <tool_cal"),
     # --- qwen3_coder: vLLM tests/tool_parsers/test_qwen3coder_tool_parser.py (template: Qwen3-Coder chat_template)
     Case(
         "coder-single",
@@ -443,9 +439,7 @@ CASES: list[Case] = [
         calls=(("add", {"a": 1, "b": 2}),),
         content="Hello",
     ),
-    Case(
-        "mistral-not-json", "mistral", "[TOOL_CALLS] not json at all", content="[TOOL_CALLS] not json at all"
-    ),
+    Case("mistral-not-json", "mistral", "[TOOL_CALLS] not json at all", content="[TOOL_CALLS] not json at all"),
     # --- mistral, v11+: vLLM test_mistral_tool_parser.py (v11 cases decode with [ARGS] skipped) and
     #     llama.cpp tests/test-chat.cpp (`[TOOL_CALLS]special_function[ARGS]{"arg1":1}`)
     Case(
