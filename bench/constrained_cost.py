@@ -37,7 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from mlx_router.constraints.grammars import response_format_grammar  # noqa: E402
 from mlx_router.core.constrained import ConstraintCompiler  # noqa: E402
 
-TEST_MODELS = Path(os.environ.get("MLX_ROUTER_TEST_MODELS", "/work/shared/test-models"))
+BENCH = Path(__file__).resolve().parent
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -64,16 +64,23 @@ SCHEMA = {
 
 
 def build_model(root: Path, vocab: int) -> Path:
-    """A random tiny llama with a byte-level BPE tokenizer of `vocab` entries (~2-5 s, offline)."""
+    """A random tiny float32 llama (hidden 64, 2 layers) with a byte-level BPE tokenizer of `vocab` entries."""
     tok_dir, model_dir = root / f"tok{vocab}", root / f"model{vocab}"
     run = [sys.executable]
+    subprocess.run([*run, str(BENCH / "make_tokenizer.py"), str(tok_dir), str(vocab)], check=True, capture_output=True)
     subprocess.run(
-        [*run, str(TEST_MODELS / "make_tokenizer.py"), str(tok_dir), str(vocab)],
-        check=True,
-        capture_output=True,
-    )
-    subprocess.run(
-        [*run, str(TEST_MODELS / "make_tiny_llm.py"), str(model_dir), str(tok_dir)],
+        [
+            *run,
+            str(BENCH / "make_model.py"),
+            str(model_dir),
+            "tiny",
+            "--bits",
+            "16",
+            "--dtype",
+            "float32",
+            "--tokenizer",
+            str(tok_dir),
+        ],
         check=True,
         capture_output=True,
     )

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import importlib.util
 import json
 import os
 from pathlib import Path
@@ -21,8 +20,6 @@ from mlx_router.serving.templates import (
     normalize_messages,
     wants_parsed_arguments,
 )
-
-MAKE_TOKENIZER = Path("/work/shared/test-models/make_tokenizer.py")
 
 TOOLS: list[dict[str, Any]] = [
     {
@@ -152,13 +149,9 @@ def qwen_tokenizer(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """A real HF tokenizer with a Qwen-style template, built offline (~1.5 s)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     transformers = pytest.importorskip("transformers")
-    spec = importlib.util.spec_from_file_location("make_tokenizer", MAKE_TOKENIZER)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    out = tmp_path_factory.mktemp("qwen_tok")
-    module.build(out, 400)
-    return transformers.AutoTokenizer.from_pretrained(str(out))
+    from tests.fixtures.models import cached_tokenizer
+
+    return transformers.AutoTokenizer.from_pretrained(str(cached_tokenizer("qwen")))
 
 
 def test_builtin_names_match_files() -> None:

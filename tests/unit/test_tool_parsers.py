@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import random
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -247,8 +248,6 @@ def test_detect_tool_parser(template: str | None, vocab: set[str], expected: str
 
 # ---- grammars ----------------------------------------------------------------------------------------------
 
-SHARED_MODELS = Path(__file__).resolve().parents[2].parent / "shared" / "test-models"
-
 
 @pytest.fixture(scope="module")
 def guided(tmp_path_factory: pytest.TempPathFactory) -> Any:
@@ -256,15 +255,12 @@ def guided(tmp_path_factory: pytest.TempPathFactory) -> Any:
     llguidance_hf = pytest.importorskip("llguidance.hf")
     transformers = pytest.importorskip("transformers")
     tokenizers = pytest.importorskip("tokenizers")
-    if not (SHARED_MODELS / "make_tokenizer.py").exists():
-        pytest.skip("shared/test-models is not checked out")
-    sys.path.insert(0, str(SHARED_MODELS))
-    try:
-        import make_tokenizer
-    finally:
-        sys.path.remove(str(SHARED_MODELS))
+    from tests.fixtures.models import cached_tokenizer
+
     out = tmp_path_factory.mktemp("tokenizer")
-    make_tokenizer.build(out, 4096)
+    for f in cached_tokenizer("qwen").iterdir():
+        if f.is_file():
+            shutil.copy(f, out / f.name)
     raw = tokenizers.Tokenizer.from_file(str(out / "tokenizer.json"))
     markers = sorted({m for name in TOOL_PARSERS for m in get_tool_parser(name).markers} - set(raw.get_vocab()))
     raw.add_special_tokens([tokenizers.AddedToken(m, special=True, normalized=False) for m in markers])
