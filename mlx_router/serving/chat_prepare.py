@@ -121,8 +121,12 @@ class ChatPreparer:
 
     async def prepare(self, req: ChatCompletionRequest) -> PreparedChat:
         profile = await self._profiles.get(req.model)
-        if any(m.has_media() for m in req.messages) and not profile.settings.supports_vision:
-            raise InvalidRequestError(f"{req.model} does not accept images or files", param="messages")
+        if any(m.has_media() for m in req.messages):
+            # Never drop an image silently: a model that is not marked for vision refuses it, and image
+            # input itself (the vision pipeline) is not built yet.
+            if not profile.settings.supports_vision:
+                raise InvalidRequestError(f"{req.model} does not accept images or files", param="messages")
+            raise InvalidRequestError("image and file input is not supported by this server yet", param="messages")
         plan = self._tool_plan(req, profile)
         kwargs = self._template_kwargs(req, profile)
         prompt_text = await asyncio.to_thread(self._render, profile, req, plan, kwargs)

@@ -131,3 +131,10 @@ def test_critical_pressure_refuses_unless_the_model_has_a_cap(models_root):
         assert_error(client.post(CHAT, json=body(model="tiny-a")), 503, code="insufficient_memory")
         r = client.post(CHAT, json=body(model="tiny-b", max_tokens=50, ignore_eos=True))
         assert r.status_code == 200 and r.json()["usage"]["completion_tokens"] == 3
+
+
+def test_images_are_refused_not_dropped(app_client):
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}
+    msgs = [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, image]}]
+    err = assert_error(app_client.post(CHAT, json=body(messages=msgs)), 400, param="messages")
+    assert "image" in err["message"]
