@@ -103,9 +103,3 @@ class ModelUnloadedError(_RetryableError):
     status = 503
     type = "server_error"
     code = "model_unloaded"
-
-
-class ShuttingDownError(_RetryableError):
-    status = 503
-    type = "server_error"
-    code = "shutting_down"

@@ -7,7 +7,8 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from mlx_router.api.errors import error_body
+from mlx_router.api.errors import router_error_body
+from mlx_router.errors import AuthenticationError, RequestTooLargeError, RouterError
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -18,12 +19,13 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 OPEN_PATHS = ("/health", "/docs", "/openapi.json", "/redoc")
 
 
-async def _send_error(send: Send, status: int, body: dict[str, Any]) -> None:
-    payload = json.dumps(body).encode()
+async def _send_error(send: Send, error: RouterError) -> None:
+    """The same envelope and status the app's error table gives `error`, sent from outside the app."""
+    payload = json.dumps(router_error_body(error)).encode()
     await send(
         {
             "type": "http.response.start",
-            "status": status,
+            "status": error.status,
             "headers": [
                 (b"content-type", b"application/json"),
                 (b"content-length", str(len(payload)).encode()),
@@ -50,7 +52,7 @@ class BodyLimitMiddleware:
             return
         for name, value in scope.get("headers", []):
             if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await _send_error(send, 413, self._body())
+                await _send_error(send, self._too_large())
                 return
         received = 0
         started = False
@@ -74,13 +76,10 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await _send_error(send, 413, self._body())
+                await _send_error(send, self._too_large())
 
-    def _body(self) -> dict[str, Any]:
-        mb = self.max_bytes / 1024**2
-        return error_body(
-            f"the request body is larger than {mb:g} MB", "invalid_request_error", None, "request_too_large"
-        )
+    def _too_large(self) -> RequestTooLargeError:
+        return RequestTooLargeError(f"the request body is larger than {self.max_bytes / 1024**2:g} MB")
 
 
 class APIKeyMiddleware:
@@ -101,7 +100,6 @@ class APIKeyMiddleware:
             elif name == b"x-api-key" and not given:
                 given = value.strip()
         if not any(hmac.compare_digest(given, k) for k in self.keys):
-            body = error_body("invalid or missing API key", "authentication_error", None, "invalid_api_key")
-            await _send_error(send, 401, body)
+            await _send_error(send, AuthenticationError("invalid or missing API key"))
             return
         await self.app(scope, receive, send)

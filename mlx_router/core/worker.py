@@ -38,7 +38,6 @@ class MLXWorker:
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopping = False
         self._after_iteration: list[Callable[[], None]] = []
-        self.steps = 0
 
     # -- any thread ----------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -121,7 +120,6 @@ class MLXWorker:
     def _step(self, key: str, runner: Steppable) -> None:
         try:
             runner.step()
-            self.steps += 1
         except Exception as e:
             # A failing step fails the requests of that batch, not the server.
             logger.exception("generation step failed for %s", key)
