@@ -1,6 +1,6 @@
 """Concurrent streaming load against any OpenAI-compatible /v1/chat/completions.
 
-usage: load.py BASE_URL MODEL --conc 1,8,32 --max-tokens 256 [--prompt-words 200] [--retry-429]
+usage: load.py BASE_URL MODEL --conc 1,8,32 --max-tokens 256 [--prompt-words 155] [--retry-429]
        load.py BASE_URL MODEL --prefix-turns --prefix-words 3000
 Prints one JSON line per concurrency: TTFT p50/max, per-stream decode tok/s, aggregate output tok/s, errors.
 With --retry-429 a request refused with 429 waits Retry-After and tries again (counted as `retried`).
@@ -167,7 +167,7 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--conc", default="1,8,32")
     ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--prompt-words", type=int, default=200)
+    ap.add_argument("--prompt-words", type=int, default=155)
     ap.add_argument("--temperature", type=float, default=0.0)
     ap.add_argument("--retry-429", action="store_true")
     ap.add_argument("--ignore-eos", action="store_true", help="send ignore_eos (servers that support it)")

@@ -12,6 +12,8 @@ import argparse
 import json
 import os
 import re
+import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -96,9 +98,12 @@ def load_lines(base: str, model: str, a, label: str, extra: list[str], max_token
 
 def step_raw(a) -> list[dict]:
     rows = []
-    out = run([sys.executable, str(HERE / "gen_bench.py"), a.model, str(a.max_tokens)], 1200)
+    out = run([sys.executable, str(HERE / "gen_bench.py"), a.model, str(a.max_tokens), str(a.prompt_words)], 1200)
     rows += [dict(kv_line(x), step="raw_stream_generate") for x in out.splitlines() if x.startswith("RAW")]
-    out = run([sys.executable, str(HERE / "batch_bench.py"), a.model, str(a.max_tokens), a.batches], 3000)
+    out = run(
+        [sys.executable, str(HERE / "batch_bench.py"), a.model, str(a.max_tokens), a.batches, str(a.prompt_words)],
+        3000,
+    )
     rows += [dict(kv_line(x), step="raw_batch") for x in out.splitlines() if x.startswith("BATCH")]
     return rows
 
@@ -141,8 +146,9 @@ def step_router(a, work: Path) -> list[dict]:
                 list(range(1, a.max_running + 1)) if a.warm_all else [int(b) for b in a.batches.split(",")]
             ),
             "timeout": 1800,
+            **json.loads(a.router_defaults),
         },
-        "server": {"port": port, "log_level": "warning"},
+        "server": {"port": port, "log_level": "info"},
     }
     (work / "router.json").write_text(json.dumps(cfg))
     srv = Server(
@@ -165,6 +171,8 @@ def step_router(a, work: Path) -> list[dict]:
                 ["--conc", str(a.burst), "--retry-429", "--ignore-eos"],
                 a.burst_max_tokens,
             )
+        if a.profile_conc:
+            rows += profiled_load(srv, base, a, work)
         if a.prefix_words:
             rows += load_lines(
                 base,
@@ -175,7 +183,30 @@ def step_router(a, work: Path) -> list[dict]:
             )
     finally:
         srv.stop()
+        if a.logs:
+            Path(a.logs).mkdir(parents=True, exist_ok=True)
+            for f in ("router.log", "pyspy.txt"):
+                if (work / f).exists():
+                    shutil.copy(work / f, Path(a.logs) / f"{a.name}-{f}")
     return [dict(r, step="router") for r in rows]
+
+
+def profiled_load(srv: Server, base: str, a, work: Path) -> list[dict]:
+    """One more load at --profile-conc with py-spy sampling every thread of the server (idle ones too)."""
+    spy_bin = shutil.which("py-spy") or str(Path(sys.prefix) / "bin" / "py-spy")
+    cmd = [spy_bin, "record", "--pid", str(srv.proc.pid), "--rate", "200", "--threads", "--idle"]
+    cmd += ["--nonblocking", "--format", "raw", "-o", str(work / "pyspy.txt")]
+    spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+    time.sleep(1)
+    try:
+        label = f"mlx-router under py-spy ({a.profile_conc} streams)"
+        return load_lines(base, a.name, a, label, ["--conc", str(a.profile_conc), "--ignore-eos"])
+    finally:
+        spy.send_signal(signal.SIGINT)
+        try:
+            spy.wait(60)
+        except subprocess.TimeoutExpired:
+            spy.kill()
 
 
 def _wait_loaded(port: int, name: str, timeout: float = 900) -> None:
@@ -224,13 +255,16 @@ def main() -> None:
     ap.add_argument("--burst-max-tokens", type=int, default=64)
     ap.add_argument("--server-conc", default="", help="concurrency levels for mlx_lm.server (default: --conc)")
     ap.add_argument("--max-tokens", type=int, default=256)
-    ap.add_argument("--prompt-words", type=int, default=200)
+    ap.add_argument("--prompt-words", type=int, default=155, help="~270 tokens with the chat template")
     ap.add_argument("--prefix-words", type=int, default=0)
     ap.add_argument("--max-running", type=int, default=64)
     ap.add_argument("--max-queued", type=int, default=256)
     ap.add_argument("--steps", default="raw,mlx_lm_server,router")
     ap.add_argument("--warm-all", action="store_true", help="warm every batch size up to --max-running at load")
     ap.add_argument("--out", default="bench_results.jsonl")
+    ap.add_argument("--router-defaults", default="{}", help="JSON merged into the router's `defaults`")
+    ap.add_argument("--profile-conc", type=int, default=0, help="one more load at this concurrency under py-spy")
+    ap.add_argument("--logs", default="", help="copy the router's log (and py-spy's output) into this folder")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
     rows: list[dict] = []

@@ -9,6 +9,7 @@ from typing import Any
 
 from mlx_router.config.discovery import ModelDiscovery, default_hf_cache_dirs
 from mlx_router.config.settings import Settings
+from mlx_router.core.backend_env import configure_backend
 from mlx_router.core.engine import Engine, EventRelay
 from mlx_router.core.manager import MLXModelManager
 from mlx_router.core.resource_monitor import ResourceMonitor
@@ -65,6 +66,9 @@ def _logits_width(loaded: Any) -> int | None:
 def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Services:
     hf_dirs = default_hf_cache_dirs() if settings.defaults.scan_hf_cache else []
     discovery = ModelDiscovery(settings.model_dirs(), hf_dirs)
+    applied = configure_backend(settings.defaults.cudnn_attention)
+    if applied:
+        logger.debug("MLX backend settings: %s", applied)
     worker = MLXWorker()
     relay = EventRelay(loop)
     worker.add_iteration_hook(relay.flush)

@@ -78,6 +78,16 @@ class DefaultsConfig(_Section):
     prefill_step_size: int = Field(512, ge=16, description="Prompt tokens processed per step (chunked prefill).")
     prefix_cache_gb: float = Field(2.0, ge=0, description="Memory for reusable prompt KV caches (0: off).")
     keepalive_seconds: float = Field(10.0, gt=0, description="SSE comment interval while nothing is generated.")
+    dense_matmul_min_rows: int | None = Field(
+        None,
+        ge=0,
+        description="Quantized layers dequantize and use the dense matmul for inputs of at least this many rows "
+        "(prefill chunks, large batches); 0: never; null: the measured default of the backend.",
+    )
+    cudnn_attention: bool = Field(
+        False,
+        description="CUDA only: cuDNN's fused attention for prompts (builds a plan per new prompt length).",
+    )
 
     @field_validator("model_directory")
     @classmethod

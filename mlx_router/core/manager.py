@@ -16,6 +16,7 @@ from typing import Any, Literal
 from mlx_router.config.discovery import ModelDiscovery, ModelEntry
 from mlx_router.config.memory import estimate_model_bytes, kv_bytes_per_token, read_model_config
 from mlx_router.config.settings import Settings
+from mlx_router.core.dense_rows import dense_min_rows, use_dense_rows
 from mlx_router.core.eviction import PoolEntry, plan_eviction
 from mlx_router.core.loader import LoadedModel, free_memory, load_weights, open_tokenizer, read_config
 from mlx_router.core.resource_monitor import GB, ResourceMonitor
@@ -175,6 +176,9 @@ class MLXModelManager:
         except ModelLoadError as e:
             slot.state, slot.error, slot.cost_bytes = "failed", e.message, 0
             raise
+        switched = use_dense_rows(loaded.model, dense_min_rows(self.settings.defaults.dense_matmul_min_rows))
+        if switched:
+            logger.info("%s: %d quantized layers use the dense matmul for many rows", entry.id, switched)
         slot.loaded = loaded
         slot.loads += 1
         slot.kv_per_token = loaded.kv_bytes_per_token or slot.kv_per_token

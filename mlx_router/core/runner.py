@@ -31,6 +31,7 @@ from mlx_router.core.params import GenerationRequest, TokenEvent, TokenLogprob
 from mlx_router.core.prefix_cache import PrefixCache
 from mlx_router.core.sampling import SamplerFactory, logits_processors
 from mlx_router.core.solo import BatchHandover, SoloSequence
+from mlx_router.core.step_stats import StepStats
 from mlx_router.errors import RequestTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -108,6 +109,7 @@ class ModelRunner:
         self._kv_bytes = 0
         self._prefix_bytes = 0
         self._steps = 0
+        self.stats = StepStats(model_id)
 
     # -- queries (any thread: snapshots the worker refreshes) ----------------------------------------------
     def has_work(self) -> bool:
@@ -199,13 +201,16 @@ class ModelRunner:
         self._drop_expired()
         if not self._by_uid:
             return
+        self.stats.maybe_log()
         if self._solo is not None:
             self._step_solo(self._solo)
             return
         self._prefill()
         if self._in_batch == 0:
             return
+        t0 = time.perf_counter()
         _, responses = self._gen.next()
+        t1 = time.perf_counter()
         self._steps += 1
         wanted = [
             (r, self._by_uid[r.uid].req.logprobs or 0)
@@ -219,6 +224,7 @@ class ModelRunner:
                 self._deliver(active, r, logprobs.get(r.uid))
         if self._steps % 8 == 0:
             self._refresh_stats()
+        self.stats.decoded(len(responses), t1 - t0, time.perf_counter() - t1)
 
     def close(self) -> None:
         self._gen.close()
@@ -226,15 +232,21 @@ class ModelRunner:
 
     # -- scheduling ----------------------------------------------------------------------------------------
     def _step_solo(self, solo: SoloSequence) -> None:
+        t0 = time.perf_counter()
+        pending = solo.pending_prompt
         with mx.stream(self._stream):
             r = solo.step()
+        t1 = time.perf_counter()
         if r is None:
+            if pending > solo.pending_prompt:
+                self.stats.prefilled(0, pending - solo.pending_prompt, t1 - t0)
             return
         if r.finish_reason is not None:
             self._solo = None
         active = self._by_uid[r.uid]
         lp = token_logprobs([(r, active.req.logprobs or 0)])[0] if active.req.logprobs is not None else None
         self._deliver(active, r, lp)
+        self.stats.decoded(1, t1 - t0, time.perf_counter() - t1)
 
     def _end_solo(self) -> None:
         """Another request arrived: a solo request still in prefill waits with the others (first in line);
@@ -255,7 +267,9 @@ class ModelRunner:
             while self._prefilling and self._in_batch < self.config.max_running:
                 seq = self._prefilling[0]
                 if not seq.prefilled:
+                    t0, pending = time.perf_counter(), seq.pending_prompt
                     seq.step()
+                    self.stats.prefilled(int(seq.prefilled), pending - seq.pending_prompt, time.perf_counter() - t0)
                 if seq.prefilled:
                     self._prefilling.popleft()
                     self._to_batch(self._by_uid.pop(seq.uid), seq.handover())

@@ -77,6 +77,11 @@ class SoloSequence:
         return self._next is None and len(self._pending_prompt) <= 1 and self.emitted == 0
 
     @property
+    def pending_prompt(self) -> int:
+        """Prompt tokens not yet in the cache."""
+        return len(self._pending_prompt)
+
+    @property
     def decoding(self) -> bool:
         """A token was sampled (delivered or in flight)."""
         return self._next is not None or self.emitted > 0
