@@ -1,9 +1,9 @@
-"""What MLX's CUDA attention paths (and mlx-router's dense_matmul_min_rows) cost, at the model level.
+"""What MLX's CUDA attention paths and mlx-router's quantized-layer changes cost, at the model level.
 
-Run once with MLX_CUDA_USE_CUDNN_SDPA=1 and once with =0, each with and without --dense-rows.
+Run with MLX_CUDA_USE_CUDNN_SDPA=1 or =0, and each --layers choice.
 
 usage: MLX_CUDA_USE_CUDNN_SDPA=0 attention_paths.py MODEL_DIR [--lengths 270,277,284,291] [--batches 8,32]
-                                                   [--dense-rows N]
+                                                   [--layers plain|flat|N|auto]
 1. prefill of prompts of new lengths, first and second time (cuDNN builds an execution plan per shape);
 2. prefill of a 4,096-token prompt in 512-token chunks, first and second time;
 3. single-stream decode (plain KV cache): median and worst step over 300 tokens (the cache grows in 256-token
@@ -23,7 +23,7 @@ from mlx_lm import load
 from mlx_lm.generate import batch_generate
 from mlx_lm.models.cache import make_prompt_cache
 
-from mlx_router.core.dense_rows import use_dense_rows
+from mlx_router.core.dense_rows import calibrate_dense_rows, use_dense_rows
 
 
 def ms_since(t0: float) -> float:
@@ -60,11 +60,22 @@ def main() -> None:
     ap.add_argument("model")
     ap.add_argument("--lengths", default="270,277,284,291")
     ap.add_argument("--batches", default="8,32")
-    ap.add_argument("--dense-rows", type=int, default=0, help="mlx-router's dense_matmul_min_rows (0: off)")
+    ap.add_argument(
+        "--layers",
+        default="plain",
+        help="quantized layers: plain (mlx-lm's), flat (mlx-router's 2-D product), an integer (2-D product and "
+        "dense matmul from that many rows) or auto (mlx-router's per-shape calibration)",
+    )
     a = ap.parse_args()
-    tag = f"cudnn={os.environ.get('MLX_CUDA_USE_CUDNN_SDPA', 'unset')} dense_rows={a.dense_rows}"
     model, tok = load(a.model)
-    use_dense_rows(model, a.dense_rows)
+    if a.layers == "auto":
+        t0 = time.perf_counter()
+        chosen = calibrate_dense_rows(model)
+        use_dense_rows(model, chosen)
+        print(f"CALIBRATED in {time.perf_counter() - t0:.2f}s: {chosen}", flush=True)
+    elif a.layers != "plain":
+        use_dense_rows(model, 0 if a.layers == "flat" else int(a.layers))
+    tag = f"cudnn={os.environ.get('MLX_CUDA_USE_CUDNN_SDPA', 'unset')} layers={a.layers}"
     vocab = len(tok)
     prefill(model, tokens_of(16, 0, vocab))  # first-ever use
     for n in [int(x) for x in a.lengths.split(",")]:

@@ -82,7 +82,7 @@ class DefaultsConfig(_Section):
         None,
         ge=0,
         description="Quantized layers dequantize and use the dense matmul for inputs of at least this many rows "
-        "(prefill chunks, large batches); 0: never; null: the measured default of the backend.",
+        "(prefill chunks, large batches); 0: never; null: timed per weight shape at load on GPUs, never on CPU.",
     )
     cudnn_attention: bool = Field(
         False,

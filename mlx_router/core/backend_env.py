@@ -31,7 +31,8 @@ def configure_backend(cudnn_attention: bool, environ: MutableMapping[str, str] |
 
 
 def _kernel_cache_dir(env: MutableMapping[str, str]) -> Path:
-    from mlx.core import __version__ as mlx_version
+    import mlx.core as mx
 
+    mlx_version = getattr(mx, "__version__", "unknown")
     base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "mlx-router" / "cuda-kernels" / f"mlx-{mlx_version}"

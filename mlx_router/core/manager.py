@@ -16,7 +16,7 @@ from typing import Any, Literal
 from mlx_router.config.discovery import ModelDiscovery, ModelEntry
 from mlx_router.config.memory import estimate_model_bytes, kv_bytes_per_token, read_model_config
 from mlx_router.config.settings import Settings
-from mlx_router.core.dense_rows import dense_min_rows, use_dense_rows
+from mlx_router.core.dense_rows import prepare_quantized_layers
 from mlx_router.core.eviction import PoolEntry, plan_eviction
 from mlx_router.core.loader import LoadedModel, free_memory, load_weights, open_tokenizer, read_config
 from mlx_router.core.resource_monitor import GB, ResourceMonitor
@@ -176,9 +176,9 @@ class MLXModelManager:
         except ModelLoadError as e:
             slot.state, slot.error, slot.cost_bytes = "failed", e.message, 0
             raise
-        switched = use_dense_rows(loaded.model, dense_min_rows(self.settings.defaults.dense_matmul_min_rows))
-        if switched:
-            logger.info("%s: %d quantized layers use the dense matmul for many rows", entry.id, switched)
+        layers = prepare_quantized_layers(loaded.model, self.settings.defaults.dense_matmul_min_rows)
+        if layers:
+            logger.info("%s: %s", entry.id, layers)
         slot.loaded = loaded
         slot.loads += 1
         slot.kv_per_token = loaded.kv_bytes_per_token or slot.kv_per_token
@@ -261,11 +261,16 @@ class MLXModelManager:
         d = self.settings.defaults
         if d.warmup_tokens <= 0 or slot.loaded is None:
             return
-        from mlx_lm.generate import batch_generate
+        import mlx.core as mx
+        from mlx_lm.generate import batch_generate, generate_step
 
         t0 = time.perf_counter()
         model, tokenizer = slot.loaded.model, slot.loaded.tokenizer
         prompt = tokenizer.encode("Hello, who are you?")
+        # The solo path (a plain KV cache) with a prompt of a usual length, then the batch path.
+        long_prompt = mx.array((prompt * (300 // max(len(prompt), 1) + 1))[:300])
+        for _ in generate_step(long_prompt, model, max_tokens=d.warmup_tokens):
+            pass
         for size in [1] + [b for b in d.warmup_batch_sizes if b > 1]:
             batch_generate(model, tokenizer, [prompt] * size, max_tokens=d.warmup_tokens)
         free_memory()

@@ -1,14 +1,14 @@
 """One loaded model's continuous batch: requests join at the next step and leave when done.
 
-Runs only on the MLX worker thread. Three places a request can be:
+Runs only on the MLX worker thread. Two places a request can be:
 
-- **solo**: alone on an idle model it is decoded with a plain KV cache (`SoloSequence`), mlx-lm's fastest
-  single-stream loop; when another request arrives it moves into the batch, token-exact;
-- **prefilling**: waiting prompts are prefilled one after another, in chunks of `prefill_step_size`, for at most
-  `prefill_step_seconds` per step, each with a plain KV cache and the "causal" attention mask (a batch prefill
-  needs an explicit mask array, and on CUDA every new prompt length then compiles kernels: ~1 s measured on an
-  H100, against ~50 ms for the causal path);
-- **in the batch**: mlx-lm's `BatchGenerator` decodes every prefilled request in one forward pass per step.
+- **solo**: alone on an idle model it is prefilled and decoded with a plain KV cache (`SoloSequence`), mlx-lm's
+  fastest single-stream loop; when another request arrives it moves into the batch, token-exact;
+- **in the batch**: mlx-lm's `BatchGenerator` prefills waiting prompts together, up to `prefill_batch_tokens`
+  prompt tokens (`prefill_step_size` per prompt) between two decode steps, so running streams keep flowing,
+  and decodes every prefilled request in one forward pass per step. A batched prefill needs an attention mask
+  array; on CUDA, cuDNN's attention would build a plan for each new shape of it (0.7-1.1 s measured on an
+  H100), so `cudnn_attention` is off by default (mlx_router/core/backend_env.py).
 
 Each request keeps its own sampler, logits processors (penalties, grammar) and `max_tokens`, so it gets what it
 would get alone.
@@ -46,20 +46,23 @@ class RunnerConfig:
     prefix_cache_bytes: int = 2 * 1024**3
     prefix_cache_entries: int = 64
     solo_path: bool = True
-    prefill_step_seconds: float = 0.1  # prefill per step while running streams wait for their next token
+    prefill_batch_tokens: int = 4096  # prompt tokens prefilled together between two decode steps
 
 
 @dataclass
 class _Active:
     req: GenerationRequest
     emit: Emit
-    seq: SoloSequence  # its prefill and solo decoding; kept for the sampler and processors it holds
-    uid: int  # negative while solo or prefilling, the batch generator's id once in the batch
+    seq: SoloSequence  # its solo prefill and decoding; kept for the sampler and processors it holds
+    uid: int  # negative while solo or waiting, the batch generator's id once in the batch
     cached_tokens: int
     sampler: Any
     processors: list[Any]
     stop: StopSequences
     started: bool = False
+    added: float = 0.0  # time.perf_counter() when the runner took it
+    first_token_ms: float = 0.0
+    generated: int = 0
 
 
 class ModelRunner:
@@ -86,7 +89,7 @@ class ModelRunner:
             model,
             stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
             completion_batch_size=config.max_running,
-            prefill_batch_size=config.max_running,  # prompts arrive prefilled: one token each
+            prefill_batch_size=max(1, config.prefill_batch_tokens // config.prefill_step_size),
             prefill_step_size=config.prefill_step_size,
             stream=self._stream,
         )
@@ -96,7 +99,7 @@ class ModelRunner:
         self._by_uid: dict[int, _Active] = {}
         self._by_request: dict[str, int] = {}
         self._solo: SoloSequence | None = None
-        self._prefilling: deque[SoloSequence] = deque()
+        self._waiting: deque[SoloSequence] = deque()
         self._in_batch = 0
         self._solo_ok = config.solo_path and SoloSequence.supported(model)
         self._next_uid = 0
@@ -130,7 +133,7 @@ class ModelRunner:
         running = sum(1 for a in self._by_uid.values() if a.started)
         self._counts = (running, len(self._by_uid) - running)
         self._prefix_bytes = self._prefix.nbytes if self._prefix is not None else 0
-        outside = sum(s.cache_nbytes() for s in self._prefilling)
+        outside = sum(s.cache_nbytes() for s in self._waiting)
         outside += self._solo.cache_nbytes() if self._solo is not None else 0
         self._kv_bytes = int(self._gen.prompt_cache_nbytes) + self._prefix_bytes + outside
 
@@ -162,13 +165,21 @@ class ModelRunner:
             self.config.prefill_step_size,
         )
         active = _Active(
-            req, emit, seq, seq.uid, cached, sampler, processors, self._no_stop if keep_going else self._eos
+            req,
+            emit,
+            seq,
+            seq.uid,
+            cached,
+            sampler,
+            processors,
+            self._no_stop if keep_going else self._eos,
+            added=time.perf_counter(),
         )
         if self._solo_ok and not self._by_uid:
             self._solo = seq
         else:
             self._end_solo()
-            self._prefilling.append(seq)
+            self._waiting.append(seq)
         self._by_uid[active.uid] = active
         self._by_request[req.request_id] = active.uid
         self._refresh_stats()
@@ -197,7 +208,7 @@ class ModelRunner:
         self._refresh_stats()
 
     def step(self) -> None:
-        """One decode step (solo or batch), after up to `prefill_step_seconds` of prefill of waiting prompts."""
+        """One solo step, or one batch step: a decode step and one chunk of the waiting prompts' prefill."""
         self._drop_expired()
         if not self._by_uid:
             return
@@ -205,11 +216,11 @@ class ModelRunner:
         if self._solo is not None:
             self._step_solo(self._solo)
             return
-        self._prefill()
+        self._admit_waiting()
         if self._in_batch == 0:
             return
-        t0 = time.perf_counter()
-        _, responses = self._gen.next()
+        with self._gen.stats() as work:
+            prompts, responses = self._gen.next()
         t1 = time.perf_counter()
         self._steps += 1
         wanted = [
@@ -224,7 +235,10 @@ class ModelRunner:
                 self._deliver(active, r, logprobs.get(r.uid))
         if self._steps % 8 == 0:
             self._refresh_stats()
-        self.stats.decoded(len(responses), t1 - t0, time.perf_counter() - t1)
+        if work.prompt_tokens:
+            self.stats.prefilled(sum(1 for p in prompts if p.end_of_prompt), work.prompt_tokens, work.prompt_time)
+        if responses:
+            self.stats.decoded(len(responses), work.decode_time, time.perf_counter() - t1)
 
     def close(self) -> None:
         self._gen.close()
@@ -239,7 +253,7 @@ class ModelRunner:
         t1 = time.perf_counter()
         if r is None:
             if pending > solo.pending_prompt:
-                self.stats.prefilled(0, pending - solo.pending_prompt, t1 - t0)
+                self.stats.prefilled(int(solo.prefilled), pending - solo.pending_prompt, t1 - t0)
             return
         if r.finish_reason is not None:
             self._solo = None
@@ -249,32 +263,21 @@ class ModelRunner:
         self.stats.decoded(1, t1 - t0, time.perf_counter() - t1)
 
     def _end_solo(self) -> None:
-        """Another request arrived: a solo request still in prefill waits with the others (first in line);
-        one already decoding continues in the batch, exactly where it was."""
+        """Another request arrived: the solo request continues in the batch, exactly where it was."""
         solo, self._solo = self._solo, None
         if solo is None:
             return
         if not solo.decoding:
-            self._prefilling.appendleft(solo)
+            self._waiting.appendleft(solo)  # still in prefill: the batch prefills the rest, first in line
             return
         with mx.stream(self._stream):
             self._to_batch(self._by_uid.pop(solo.uid), solo.handover())
 
-    def _prefill(self) -> None:
-        """Prefill waiting prompts, oldest first, while the batch has room and the step's time lasts."""
-        deadline = time.perf_counter() + self.config.prefill_step_seconds
-        with mx.stream(self._stream):
-            while self._prefilling and self._in_batch < self.config.max_running:
-                seq = self._prefilling[0]
-                if not seq.prefilled:
-                    t0, pending = time.perf_counter(), seq.pending_prompt
-                    seq.step()
-                    self.stats.prefilled(int(seq.prefilled), pending - seq.pending_prompt, time.perf_counter() - t0)
-                if seq.prefilled:
-                    self._prefilling.popleft()
-                    self._to_batch(self._by_uid.pop(seq.uid), seq.handover())
-                if time.perf_counter() >= deadline:
-                    break
+    def _admit_waiting(self) -> None:
+        """Hand waiting requests to the batch generator (oldest first) while the batch has room."""
+        while self._waiting and self._in_batch < self.config.max_running:
+            seq = self._waiting.popleft()
+            self._to_batch(self._by_uid.pop(seq.uid), seq.handover())
 
     def _to_batch(self, active: _Active, hand: BatchHandover) -> None:
         (uid,) = self._gen.insert(
@@ -298,8 +301,8 @@ class ModelRunner:
             self._in_batch -= 1
         elif self._solo is active.seq:
             self._solo = None
-        elif active.seq in self._prefilling:
-            self._prefilling.remove(active.seq)
+        elif active.seq in self._waiting:
+            self._waiting.remove(active.seq)
 
     def _deliver(self, active: _Active, r: Any, logprob: TokenLogprob | None) -> None:
         finish = r.finish_reason
@@ -309,11 +312,14 @@ class ModelRunner:
             logprobs=[logprob] if (logprob is not None and tokens) else None,
             finish_reason=finish,
         )
+        active.generated += len(tokens)
         if not active.started:
             active.started = True
+            active.first_token_ms = 1000 * (time.perf_counter() - active.added)
             event.prompt_tokens = len(active.req.prompt_tokens)
             event.cached_tokens = active.cached_tokens
         if finish is not None:
+            _log_finished(active, finish)
             self._by_uid.pop(active.uid, None)
             self._by_request.pop(active.req.request_id, None)
             if active.uid >= 0:
@@ -331,6 +337,22 @@ class ModelRunner:
             if deadline is not None and now > deadline:
                 logger.info("request %s ran past its deadline", active.req.request_id)
                 self.cancel(active.req.request_id, reason="timeout")
+
+
+def _log_finished(active: _Active, finish: str) -> None:
+    seconds = time.perf_counter() - active.added
+    decode = seconds - active.first_token_ms / 1000
+    logger.info(
+        "%s: %d prompt tokens (%d cached), first token after %.0f ms, %d tokens in %.2f s (%.1f tok/s), %s",
+        active.req.request_id,
+        len(active.req.prompt_tokens),
+        active.cached_tokens,
+        active.first_token_ms,
+        active.generated,
+        seconds,
+        (active.generated - 1) / decode if decode > 0 and active.generated > 1 else 0.0,
+        finish,
+    )
 
 
 def _vocab_size(model: Any, tokenizer: Any) -> int:

@@ -87,3 +87,37 @@ def test_cancel_frees_the_slot_at_once(model):
         runner.step()
     assert len(tokens_of(events["c"])) > before
     assert runner.counts() == (1, 0)
+
+
+@pytest.mark.parametrize("step_size, batch_tokens", [(512, 4096), (16, 32)])
+def test_prompts_prefilled_together_get_their_solo_output(model, step_size, batch_tokens):
+    """Requests that arrive together are prefilled as one batch (right-padded to the longest, in chunks of
+    `step_size` tokens, `batch_tokens` at a time); each still gets exactly its greedy output alone."""
+    m, tok = model
+    prompts = [tok.encode(" ".join(["word"] * n) + f" request {n}") for n in (3, 17, 40, 9, 64)]
+    alone = [run_alone(model, request(f"r{i}", p, n=24)) for i, p in enumerate(prompts)]
+    config = RunnerConfig(prefix_cache_bytes=0, prefill_step_size=step_size, prefill_batch_tokens=batch_tokens)
+    runner = ModelRunner("m", m, tok, config)
+    events: list[list[TokenEvent]] = [[] for _ in prompts]
+    for i, p in enumerate(prompts):
+        runner.add(request(f"r{i}", p, n=24), events[i].append)
+    drive(runner, events, lambda: all(e and e[-1].finish_reason for e in events))
+    assert [tokens_of(e) for e in events] == alone
+
+
+def test_a_prefix_hit_and_fresh_prompts_prefill_together(model):
+    m, tok = model
+    shared = tok.encode("a long shared system prompt " * 6)
+    first, second = shared + tok.encode("question one"), shared + tok.encode("question two, longer than one")
+    fresh = tok.encode("something else entirely")
+    alone = [run_alone(model, request("x", p, n=16)) for p in (second, fresh)]
+    runner = ModelRunner("m", m, tok, RunnerConfig())
+    done: list[TokenEvent] = []
+    runner.add(request("first", first, n=16), done.append)
+    drive(runner, done, lambda: done and done[-1].finish_reason)  # its cache is stored for the prefix
+    events: list[list[TokenEvent]] = [[], []]
+    runner.add(request("second", second, n=16), events[0].append)
+    runner.add(request("fresh", fresh, n=16), events[1].append)
+    drive(runner, events, lambda: all(e and e[-1].finish_reason for e in events))
+    assert events[0][0].cached_tokens >= len(shared) - 1
+    assert [tokens_of(e) for e in events] == alone
