@@ -14,7 +14,7 @@ case "$1" in
   setup)
     tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh || exit 1
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
-    for layers in plain flat auto; do
+    for layers in auto; do
       MLX_CUDA_USE_CUDNN_SDPA=0 timeout 150 python3 bench/attention_paths.py /tmp/models/8b --layers $layers \
         --batches 8,32,64 2>&1 | grep -v "^\[" | tee -a "$OUT/paths8b.txt"
     done ;;

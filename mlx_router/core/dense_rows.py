@@ -2,13 +2,16 @@
 
 Two changes to `nn.QuantizedLinear.__call__`, same product up to float rounding:
 
-- **one 2-D product**: an input of shape (batch, tokens, features) is flattened to (rows, features) first, so
-  the kernel sees every row of a batched decode step as one matrix instead of a batch of vectors (each of which
-  may read the whole weight again);
-- **dense rows**: from `dense_min_rows` rows on (prefill chunks, large batches), the weight is dequantized to
-  the activation dtype and the dense matmul used, at the cost of one transient dense copy of one layer's
-  weight. Whether and from where that pays depends on the backend and the weight's shape, so
-  `calibrate_dense_rows` times both ways per weight shape when a model loads (`dense_matmul_min_rows: null`).
+- **one 2-D product**: the input of a batch of sequences, shape (batch, tokens, features), is flattened to
+  (rows, features) first, so the kernel sees every row of a batched decode step as one matrix instead of a
+  batch of vectors that each read the whole weight again (on an H100, 8B 4-bit: batch-8 decode 268 -> 472
+  tok/s, batch-64 289 -> 939; bench/RESULTS.md). A single sequence keeps its shape: flattening one decode
+  row made MLX pick a slower kernel there (9.3 -> 10.1 ms a token).
+- **dense rows**: from `dense_min_rows` rows on (prefill chunks), the weight is dequantized to the activation
+  dtype and the dense matmul used, at the cost of one transient dense copy of one layer's weight (on the H100,
+  a 270-token prefill of the 8B took 35 ms instead of 54). Whether and from where that pays depends on the
+  backend and the model, so `calibrate_dense_rows` times prefills both ways when a model loads
+  (`dense_matmul_min_rows: null`, GPUs only).
 """
 
 from __future__ import annotations
@@ -24,8 +27,8 @@ import mlx.nn as nn
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_ROWS = (16, 64, 256)
-CALIBRATION_MARGIN = 0.9  # the dense matmul must take at most 90% of the quantized kernel's time
+CALIBRATION_ROWS = (128, 512)
+CALIBRATION_MARGIN = 0.9  # with dequantized weights a prefill must take at most 90% of the quantized one's time
 
 
 class DenseRowsQuantizedLinear(nn.QuantizedLinear):
@@ -37,14 +40,16 @@ class DenseRowsQuantizedLinear(nn.QuantizedLinear):
         if x.ndim < 2:
             return super().__call__(x)
         lead = x.shape[:-1]
-        x2 = x.reshape(-1, x.shape[-1]) if x.ndim > 2 else x
-        if self.dense_min_rows and x2.shape[0] >= self.dense_min_rows:
-            y = x2 @ dense_weight(self, x.dtype).T
+        rows = x.size // x.shape[-1]
+        flatten = x.ndim > 2 and rows > x.shape[-2]  # a batch of sequences: one matrix of all their rows
+        x2 = x.reshape(rows, x.shape[-1]) if flatten else x
+        if self.dense_min_rows and rows >= self.dense_min_rows:
+            y = x2 @ dense_weight(self, x.dtype).swapaxes(-1, -2)
             if "bias" in self:
                 y = y + self["bias"]
         else:
             y = super().__call__(x2)
-        return y.reshape(*lead, y.shape[-1]) if x.ndim > 2 else y
+        return y.reshape(*lead, y.shape[-1]) if flatten else y
 
 
 def dense_weight(layer: nn.QuantizedLinear, dtype: mx.Dtype) -> mx.array:
@@ -68,89 +73,67 @@ def _quantized_layers(model: Any) -> list[nn.QuantizedLinear]:
     ]
 
 
-def use_dense_rows(model: Any, min_rows: int | dict[tuple[int, ...], int]) -> int:
-    """Give the model's affine-quantized linear layers the 2-D product and a dense-rows threshold (in place).
-
-    `min_rows` is one threshold for every layer, or one per weight key (`weight_key`); 0 never dequantizes.
-    Returns how many layers dequantize for some number of rows.
-    """
-    dense = 0
-    for layer in _quantized_layers(model):
+def use_dense_rows(model: Any, min_rows: int) -> int:
+    """Give the model's affine-quantized linear layers the 2-D product and the dense-rows threshold `min_rows`
+    (0: never dequantize), in place. Returns how many layers dequantize for some number of rows."""
+    layers = _quantized_layers(model)
+    for layer in layers:
         layer.__class__ = DenseRowsQuantizedLinear
-        rows = min_rows if isinstance(min_rows, int) else min_rows.get(weight_key(layer), 0)
-        layer.dense_min_rows = rows
-        dense += rows > 0
-    return dense
-
-
-def weight_key(layer: nn.QuantizedLinear) -> tuple[int, ...]:
-    out_dims, packed = layer["weight"].shape
-    return (out_dims, packed, layer.group_size, layer.bits)
+        layer.dense_min_rows = min_rows
+    return len(layers) if min_rows > 0 else 0
 
 
 def calibrate_dense_rows(
     model: Any,
     rows: Iterable[int] = CALIBRATION_ROWS,
-    timer: Callable[[Callable[[], mx.array]], float] | None = None,
-) -> dict[tuple[int, ...], int]:
-    """Per weight shape: the fewest rows from which the dense matmul beats the quantized kernel (and keeps
-    beating it at every larger count measured); shapes where it never does are left out."""
+    timer: Callable[[Callable[[], Any]], float] | None = None,
+) -> int:
+    """The fewest rows (of those tried) from which a prefill of that many tokens runs faster with dequantized
+    weights than with the quantized kernel, and keeps doing so at every larger count tried; 0 if never.
+
+    Whole forward passes are timed, not single products: a lone product finds its weight in the GPU's cache,
+    which a forward pass through many layers does not, and timed that way the two ways rank differently.
+    """
+    from mlx_lm.models.cache import make_prompt_cache
+
     timer = timer or _median_seconds
-    dtype = _activation_dtype(model)
-    chosen: dict[tuple[int, ...], int] = {}
-    layers: dict[tuple[int, ...], nn.QuantizedLinear] = {}
-    for layer in _quantized_layers(model):
-        layers.setdefault(weight_key(layer), layer)
-    for key, layer in layers.items():
-        in_dims = layer["weight"].shape[1] * 32 // layer.bits
-        wins = []
-        for n in sorted(rows):
-            x = mx.zeros((n, in_dims), dtype=dtype)
-            quantized = timer(lambda: _quantized(layer, x))  # noqa: B023
-            dense = timer(lambda: x @ dense_weight(layer, dtype).T)  # noqa: B023
-            wins.append((n, dense <= CALIBRATION_MARGIN * quantized))
-        threshold = 0
-        for n, win in reversed(wins):
-            if not win:
-                break
-            threshold = n
-        if threshold:
-            chosen[key] = threshold
-    logger.debug("dense matmul from these rows on, per weight shape: %s", chosen)
-    return chosen
+    layers = _quantized_layers(model)
+    if not layers:
+        return 0
+    for layer in layers:
+        layer.__class__ = DenseRowsQuantizedLinear
+    wins = []
+    for n in sorted(rows):
+        tokens = mx.zeros((1, n), dtype=mx.int32)
+
+        def forward() -> Any:
+            return model(tokens, cache=make_prompt_cache(model))  # noqa: B023
+
+        times = {}
+        for threshold in (0, n):
+            for layer in layers:
+                layer.dense_min_rows = threshold
+            times[threshold] = timer(forward)
+        wins.append((n, times[n] <= CALIBRATION_MARGIN * times[0]))
+        logger.debug("prefill of %d tokens: quantized %.1f ms, dense %.1f ms", n, 1000 * times[0], 1000 * times[n])
+    for layer in layers:
+        layer.dense_min_rows = 0
+    threshold = 0
+    for n, win in reversed(wins):
+        if not win:
+            break
+        threshold = n
+    return threshold
 
 
-def _quantized(layer: nn.QuantizedLinear, x: mx.array) -> mx.array:
-    return mx.quantized_matmul(
-        x,
-        layer["weight"],
-        scales=layer["scales"],
-        biases=layer.get("biases"),
-        transpose=True,
-        group_size=layer.group_size,
-        bits=layer.bits,
-        mode=layer.mode,
-    )
-
-
-def _median_seconds(fn: Callable[[], mx.array], calls: int = 4, runs: int = 3) -> float:
+def _median_seconds(fn: Callable[[], Any], runs: int = 3) -> float:
     mx.eval(fn())  # first use compiles kernels
     times = []
     for _ in range(runs):
         t0 = time.perf_counter()
-        mx.eval([fn() for _ in range(calls)])
+        mx.eval(fn())
         times.append(time.perf_counter() - t0)
     return statistics.median(times)
-
-
-def _activation_dtype(model: Any) -> mx.Dtype:
-    from mlx.utils import tree_flatten
-
-    for item in tree_flatten(model.parameters()):
-        p = item[1]
-        if isinstance(p, mx.array) and mx.issubdtype(p.dtype, mx.floating) and p.ndim == 1:
-            return p.dtype  # norms keep the activation dtype
-    return mx.float16
 
 
 def dense_rows_setting(configured: int | None) -> int | None:
@@ -166,9 +149,11 @@ def prepare_quantized_layers(model: Any, configured: int | None) -> str:
     setting = dense_rows_setting(configured)
     if setting is None:
         t0 = time.perf_counter()
-        per_shape = calibrate_dense_rows(model)
-        dense = use_dense_rows(model, per_shape)
+        rows = calibrate_dense_rows(model)
+        dense = use_dense_rows(model, rows)
         took = time.perf_counter() - t0
-        return f"{dense} quantized layers use the dense matmul for many rows (calibrated in {took:.2f}s: {per_shape})"
+        if not dense:
+            return f"the quantized kernel is faster for prefill here (timed in {took:.2f}s)"
+        return f"{dense} quantized layers use the dense matmul from {rows} rows on (timed in {took:.2f}s)"
     dense = use_dense_rows(model, setting)
     return f"{dense} quantized layers use the dense matmul from {setting} rows on" if dense else ""

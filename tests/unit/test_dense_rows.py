@@ -7,7 +7,6 @@ from mlx_router.core.dense_rows import (
     calibrate_dense_rows,
     dense_rows_setting,
     use_dense_rows,
-    weight_key,
 )
 
 
@@ -42,41 +41,44 @@ def test_the_2d_product_and_the_dense_path_give_the_quantized_result(model):
     assert mx.allclose(model(x[0]), expected[0], atol=1e-4).item()  # 2-D input
 
 
-def test_per_shape_thresholds(model):
-    assert use_dense_rows(model, {weight_key(model.a): 64}) == 1
-    assert model.a.dense_min_rows == 64 and model.b.dense_min_rows == 0
+class FakeLM(nn.Module):
+    """Enough of an mlx-lm model for calibration: layers, a cache, a forward pass."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(32, 128)
+        self.layers = [TwoLayers()]
+        nn.quantize(self.layers[0], group_size=64, bits=4)
+
+    def __call__(self, tokens: mx.array, cache=None) -> mx.array:
+        return self.layers[0](self.embed(tokens))
+
+    def make_cache(self):
+        return []
 
 
-def test_calibration_picks_the_smallest_winning_suffix(model):
-    dense_wins = {256: {64, 256}, 128: {16, 256}}  # layer a from 64 rows on; layer b wins at 16, loses at 64
-    seen: dict[tuple[int, ...], int] = {}
+def timed_by(dense_faster_at):
+    """A timer that reports the dense way faster exactly at the row counts given."""
 
-    def timer(fn):
-        rows, out = fn().shape
-        n = seen[(rows, out)] = seen.get((rows, out), 0) + 1  # the quantized product is timed first
-        dense = n == 2
-        return (0.5 if rows in dense_wins[out] else 2.0) if dense else 1.0
+    def timer(model):
+        def time_it(fn):
+            mx.eval(fn())  # the forward pass really runs
+            threshold = model.layers[0].a.dense_min_rows
+            return 0.5 if threshold and threshold in dense_faster_at else 1.0
 
-    chosen = calibrate_dense_rows(model, rows=(16, 64, 256), timer=timer)
-    assert chosen == {weight_key(model.a): 64, weight_key(model.b): 256}
+        return time_it
 
-
-def test_calibration_leaves_out_shapes_where_dense_never_wins(model):
-    chosen = calibrate_dense_rows(model, rows=(16, 64), timer=lambda fn: (fn(), 1.0)[1])
-    assert chosen == {}  # equal times: the dense matmul must be clearly faster
+    return timer
 
 
-def test_calibration_runs_both_products_for_real(model):
-    seen = []
-
-    def timer(fn):
-        out = fn()
-        mx.eval(out)
-        seen.append(out.shape)
-        return 1.0
-
-    calibrate_dense_rows(model, rows=(16,), timer=timer)
-    assert sorted(seen) == [(16, 128), (16, 128), (16, 256), (16, 256)]
+@pytest.mark.parametrize(
+    "dense_faster_at, expected",
+    [({128, 512}, 128), ({512}, 512), ({128}, 0), (set(), 0)],
+)
+def test_calibration_picks_the_fewest_rows_from_which_dense_keeps_winning(dense_faster_at, expected):
+    model = FakeLM()
+    assert calibrate_dense_rows(model, rows=(128, 512), timer=timed_by(dense_faster_at)(model)) == expected
+    assert model.layers[0].a.dense_min_rows == 0  # calibration leaves the layers as it found them
 
 
 def test_the_cpu_keeps_the_quantized_kernel_unless_configured():
