@@ -79,7 +79,28 @@ class Server:
             self.proc.kill()
 
 
-def load_lines(base: str, model: str, a, label: str, extra: list[str], max_tokens: int | None = None) -> list[dict]:
+def save(a, rows: list[dict], step: str) -> list[dict]:
+    """Append rows to --out at once, so a run cut short keeps what it measured."""
+    rows = [dict(r, step=step, model=a.name) for r in rows]
+    with open(a.out, "a") as f:
+        for r in rows:
+            f.write(json.dumps(r) + "\n")
+            print(json.dumps(r), flush=True)
+    return rows
+
+
+def load_lines(
+    base: str, model: str, a, label: str, extra: list[str], max_tokens: int | None = None, step: str = "router"
+) -> list[dict]:
+    """Run load.py; with --conc, one concurrency level per run, each saved as it finishes."""
+    if "--conc" in extra:
+        at = extra.index("--conc")
+        levels, rest = extra[at + 1].split(","), extra[:at] + extra[at + 2 :]
+        if len(levels) > 1:
+            rows = []
+            for c in levels:
+                rows += load_lines(base, model, a, label, rest + ["--conc", c], max_tokens, step)
+            return rows
     cmd = [
         sys.executable,
         str(HERE / "load.py"),
@@ -93,18 +114,18 @@ def load_lines(base: str, model: str, a, label: str, extra: list[str], max_token
         label,
     ] + extra
     out = run(cmd, timeout=3000)
-    return [json.loads(x) for x in out.splitlines() if x.startswith("{")]
+    return save(a, [json.loads(x) for x in out.splitlines() if x.startswith("{")], step)
 
 
 def step_raw(a) -> list[dict]:
     rows = []
     out = run([sys.executable, str(HERE / "gen_bench.py"), a.model, str(a.max_tokens), str(a.prompt_words)], 1200)
-    rows += [dict(kv_line(x), step="raw_stream_generate") for x in out.splitlines() if x.startswith("RAW")]
+    rows += save(a, [kv_line(x) for x in out.splitlines() if x.startswith("RAW")], "raw_stream_generate")
     out = run(
         [sys.executable, str(HERE / "batch_bench.py"), a.model, str(a.max_tokens), a.batches, str(a.prompt_words)],
         3000,
     )
-    rows += [dict(kv_line(x), step="raw_batch") for x in out.splitlines() if x.startswith("BATCH")]
+    rows += save(a, [kv_line(x) for x in out.splitlines() if x.startswith("BATCH")], "raw_batch")
     return rows
 
 
@@ -117,12 +138,8 @@ def step_mlx_lm_server(a, work: Path) -> list[dict]:
     )
     try:
         srv.wait_ready("/v1/models")
-        return [
-            dict(r, step="mlx_lm_server")
-            for r in load_lines(
-                f"http://127.0.0.1:{port}", a.model, a, "mlx_lm.server", ["--conc", a.server_conc or a.conc]
-            )
-        ]
+        base = f"http://127.0.0.1:{port}"
+        return load_lines(base, a.model, a, "mlx_lm.server", ["--conc", a.server_conc or a.conc], step="mlx_lm_server")
     finally:
         srv.stop()
 
@@ -188,7 +205,7 @@ def step_router(a, work: Path) -> list[dict]:
             for f in ("router.log", "pyspy.txt"):
                 if (work / f).exists():
                     shutil.copy(work / f, Path(a.logs) / f"{a.name}-{f}")
-    return [dict(r, step="router") for r in rows]
+    return rows
 
 
 def profiled_load(srv: Server, base: str, a, work: Path) -> list[dict]:
@@ -275,9 +292,6 @@ def main() -> None:
         rows += step_mlx_lm_server(a, work)
     if "router" in steps:
         rows += step_router(a, work)
-    with open(a.out, "a") as f:
-        for r in rows:
-            f.write(json.dumps(dict(r, model=a.name)) + "\n")
     print(f"\n## {a.name} ({a.model})\n" + summary(rows), flush=True)
     print(f"logs in {work}", flush=True)
 
