@@ -76,6 +76,9 @@ class DefaultsConfig(_Section):
     max_running_requests: int = Field(32, ge=1, description="Requests decoded together per model.")
     max_queued_requests: int = Field(256, ge=0, description="Requests waiting per model before 429.")
     prefill_step_size: int = Field(512, ge=16, description="Prompt tokens processed per step (chunked prefill).")
+    prefill_batch_tokens: int = Field(
+        4096, ge=16, description="Prompt tokens prefilled together between two decode steps (several prompts at once)."
+    )
     prefix_cache_gb: float = Field(2.0, ge=0, description="Memory for reusable prompt KV caches (0: off).")
     keepalive_seconds: float = Field(10.0, gt=0, description="SSE comment interval while nothing is generated.")
     dense_matmul_min_rows: int | None = Field(

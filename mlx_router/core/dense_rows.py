@@ -27,7 +27,7 @@ import mlx.nn as nn
 
 logger = logging.getLogger(__name__)
 
-CALIBRATION_ROWS = (128, 512)
+CALIBRATION_ROWS = (128, 256, 512)
 CALIBRATION_MARGIN = 0.9  # with dequantized weights a prefill must take at most 90% of the quantized one's time
 
 

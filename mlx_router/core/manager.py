@@ -199,6 +199,7 @@ class MLXModelManager:
         return RunnerConfig(
             max_running=d.max_running_requests,
             prefill_step_size=d.prefill_step_size,
+            prefill_batch_tokens=max(d.prefill_batch_tokens, d.prefill_step_size),
             prefix_cache_bytes=int(d.prefix_cache_gb * GB),
         )
 
