@@ -96,7 +96,9 @@ async def run_load(a) -> None:
         await one(client, url, a.model, 999, a)  # warm-up
         for c in [int(x) for x in a.conc.split(",")]:
             t0 = time.perf_counter()
-            got = await asyncio.gather(*(one(client, url, a.model, i, a) for i in range(c)), return_exceptions=True)
+            # Prompts of their own per level: a prompt seen at an earlier level would hit the prefix cache.
+            reqs = (one(client, url, a.model, 1000 * c + i, a) for i in range(c))
+            got = await asyncio.gather(*reqs, return_exceptions=True)
             wall = time.perf_counter() - t0
             res = [r for r in got if not isinstance(r, BaseException)]
             errs = [type(r).__name__ for r in got if isinstance(r, BaseException)]
