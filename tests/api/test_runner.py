@@ -121,3 +121,20 @@ def test_a_prefix_hit_and_fresh_prompts_prefill_together(model):
     drive(runner, events, lambda: all(e and e[-1].finish_reason for e in events))
     assert events[0][0].cached_tokens >= len(shared) - 1
     assert [tokens_of(e) for e in events] == alone
+
+
+def test_a_solo_prompt_half_prefilled_continues_in_the_batch(model):
+    """A long prompt prefilled alone, in chunks, hands its partial cache to the batch when another arrives."""
+    m, tok = model
+    long_prompt = tok.encode(" ".join(f"word{i}" for i in range(60)))
+    other = tok.encode("a short one")
+    alone = [run_alone(model, request("x", p, n=20)) for p in (long_prompt, other)]
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefix_cache_bytes=0, prefill_step_size=16))
+    events: list[list[TokenEvent]] = [[], []]
+    runner.add(request("long", long_prompt, n=20), events[0].append)
+    runner.step()
+    runner.step()  # two chunks of 16 tokens are in its cache, no token yet
+    assert not events[0]
+    runner.add(request("other", other, n=20), events[1].append)
+    drive(runner, events, lambda: all(e and e[-1].finish_reason for e in events))
+    assert [tokens_of(e) for e in events] == alone
