@@ -85,7 +85,7 @@ class DefaultsConfig(_Section):
         None,
         ge=0,
         description="Quantized layers dequantize and use the dense matmul for inputs of at least this many rows "
-        "(prefill chunks, large batches); 0: never; null: timed per weight shape at load on GPUs, never on CPU.",
+        "(prefill chunks); 0: never; null: timed at load on CUDA, elsewhere never.",
     )
     cudnn_attention: bool = Field(
         False,

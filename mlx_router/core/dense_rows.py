@@ -4,14 +4,14 @@ Two changes to `nn.QuantizedLinear.__call__`, same product up to float rounding:
 
 - **one 2-D product**: the input of a batch of sequences, shape (batch, tokens, features), is flattened to
   (rows, features) first, so the kernel sees every row of a batched decode step as one matrix instead of a
-  batch of vectors that each read the whole weight again (on an H100, 8B 4-bit: batch-8 decode 268 -> 472
+  batch of vectors (timed as if each read the whole weight again; on an H100, 8B 4-bit: batch-8 decode 268 -> 472
   tok/s, batch-64 289 -> 939; bench/RESULTS.md). A single sequence keeps its shape: flattening one decode
   row made MLX pick a slower kernel there (9.3 -> 10.1 ms a token).
 - **dense rows**: from `dense_min_rows` rows on (prefill chunks), the weight is dequantized to the activation
   dtype and the dense matmul used, at the cost of one transient dense copy of one layer's weight (on the H100,
   a 270-token prefill of the 8B took 35 ms instead of 54). Whether and from where that pays depends on the
   backend and the model, so `calibrate_dense_rows` times prefills both ways when a model loads
-  (`dense_matmul_min_rows: null`, GPUs only).
+  (`dense_matmul_min_rows: null`, on CUDA only; elsewhere mlx-lm's layers stay as they are unless configured).
 """
 
 from __future__ import annotations
@@ -137,23 +137,26 @@ def _median_seconds(fn: Callable[[], Any], runs: int = 3) -> float:
 
 
 def dense_rows_setting(configured: int | None) -> int | None:
-    """The threshold to apply: the configured one, or None to calibrate (GPU backends) / 0 (the CPU, whose
-    quantized kernel won at every size measured)."""
+    """What to apply: the configured threshold; with none configured, None (time it) on CUDA, where both changes
+    were measured, and -1 elsewhere: mlx-lm's layers as they are (the CPU's quantized kernel won at every size
+    measured; Metal was not measured)."""
     if configured is not None:
         return configured
-    return None if (mx.cuda.is_available() or mx.metal.is_available()) else 0
+    return None if mx.cuda.is_available() else -1
 
 
 def prepare_quantized_layers(model: Any, configured: int | None) -> str:
-    """Apply the setting to a loaded model; returns a line for the log."""
+    """Apply the setting to a loaded model; returns a line for the log ("" when nothing changed)."""
     setting = dense_rows_setting(configured)
+    if setting is not None and setting < 0:
+        return ""
     if setting is None:
         t0 = time.perf_counter()
         rows = calibrate_dense_rows(model)
         dense = use_dense_rows(model, rows)
         took = time.perf_counter() - t0
         if not dense:
-            return f"the quantized kernel is faster for prefill here (timed in {took:.2f}s)"
+            return f"quantized layers keep the quantized kernel for prefill (timed in {took:.2f}s)"
         return f"{dense} quantized layers use the dense matmul from {rows} rows on (timed in {took:.2f}s)"
     dense = use_dense_rows(model, setting)
     return f"{dense} quantized layers use the dense matmul from {setting} rows on" if dense else ""

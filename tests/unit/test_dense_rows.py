@@ -6,6 +6,7 @@ from mlx_router.core.dense_rows import (
     DenseRowsQuantizedLinear,
     calibrate_dense_rows,
     dense_rows_setting,
+    prepare_quantized_layers,
     use_dense_rows,
 )
 
@@ -81,6 +82,11 @@ def test_calibration_picks_the_fewest_rows_from_which_dense_keeps_winning(dense_
     assert model.layers[0].a.dense_min_rows == 0  # calibration leaves the layers as it found them
 
 
-def test_the_cpu_keeps_the_quantized_kernel_unless_configured():
-    assert dense_rows_setting(None) == 0  # the test machine has no GPU
+def test_without_cuda_the_layers_stay_mlx_lms_unless_configured():
+    model = FakeLM()
+    assert dense_rows_setting(None) == -1  # the test machine has no GPU
+    assert prepare_quantized_layers(model, None) == ""
+    assert type(model.layers[0].a) is nn.QuantizedLinear
     assert dense_rows_setting(32) == 32
+    assert prepare_quantized_layers(model, 32) == "2 quantized layers use the dense matmul from 32 rows on"
+    assert model.layers[0].a.dense_min_rows == 32
