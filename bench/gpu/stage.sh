@@ -2,10 +2,12 @@
 # One stage of a GPU session, each a separate device call (a call may run at most 10 minutes; the machine stays
 # warm 30 s between calls, so they follow each other at once). Results and logs go to $OUT.
 #   copy   : keep the first half of mlx-cuda-13 (carried alone: a call carries at most 64 MiB)
-#   setup  : install the wheels, build the 8B model, model-level diagnostics of the quantized-layer choices
+#   setup  : install the wheels, build both models
 #   raw8b  : raw mlx-lm on the 8B
-#   router8b / small : mlx-router on the 8B; everything on the 0.5B
+#   router8b / small : mlx-router on the 8B; raw mlx-lm, model-level diagnostics and mlx-router on the 0.5B
 #   servers: mlx_lm.server on both models
+#   diag   : model-level diagnostics of the 8B (attention paths, quantized-layer choices), if time is left
+# A full run is copy, setup, raw8b, router8b, small, servers: about 17 minutes of a held machine.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 B="python3 bench/run_bench.py"
@@ -13,8 +15,9 @@ case "$1" in
   copy) mkdir -p /tmp/w && cp .whl/cuda13.part.aa /tmp/w/ && ls -la /tmp/w ;;
   setup)
     tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh || exit 1
-    bash bench/gpu/models.sh 8b > /dev/null || exit 1
-    for layers in auto; do
+    bash bench/gpu/models.sh 8b 0.5b > /dev/null || exit 1 ;;
+  diag)
+    for layers in plain flat auto; do
       MLX_CUDA_USE_CUDNN_SDPA=0 timeout 150 python3 bench/attention_paths.py /tmp/models/8b --layers $layers \
         --batches 8,32,64 2>&1 | grep -v "^\[" | tee -a "$OUT/paths8b.txt"
     done ;;
@@ -23,7 +26,6 @@ case "$1" in
     $B /tmp/models/8b --name 8b --steps router --warm-all --burst 256 --burst-max-tokens 32 --prefix-words 3000 \
       --profile-conc 32 --logs "$OUT" --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -12 ;;
   small)
-    bash bench/gpu/models.sh 0.5b > /dev/null
     for layers in plain auto; do
       MLX_CUDA_USE_CUDNN_SDPA=0 timeout 90 python3 bench/attention_paths.py /tmp/models/0.5b --layers $layers \
         --batches 8,32,64 2>&1 | grep -v "^\[" | tee -a "$OUT/paths05b.txt"
