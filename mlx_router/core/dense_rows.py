@@ -145,14 +145,17 @@ def dense_rows_setting(configured: int | None) -> int | None:
     return None if mx.cuda.is_available() else -1
 
 
-def prepare_quantized_layers(model: Any, configured: int | None) -> str:
-    """Apply the setting to a loaded model; returns a line for the log ("" when nothing changed)."""
+def prepare_quantized_layers(model: Any, configured: int | None, timed: dict[str, int], key: str) -> str:
+    """Apply the setting to a loaded model; a timed threshold is kept in `timed[key]` for the model's next load.
+    Returns a line for the log ("" when nothing changed)."""
     setting = dense_rows_setting(configured)
     if setting is not None and setting < 0:
         return ""
+    if setting is None and key in timed:
+        setting = timed[key]
     if setting is None:
         t0 = time.perf_counter()
-        rows = calibrate_dense_rows(model)
+        rows = timed[key] = calibrate_dense_rows(model)
         dense = use_dense_rows(model, rows)
         took = time.perf_counter() - t0
         if not dense:

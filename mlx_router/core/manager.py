@@ -71,6 +71,7 @@ class MLXModelManager:
         self._slots: dict[str, ModelSlot] = {}
         self._tokenizers: dict[str, Any] = {}
         self._tokenizer_locks: dict[str, asyncio.Lock] = {}
+        self._dense_rows_timed: dict[str, int] = {}  # model path -> dense-matmul threshold timed at its first load
 
     # -- lookup ---------------------------------------------------------------------------------------------
     def resolve(self, model_id: str) -> ModelEntry:
@@ -176,7 +177,9 @@ class MLXModelManager:
         except ModelLoadError as e:
             slot.state, slot.error, slot.cost_bytes = "failed", e.message, 0
             raise
-        layers = prepare_quantized_layers(loaded.model, self.settings.defaults.dense_matmul_min_rows)
+        layers = prepare_quantized_layers(
+            loaded.model, self.settings.defaults.dense_matmul_min_rows, self._dense_rows_timed, str(entry.path)
+        )
         if layers:
             logger.info("%s: %s", entry.id, layers)
         slot.loaded = loaded

@@ -85,8 +85,24 @@ def test_calibration_picks_the_fewest_rows_from_which_dense_keeps_winning(dense_
 def test_without_cuda_the_layers_stay_mlx_lms_unless_configured():
     model = FakeLM()
     assert dense_rows_setting(None) == -1  # the test machine has no GPU
-    assert prepare_quantized_layers(model, None) == ""
+    assert prepare_quantized_layers(model, None, {}, "m") == ""
     assert type(model.layers[0].a) is nn.QuantizedLinear
     assert dense_rows_setting(32) == 32
-    assert prepare_quantized_layers(model, 32) == "2 quantized layers use the dense matmul from 32 rows on"
+    assert prepare_quantized_layers(model, 32, {}, "m") == "2 quantized layers use the dense matmul from 32 rows on"
     assert model.layers[0].a.dense_min_rows == 32
+
+
+def test_a_timed_threshold_is_reused_at_the_next_load(monkeypatch):
+    import mlx_router.core.dense_rows as dense_rows
+
+    monkeypatch.setattr(dense_rows, "dense_rows_setting", lambda configured: None)  # as on CUDA
+    calls = []
+    monkeypatch.setattr(dense_rows, "calibrate_dense_rows", lambda model: calls.append(model) or 256)
+    timed: dict[str, int] = {}
+    first, second = FakeLM(), FakeLM()
+    assert "from 256 rows on (timed" in prepare_quantized_layers(first, None, timed, "/models/m")
+    assert prepare_quantized_layers(second, None, timed, "/models/m") == (
+        "2 quantized layers use the dense matmul from 256 rows on"
+    )
+    assert calls == [first] and timed == {"/models/m": 256}
+    assert second.layers[0].b.dense_min_rows == 256
