@@ -235,8 +235,9 @@ class ModelRunner:
                 self._deliver(active, r, logprobs.get(r.uid))
         if self._steps % 8 == 0:
             self._refresh_stats()
-        if work.prompt_tokens:
-            self.stats.prefilled(sum(1 for p in prompts if p.end_of_prompt), work.prompt_tokens, work.prompt_time)
+        finished_prompts = sum(1 for p in prompts if p.end_of_prompt)  # reported a step after their last chunk
+        if work.prompt_tokens or finished_prompts:
+            self.stats.prefilled(finished_prompts, work.prompt_tokens, work.prompt_time)
         if responses:
             self.stats.decoded(len(responses), work.decode_time, time.perf_counter() - t1)
 

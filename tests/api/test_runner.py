@@ -103,6 +103,8 @@ def test_prompts_prefilled_together_get_their_solo_output(model, step_size, batc
         runner.add(request(f"r{i}", p, n=24), events[i].append)
     drive(runner, events, lambda: all(e and e[-1].finish_reason for e in events))
     assert [tokens_of(e) for e in events] == alone
+    assert runner.stats.prefill_prompts == len(prompts)  # every prompt went through the batched prefill
+    assert runner.stats.prefill_tokens == sum(len(p) - 1 for p in prompts)
 
 
 def test_a_prefix_hit_and_fresh_prompts_prefill_together(model):
