@@ -4,6 +4,8 @@ usage: qmm_paths.py [--shape 8b|0.5b] [--rows 1,2,4,8,16,32,64,128,270,512] [--b
 A prefill of N tokens or a decode step of a batch of N multiplies N rows by every weight. If MLX's quantized
 kernel is slow for many rows, dequantizing the weight and using the dense matmul may win from some N on; this
 prints both per shape and N (ms per call, median of 5 runs of 10 calls, after warm-up) and where they cross.
+Read it with care: a lone product finds its weight in the GPU's cache, so on the H100 it ranked the two ways
+unlike whole forward passes did (bench/RESULTS.md); attention_paths.py times the model itself.
 """
 
 from __future__ import annotations

@@ -84,8 +84,9 @@ class DefaultsConfig(_Section):
     dense_matmul_min_rows: int | None = Field(
         None,
         ge=0,
-        description="Quantized layers dequantize and use the dense matmul for inputs of at least this many rows "
-        "(prefill chunks); 0: never; null: timed at load on CUDA, elsewhere never.",
+        description="Quantized layers multiply a batch of sequences as one matrix and use the dense matmul on "
+        "dequantized weights from this many rows on; 0: only the first; null: both on CUDA (timed at load), "
+        "neither elsewhere.",
     )
     cudnn_attention: bool = Field(
         False,
