@@ -86,6 +86,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         port=settings.server.port,
         log_level=level,
         timeout_graceful_shutdown=10,
+        # Clients keep idle connections in pools (the OpenAI SDK, httpx) and reuse them later; with uvicorn's
+        # 5 s default the server may close one just as a request goes out on it ("Server disconnected
+        # without sending a response", seen in this project's tests). Idle connections cost next to nothing.
+        timeout_keep_alive=75,
     )
     return 0
 
