@@ -129,6 +129,13 @@ def step_raw(a) -> list[dict]:
     return rows
 
 
+def step_runner(a) -> list[dict]:
+    """mlx-router's batch runner in process (no HTTP), with mlx-lm's generate_step beside it for 1 stream."""
+    cmd = [sys.executable, str(HERE / "runner_bench.py"), a.model, str(a.max_tokens), a.batches, str(a.prompt_words)]
+    out = run(cmd, 1800)
+    return save(a, [kv_line(x) for x in out.splitlines() if x.startswith("RUNNER")], "runner_in_process")
+
+
 def step_mlx_lm_server(a, work: Path) -> list[dict]:
     port = free_port()
     srv = Server(
@@ -188,8 +195,8 @@ def step_router(a, work: Path) -> list[dict]:
                 ["--conc", str(a.burst), "--retry-429", "--ignore-eos"],
                 a.burst_max_tokens,
             )
-        if a.profile_conc:
-            rows += profiled_load(srv, base, a, work)
+        for conc in [int(c) for c in a.profile_conc.split(",") if c]:
+            rows += profiled_load(srv, base, a, work, conc)
         if a.prefix_words:
             rows += load_lines(
                 base,
@@ -202,22 +209,21 @@ def step_router(a, work: Path) -> list[dict]:
         srv.stop()
         if a.logs:
             Path(a.logs).mkdir(parents=True, exist_ok=True)
-            for f in ("router.log", "pyspy.txt"):
-                if (work / f).exists():
-                    shutil.copy(work / f, Path(a.logs) / f"{a.name}-{f}")
+            for f in [work / "router.log", *sorted(work.glob("pyspy-*.txt"))]:
+                shutil.copy(f, Path(a.logs) / f"{a.name}-{f.name}")
     return rows
 
 
-def profiled_load(srv: Server, base: str, a, work: Path) -> list[dict]:
-    """One more load at --profile-conc with py-spy sampling every thread of the server (idle ones too)."""
+def profiled_load(srv: Server, base: str, a, work: Path, conc: int) -> list[dict]:
+    """One more load at `conc` streams with py-spy sampling every thread of the server (idle ones too)."""
     spy_bin = shutil.which("py-spy") or str(Path(sys.prefix) / "bin" / "py-spy")
     cmd = [spy_bin, "record", "--pid", str(srv.proc.pid), "--rate", "200", "--threads", "--idle"]
-    cmd += ["--nonblocking", "--format", "raw", "-o", str(work / "pyspy.txt")]
+    cmd += ["--nonblocking", "--format", "raw", "-o", str(work / f"pyspy-{conc}.txt")]
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     time.sleep(1)
     try:
-        label = f"mlx-router under py-spy ({a.profile_conc} streams)"
-        return load_lines(base, a.name, a, label, ["--conc", str(a.profile_conc), "--ignore-eos"])
+        label = f"mlx-router under py-spy ({conc} streams)"
+        return load_lines(base, a.name, a, label, ["--conc", str(conc), "--ignore-eos"])
     finally:
         spy.send_signal(signal.SIGINT)
         try:
@@ -248,6 +254,11 @@ def summary(rows: list[dict]) -> str:
             )
         elif r["step"] == "raw_batch":
             lines.append(f"| raw BatchGenerator | {r.get('B')} | | | | {r.get('gen_tps')} | |")
+        elif r["step"] == "runner_in_process":
+            lines.append(
+                f"| runner in process (raw generate_step {r.get('raw_tps', '')}) | {r.get('B')} | {r.get('ttft_ms')} | "
+                f"| {r.get('tps')} | {r.get('e2e_tps')} | |"
+            )
         elif "turn1_ttft_ms" in r:
             lines.append(
                 f"| {r['label']} ({r['prefix_words']} words) | turn1 {r['turn1_ttft_ms']} ms | "
@@ -276,11 +287,11 @@ def main() -> None:
     ap.add_argument("--prefix-words", type=int, default=0)
     ap.add_argument("--max-running", type=int, default=64)
     ap.add_argument("--max-queued", type=int, default=256)
-    ap.add_argument("--steps", default="raw,mlx_lm_server,router")
+    ap.add_argument("--steps", default="raw,mlx_lm_server,router", help="any of raw,mlx_lm_server,router,runner")
     ap.add_argument("--warm-all", action="store_true", help="warm every batch size up to --max-running at load")
     ap.add_argument("--out", default="bench_results.jsonl")
     ap.add_argument("--router-defaults", default="{}", help="JSON merged into the router's `defaults`")
-    ap.add_argument("--profile-conc", type=int, default=0, help="one more load at this concurrency under py-spy")
+    ap.add_argument("--profile-conc", default="", help="concurrency levels loaded once more under py-spy (1,32)")
     ap.add_argument("--logs", default="", help="copy the router's log (and py-spy's output) into this folder")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
@@ -292,6 +303,8 @@ def main() -> None:
         rows += step_mlx_lm_server(a, work)
     if "router" in steps:
         rows += step_router(a, work)
+    if "runner" in steps:
+        rows += step_runner(a)
     print(f"\n## {a.name} ({a.model})\n" + summary(rows), flush=True)
     print(f"logs in {work}", flush=True)
 

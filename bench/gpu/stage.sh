@@ -23,15 +23,15 @@ case "$1" in
     done ;;
   raw8b) $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
   router8b)
-    $B /tmp/models/8b --name 8b --steps router --warm-all --burst 256 --burst-max-tokens 32 --prefix-words 3000 \
-      --profile-conc 32 --logs "$OUT" --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -12 ;;
+    $B /tmp/models/8b --name 8b --steps router,runner --warm-all --burst 256 --burst-max-tokens 32 --prefix-words 3000 \
+      --profile-conc 1,32 --logs "$OUT" --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -12 ;;
   small)
     for layers in plain auto; do
       MLX_CUDA_USE_CUDNN_SDPA=0 timeout 90 python3 bench/attention_paths.py /tmp/models/0.5b --layers $layers \
         --batches 8,32,64 2>&1 | grep -v "^\[" | tee -a "$OUT/paths05b.txt"
     done
-    $B /tmp/models/0.5b --name 0.5b --steps raw,router --warm-all --burst 256 --prefix-words 3000 \
-      --profile-conc 64 --logs "$OUT" --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -16 ;;
+    $B /tmp/models/0.5b --name 0.5b --steps raw,router,runner --warm-all --burst 256 --prefix-words 3000 \
+      --profile-conc 1,64 --logs "$OUT" --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -16 ;;
   servers)
     for m in 8b 0.5b; do
       $B /tmp/models/$m --name $m --conc 1,8,32 --steps mlx_lm_server --out "$OUT/run.jsonl" 2>&1 | tail -5
