@@ -167,7 +167,9 @@ def step_router(a, work: Path) -> list[dict]:
             "max_queued_requests": a.max_queued,
             "warmup_tokens": 3,
             "warmup_batch_sizes": (
-                list(range(1, a.max_running + 1)) if a.warm_all else [int(b) for b in a.batches.split(",")]
+                sorted({1 << k for k in range(a.max_running.bit_length()) if 1 << k <= a.max_running} | {a.max_running})
+                if a.warm_all
+                else [int(b) for b in a.batches.split(",")]
             ),
             "timeout": 1800,
             **json.loads(a.router_defaults),
@@ -288,7 +290,7 @@ def main() -> None:
     ap.add_argument("--max-running", type=int, default=64)
     ap.add_argument("--max-queued", type=int, default=256)
     ap.add_argument("--steps", default="raw,mlx_lm_server,router", help="any of raw,mlx_lm_server,router,runner")
-    ap.add_argument("--warm-all", action="store_true", help="warm every batch size up to --max-running at load")
+    ap.add_argument("--warm-all", action="store_true", help="warm batch sizes 1, 2, 4, ... --max-running at load")
     ap.add_argument("--out", default="bench_results.jsonl")
     ap.add_argument("--router-defaults", default="{}", help="JSON merged into the router's `defaults`")
     ap.add_argument("--profile-conc", default="", help="concurrency levels loaded once more under py-spy (1,32)")

@@ -6,6 +6,7 @@
 #   raw8b  : raw mlx-lm on the 8B
 #   router8b / small : mlx-router on the 8B; raw mlx-lm, model-level diagnostics and mlx-router on the 0.5B
 #   servers: mlx_lm.server on both models
+#   firstuse: which kernels compile on first use, with the warm-up, on a fresh and a reused kernel cache (8B)
 #   diag   : model-level diagnostics of the 8B (attention paths, quantized-layer choices), if time is left
 # A full run is copy, setup, raw8b, router8b, small, servers: about 17 minutes of a held machine.
 set -uo pipefail
@@ -21,6 +22,10 @@ case "$1" in
       MLX_CUDA_USE_CUDNN_SDPA=0 timeout 150 python3 bench/attention_paths.py /tmp/models/8b --layers $layers \
         --batches 8,32,64 2>&1 | grep -v "^\[" | tee -a "$OUT/paths8b.txt"
     done ;;
+  firstuse)
+    # A fresh kernel cache (a new machine), then the same cache again (a restarted server).
+    rm -rf /tmp/kc && timeout 330 python3 bench/first_use.py /tmp/models/8b /tmp/kc 2>&1 | grep -v "^\[" | tee "$OUT/firstuse8b-cold.txt"
+    timeout 200 python3 bench/first_use.py /tmp/models/8b /tmp/kc 2>&1 | grep -v "^\[" | tee "$OUT/firstuse8b-warm.txt" ;;
   raw8b) $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
   router8b)
     $B /tmp/models/8b --name 8b --steps router,runner --warm-all --burst 256 --burst-max-tokens 32 --prefix-words 3000 \

@@ -21,6 +21,7 @@ from mlx_router.core.eviction import PoolEntry, plan_eviction
 from mlx_router.core.loader import LoadedModel, free_memory, load_weights, open_tokenizer, read_config
 from mlx_router.core.resource_monitor import GB, ResourceMonitor
 from mlx_router.core.runner import ModelRunner, RunnerConfig
+from mlx_router.core.warmup import warm_up
 from mlx_router.core.worker import MLXWorker
 from mlx_router.errors import (
     InsufficientMemoryError,
@@ -260,25 +261,19 @@ class MLXModelManager:
         await asyncio.wrap_future(self.worker.call(lambda: self._unload(model_id)))
 
     def _warm_up(self, slot: ModelSlot) -> None:
-        """Generate a few tokens once, alone and at each configured batch size: the first use of a shape
-        compiles kernels (seconds to minutes on CUDA), which must not land on a user's request."""
+        """Run the model through the paths requests take, alone and at each configured batch size (see
+        core/warmup.py): the first use of a path or shape compiles kernels (seconds on CUDA), which must not
+        land on a user's request."""
         d = self.settings.defaults
-        if d.warmup_tokens <= 0 or slot.loaded is None:
+        if d.warmup_tokens <= 0 or slot.loaded is None or slot.runner is None:
             return
-        import mlx.core as mx
-        from mlx_lm.generate import batch_generate, generate_step
-
         t0 = time.perf_counter()
-        model, tokenizer = slot.loaded.model, slot.loaded.tokenizer
-        prompt = tokenizer.encode("Hello, who are you?")
-        # The solo path (a plain KV cache) with a prompt of a usual length, then the batch path.
-        long_prompt = mx.array((prompt * (300 // max(len(prompt), 1) + 1))[:300])
-        for _ in generate_step(long_prompt, model, max_tokens=d.warmup_tokens):
-            pass
-        for size in [1] + [b for b in d.warmup_batch_sizes if b > 1]:
-            batch_generate(model, tokenizer, [prompt] * size, max_tokens=d.warmup_tokens)
+        seed = slot.loaded.tokenizer.encode("Hello, who are you? Tell me about the weather and the sea.")
+        stages = warm_up(slot.runner, seed, d.warmup_tokens, d.warmup_batch_sizes, long_prompt=d.prefill_step_size + 88)
+        slot.runner.forget_history()
         free_memory()
-        logger.info("warmed %s up in %.2fs", slot.model_id, time.perf_counter() - t0)
+        took = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in stages)
+        logger.info("warmed %s up in %.2fs (%s)", slot.model_id, time.perf_counter() - t0, took)
 
     async def shutdown(self) -> None:
         for model_id in list(self._slots):

@@ -45,6 +45,7 @@ class GenerationRequest:
     grammar: str | None = None  # llguidance grammar the output must follow
     ignore_eos: bool = False  # keep generating past end-of-sequence tokens (benchmarks)
     deadline: float | None = None  # time.monotonic() after which the engine drops the request
+    internal: bool = False  # the server's own (the warm-up's): not logged
 
 
 @dataclass

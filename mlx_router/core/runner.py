@@ -245,6 +245,13 @@ class ModelRunner:
         self._gen.close()
         self._prefix = None
 
+    def forget_history(self) -> None:
+        """Empty the prefix cache and the step statistics (after the warm-up: nothing of it is worth keeping)."""
+        if self._prefix is not None:
+            self._prefix = PrefixCache(self.model_id, self.config.prefix_cache_bytes, self.config.prefix_cache_entries)
+        self.stats = StepStats(self.model_id)
+        self._refresh_stats()
+
     # -- scheduling ----------------------------------------------------------------------------------------
     def _step_solo(self, solo: SoloSequence) -> None:
         t0 = time.perf_counter()
@@ -320,7 +327,8 @@ class ModelRunner:
             event.prompt_tokens = len(active.req.prompt_tokens)
             event.cached_tokens = active.cached_tokens
         if finish is not None:
-            _log_finished(active, finish)
+            if not active.req.internal:
+                _log_finished(active, finish)
             self._by_uid.pop(active.uid, None)
             self._by_request.pop(active.req.request_id, None)
             if active.uid >= 0:

@@ -1,0 +1,117 @@
+"""Warm-up: drive a freshly loaded model's runner through the paths real traffic takes, before any user does.
+
+On CUDA, MLX compiles kernels the first time it meets them, and a compile lands on whatever request first needs
+it: seconds for the whole batch (on an H100 with an 8B model, 5 s at the first 8 concurrent prompts and 18 s
+when 16 more joined a running batch, bench/RESULTS.md run 5). mlx-lm's `batch_generate` on copies of one short
+prompt does not reach those paths: prompts of one length need no padding, a batch started at once never merges
+newcomers into running decodes, and short prompts never reach the prefill-sized matmuls. So this goes through
+`ModelRunner` itself, which is what requests use:
+
+- alone: the solo path, with a prompt longer than one prefill chunk;
+- for each batch size B: B/2 prompts of different lengths, and once those decode, the other half joins them
+  (right-padded batched prefill, left-padded decode masks, the batch growing and shrinking);
+- a follow-up turn that hits the prefix cache (a request that starts with a cached KV state).
+
+Each stage is timed; the line the manager logs says where the time went.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent
+
+
+class _Waves:
+    """Requests of the warm-up, added in waves and stepped to the end on the calling (MLX) thread."""
+
+    def __init__(self, runner: Any, seed_tokens: list[int], new_tokens: int) -> None:
+        self._runner = runner
+        self._seed = seed_tokens or [0]
+        self._new = max(1, new_tokens)
+        self._n = 0
+        self.outputs: dict[str, list[int]] = {}
+        self._done: set[str] = set()
+        self._started: set[str] = set()
+
+    def prompt(self, length: int) -> list[int]:
+        """`length` tokens; each request's first token differs, so no prompt is a prefix of another."""
+        self._n += 1
+        return [self._seed[(self._n + k) % len(self._seed)] for k in range(length)]
+
+    def add(self, prompt: list[int], extra_tokens: int = 0) -> str:
+        rid = f"warmup-{self._n}-{len(self.outputs)}"
+        out: list[int] = []
+        self.outputs[rid] = out
+
+        def emit(event: TokenEvent, rid: str = rid) -> None:
+            out.extend(event.tokens)
+            if event.tokens:
+                self._started.add(rid)
+            if event.finish_reason is not None:
+                self._done.add(rid)
+
+        n = self._new + extra_tokens
+        req = GenerationRequest(rid, "warmup", prompt, n, SamplingParams(), ignore_eos=True, internal=True)
+        self._runner.add(req, emit)
+        return rid
+
+    def step_until(self, cond: Callable[[], bool], limit: int = 100_000) -> None:
+        for _ in range(limit):
+            if cond():
+                return
+            self._runner.step()
+        raise RuntimeError("the warm-up did not finish")
+
+    def all_started(self, rids: list[str]) -> bool:
+        return all(r in self._started or r in self._done for r in rids)
+
+    def finish(self) -> None:
+        self.step_until(lambda: len(self._done) == len(self.outputs))
+
+
+def warm_up(
+    runner: Any, seed_tokens: list[int], new_tokens: int, batch_sizes: list[int], long_prompt: int
+) -> list[tuple[str, float]]:
+    """Run the stages (see the module docstring); returns (stage, seconds) pairs. `long_prompt` should exceed
+    the runner's prefill chunk so chunked prefill is met too."""
+    timings: list[tuple[str, float]] = []
+
+    def stage(name: str, fn: Callable[[_Waves], None]) -> None:
+        t0 = time.perf_counter()
+        waves = _Waves(runner, seed_tokens, new_tokens)
+        fn(waves)
+        waves.finish()
+        timings.append((name, time.perf_counter() - t0))
+
+    def solo(w: _Waves) -> None:
+        w.add(w.prompt(long_prompt))
+
+    stage("solo", solo)
+    for size in sorted({b for b in batch_sizes if b > 1}):
+
+        def batch(w: _Waves, size: int = size) -> None:
+            first = size // 2
+            # The first half decodes a few more tokens, so it is still running when the second half joins.
+            lead = [w.add(w.prompt(_length(i, long_prompt)), extra_tokens=4) for i in range(first)]
+            w.step_until(lambda: w.all_started(lead))
+            for i in range(first, size):
+                w.add(w.prompt(_length(i, long_prompt)))
+
+        stage(f"batch {size}", batch)
+
+    def follow_up(w: _Waves) -> None:
+        turn1 = w.prompt(long_prompt // 2)
+        rid = w.add(turn1)
+        w.finish()
+        w.add(turn1 + w.outputs[rid] + turn1[:16])
+
+    stage("prefix hit", follow_up)
+    return timings
+
+
+def _length(i: int, long_prompt: int) -> int:
+    """Prompt lengths that differ within a batch (so it pads) and stay short enough to be cheap."""
+    return max(8, long_prompt // 8 + (i * 37) % max(long_prompt // 4, 1))

@@ -1,0 +1,79 @@
+"""The warm-up drives the runner through the paths requests take: solo, padded batches, newcomers joining a
+running batch, a prefix-cache hit; and leaves nothing behind."""
+
+from __future__ import annotations
+
+import pytest
+from mlx_lm import load
+
+from mlx_router.core.runner import ModelRunner, RunnerConfig
+from mlx_router.core.warmup import warm_up
+
+
+@pytest.fixture(scope="module")
+def model(random_llm_dir):
+    return load(str(random_llm_dir))
+
+
+class Spy:
+    """Records, for each request the warm-up adds, its prompt, whether it was cached, and what was running."""
+
+    def __init__(self, runner: ModelRunner) -> None:
+        self.adds: list[tuple[int, int, tuple[int, int]]] = []
+        add = runner.add
+
+        def spy_add(req, emit):
+            before = runner.counts()
+            add(req, emit)
+            self.adds.append((len(req.prompt_tokens), req.max_tokens, before))
+
+        runner.add = spy_add  # type: ignore[method-assign]
+
+
+def test_warm_up_goes_through_each_path_and_leaves_nothing_behind(model, caplog):
+    m, tok = model
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefill_step_size=32, prefill_batch_tokens=64))
+    spy = Spy(runner)
+    seed = tok.encode("Hello, who are you? Tell me about the weather.")
+    with caplog.at_level("INFO", logger="mlx_router.core.runner"):
+        stages = warm_up(runner, seed, 3, [1, 2, 8], long_prompt=40)
+    assert [name for name, _ in stages] == ["solo", "batch 2", "batch 8", "prefix hit"]
+    assert all(seconds > 0 for _, seconds in stages)
+    assert not runner.has_work()
+    assert caplog.text.count("prompt tokens") == 0  # the warm-up's requests are not logged as users' are
+
+    solo, *batches, turn1, turn2 = spy.adds
+    assert solo[0] == 40  # longer than one prefill chunk
+    batch8 = batches[2:]
+    assert len(batch8) == 8
+    # Prompts of different lengths within a batch (padding), and the second half joined while the first ran.
+    assert len({n for n, _, _ in batch8}) > 1
+    assert all(running == 0 for _, _, (running, _) in batch8[:4])
+    assert all(running >= 1 for _, _, (running, _) in batch8[4:])
+    # The follow-up turn starts with the first turn's prompt and answer.
+    assert turn2[0] > turn1[0]
+
+    assert runner.prefix_bytes() > 0
+    runner.forget_history()
+    assert runner.prefix_bytes() == 0
+    assert runner.stats.steps == 0
+
+
+def test_the_follow_up_turn_hits_the_prefix_cache(model):
+    m, tok = model
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefill_step_size=32))
+    cached: list[int] = []
+    add = runner.add
+
+    def spy_add(req, emit):
+        def seen(event):
+            if event.prompt_tokens:
+                cached.append(event.cached_tokens)
+            emit(event)
+
+        add(req, seen)
+
+    runner.add = spy_add  # type: ignore[method-assign]
+    warm_up(runner, tok.encode("Hello there, general weather."), 2, [], long_prompt=40)
+    assert cached[-1] > 0  # the last request (the follow-up turn) started from a cached prefix
+    assert cached[0] == 0
