@@ -45,6 +45,7 @@ class RunnerConfig:
     prefill_step_size: int = 512
     prefix_cache_bytes: int = 2 * 1024**3
     prefix_cache_entries: int = 64
+    prefix_min_tokens: int = 32  # shorter cached prefixes are not worth copying a cache for
     solo_path: bool = True
     prefill_batch_tokens: int = 4096  # prompt tokens prefilled together between two decode steps
 
@@ -103,11 +104,7 @@ class ModelRunner:
         self._in_batch = 0
         self._solo_ok = config.solo_path and SoloSequence.supported(model)
         self._next_uid = 0
-        self._prefix = (
-            PrefixCache(model_id, config.prefix_cache_bytes, config.prefix_cache_entries)
-            if config.prefix_cache_bytes > 0
-            else None
-        )
+        self._prefix = self._new_prefix_cache()
         self._counts = (0, 0)
         self._kv_bytes = 0
         self._prefix_bytes = 0
@@ -128,6 +125,12 @@ class ModelRunner:
     def kv_bytes(self) -> int:
         """Bytes held by KV caches: the batch, the requests outside it, and the prefix cache."""
         return self._kv_bytes
+
+    def _new_prefix_cache(self) -> PrefixCache | None:
+        c = self.config
+        if c.prefix_cache_bytes <= 0:
+            return None
+        return PrefixCache(self.model_id, c.prefix_cache_bytes, c.prefix_cache_entries, c.prefix_min_tokens)
 
     def _refresh_stats(self) -> None:
         running = sum(1 for a in self._by_uid.values() if a.started)
@@ -247,8 +250,7 @@ class ModelRunner:
 
     def forget_history(self) -> None:
         """Empty the prefix cache and the step statistics (after the warm-up: nothing of it is worth keeping)."""
-        if self._prefix is not None:
-            self._prefix = PrefixCache(self.model_id, self.config.prefix_cache_bytes, self.config.prefix_cache_entries)
+        self._prefix = self._new_prefix_cache()
         self.stats = StepStats(self.model_id)
         self._refresh_stats()
 

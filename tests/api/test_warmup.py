@@ -61,7 +61,7 @@ def test_warm_up_goes_through_each_path_and_leaves_nothing_behind(model, caplog)
 
 def test_the_follow_up_turn_hits_the_prefix_cache(model):
     m, tok = model
-    runner = ModelRunner("m", m, tok, RunnerConfig(prefill_step_size=32))
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefill_step_size=32, prefix_min_tokens=8))
     cached: list[int] = []
     add = runner.add
 
