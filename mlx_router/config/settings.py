@@ -55,9 +55,15 @@ class DefaultsConfig(_Section):
     stream: bool = Field(False, description="Whether to stream when a request does not say.")
     stream_chunk_size: int = Field(1, ge=1, description="Tokens grouped into one streamed event.")
     streaming_format: Literal["sse", "json_lines", "json_array"] = "sse"
-    warmup_tokens: int = Field(0, ge=0, description="Tokens generated once when a model loads (0: no warm-up).")
-    warmup_batch_sizes: list[int] = Field(
-        default_factory=list, description="Batch sizes the warm-up also runs (GPU kernels compile per shape)."
+    warmup_tokens: int | None = Field(
+        None,
+        ge=0,
+        description="Tokens each warm-up request generates when a model loads (0: no warm-up; null: 3 on "
+        "CUDA, where kernels compile on first use, 0 elsewhere).",
+    )
+    warmup_batch_sizes: list[int] | None = Field(
+        None,
+        description="Batch sizes the warm-up runs (null: 1, 2, 4, ... up to max_running_requests when it is on).",
     )
     enable_function_calling: bool = Field(True, description="Offer `tools` to models and parse their calls.")
     constrain_tool_calls: bool = Field(

@@ -21,7 +21,7 @@ from mlx_router.core.eviction import PoolEntry, plan_eviction
 from mlx_router.core.loader import LoadedModel, free_memory, load_weights, open_tokenizer, read_config
 from mlx_router.core.resource_monitor import GB, ResourceMonitor
 from mlx_router.core.runner import ModelRunner, RunnerConfig
-from mlx_router.core.warmup import warm_up
+from mlx_router.core.warmup import warm_up, warmup_plan
 from mlx_router.core.worker import MLXWorker
 from mlx_router.errors import (
     InsufficientMemoryError,
@@ -265,11 +265,12 @@ class MLXModelManager:
         core/warmup.py): the first use of a path or shape compiles kernels (seconds on CUDA), which must not
         land on a user's request."""
         d = self.settings.defaults
-        if d.warmup_tokens <= 0 or slot.loaded is None or slot.runner is None:
+        tokens, sizes = warmup_plan(d.warmup_tokens, d.warmup_batch_sizes, d.max_running_requests)
+        if tokens <= 0 or slot.loaded is None or slot.runner is None:
             return
         t0 = time.perf_counter()
         seed = slot.loaded.tokenizer.encode("Hello, who are you? Tell me about the weather and the sea.")
-        stages = warm_up(slot.runner, seed, d.warmup_tokens, d.warmup_batch_sizes, long_prompt=d.prefill_step_size + 88)
+        stages = warm_up(slot.runner, seed, tokens, sizes, long_prompt=d.prefill_step_size + 88)
         slot.runner.forget_history()
         free_memory()
         took = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in stages)

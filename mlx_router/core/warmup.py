@@ -21,6 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import mlx.core as mx
+
 from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent
 
 
@@ -110,6 +112,16 @@ def warm_up(
 
     stage("prefix hit", follow_up)
     return timings
+
+
+def warmup_plan(tokens: int | None, sizes: list[int] | None, max_running: int) -> tuple[int, list[int]]:
+    """The settings resolved: tokens per warm-up request (0: none) and the batch sizes to run. Unset, the warm-up
+    runs on CUDA only (Metal and the CPU compile little or nothing on first use), at 1, 2, 4, ... max_running."""
+    if tokens is None:
+        tokens = 3 if mx.cuda.is_available() else 0
+    if sizes is None:
+        sizes = sorted({1 << k for k in range(max_running.bit_length()) if 1 << k <= max_running} | {max_running})
+    return tokens, [b for b in sizes if 1 <= b <= max_running]
 
 
 def _length(i: int, long_prompt: int) -> int:

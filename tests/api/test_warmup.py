@@ -7,7 +7,7 @@ import pytest
 from mlx_lm import load
 
 from mlx_router.core.runner import ModelRunner, RunnerConfig
-from mlx_router.core.warmup import warm_up
+from mlx_router.core.warmup import warm_up, warmup_plan
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +77,31 @@ def test_the_follow_up_turn_hits_the_prefix_cache(model):
     warm_up(runner, tok.encode("Hello there, general weather."), 2, [], long_prompt=40)
     assert cached[-1] > 0  # the last request (the follow-up turn) started from a cached prefix
     assert cached[0] == 0
+
+
+def test_the_plan_runs_only_on_cuda_unless_configured():
+    import mlx.core as mx
+
+    on_cuda = mx.cuda.is_available()
+    assert warmup_plan(None, None, 32) == ((3, [1, 2, 4, 8, 16, 32]) if on_cuda else (0, [1, 2, 4, 8, 16, 32]))
+    assert warmup_plan(2, None, 24) == (2, [1, 2, 4, 8, 16, 24])
+    assert warmup_plan(0, [8], 32) == (0, [8])
+    assert warmup_plan(4, [1, 8, 64], 32) == (4, [1, 8])  # no batch bigger than the server will run
+
+
+def test_a_server_with_the_warm_up_on_serves_from_a_clean_prefix_cache(models_root, caplog):
+    from fastapi.testclient import TestClient
+
+    from mlx_router.app import create_app
+    from tests.api.conftest import make_settings
+
+    app = create_app(make_settings(models_root, warmup_tokens=2, warmup_batch_sizes=[2, 4], model="tiny-a"))
+    with caplog.at_level("INFO", logger="mlx_router.core.manager"), TestClient(app) as client:
+        body = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        r = client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["usage"]["prompt_tokens_details"]["cached_tokens"] == 0
+        health = client.get("/v1/health").json()
+    assert "warmed tiny-a up" in caplog.text and "batch 4" in caplog.text
+    (model,) = [m for m in health["models"] if m["id"] == "tiny-a"]
+    assert model["running"] == 0 and model["queued"] == 0
