@@ -7,6 +7,7 @@
 #   router8b / small : mlx-router on the 8B; raw mlx-lm, model-level diagnostics and mlx-router on the 0.5B
 #   servers: mlx_lm.server on both models
 #   firstuse: which kernels compile on first use, with the warm-up, on a fresh and a reused kernel cache (8B)
+#   verify : raw mlx-lm and mlx-router at 1 and 8 streams only (after setup, which it can replace: `setup-8b`)
 #   diag   : model-level diagnostics of the 8B (attention paths, quantized-layer choices), if time is left
 # A full run is copy, setup, raw8b, router8b, small, servers: about 17 minutes of a held machine.
 set -uo pipefail
@@ -17,6 +18,8 @@ case "$1" in
   setup)
     tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh || exit 1
     bash bench/gpu/models.sh 8b 0.5b > /dev/null || exit 1 ;;
+  setup-8b)
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1 ;;
   diag)
     for layers in plain flat auto; do
       MLX_CUDA_USE_CUDNN_SDPA=0 timeout 150 python3 bench/attention_paths.py /tmp/models/8b --layers $layers \
@@ -26,6 +29,16 @@ case "$1" in
     # A fresh kernel cache (a new machine), then the same cache again (a restarted server).
     rm -rf /tmp/kc && timeout 330 python3 bench/first_use.py /tmp/models/8b /tmp/kc 2>&1 | grep -v "^\[" | tee "$OUT/firstuse8b-cold.txt"
     timeout 200 python3 bench/first_use.py /tmp/models/8b /tmp/kc 2>&1 | grep -v "^\[" | tee "$OUT/firstuse8b-warm.txt" ;;
+  verify)
+    # A short check of the 1- and 8-stream targets after a change: raw mlx-lm beside mlx-router, two prefill
+    # group sizes, dense threshold fixed (the value timed in runs 5 and 6) to skip the calibration.
+    bash bench/gpu/models.sh 8b > /dev/null || exit 1
+    $B /tmp/models/8b --name 8b --steps raw --batches 1,8 --out "$OUT/run.jsonl" 2>&1 | tail -4
+    for pbt in 4096 2048; do
+      $B /tmp/models/8b --name 8b --steps router --conc 1,8 --prefix-words $([ $pbt = 4096 ] && echo 3000 || echo 0) \
+        --logs "$OUT/pbt$pbt" --out "$OUT/run.jsonl" --router-defaults \
+        "{\"dense_matmul_min_rows\": 256, \"warmup_batch_sizes\": [1, 2, 4, 8], \"prefill_batch_tokens\": $pbt}" 2>&1 | tail -5
+    done ;;
   raw8b) $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
   router8b)
     $B /tmp/models/8b --name 8b --steps router,runner --warm-all --burst 256 --burst-max-tokens 32 --prefix-words 3000 \
