@@ -270,11 +270,16 @@ class MLXModelManager:
             return
         t0 = time.perf_counter()
         seed = slot.loaded.tokenizer.encode("Hello, who are you? Tell me about the weather and the sea.")
-        stages = warm_up(slot.runner, seed, tokens, sizes, long_prompt=d.prefill_step_size + 88)
+        try:
+            stages = warm_up(slot.runner, seed, tokens, sizes, long_prompt=d.prefill_step_size + 88)
+        except Exception as e:  # the model still works; its first requests may wait for kernel compiles
+            logger.warning("warm-up of %s failed, serving it without: %s", slot.model_id, e)
+            slot.runner.cancel_all(e)
+            stages = []
         slot.runner.forget_history()
         free_memory()
         took = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in stages)
-        logger.info("warmed %s up in %.2fs (%s)", slot.model_id, time.perf_counter() - t0, took)
+        logger.info("warmed %s up in %.2fs (%s)", slot.model_id, time.perf_counter() - t0, took or "failed")
 
     async def shutdown(self) -> None:
         for model_id in list(self._slots):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from mlx_lm import load
 
+from mlx_router.core.params import GenerationRequest, SamplingParams
 from mlx_router.core.runner import ModelRunner, RunnerConfig
 from mlx_router.core.warmup import warm_up, warmup_plan
 
@@ -105,3 +106,26 @@ def test_a_server_with_the_warm_up_on_serves_from_a_clean_prefix_cache(models_ro
     assert "warmed tiny-a up" in caplog.text and "batch 4" in caplog.text
     (model,) = [m for m in health["models"] if m["id"] == "tiny-a"]
     assert model["running"] == 0 and model["queued"] == 0
+
+
+def test_a_failed_warm_up_leaves_the_model_serving(models_root, caplog, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from mlx_router.app import create_app
+    from mlx_router.core import manager
+    from tests.api.conftest import make_settings
+
+    def broken(runner, *args, **kwargs):
+        runner.add(GenerationRequest("w", "tiny-a", [1, 2, 3], 4, SamplingParams(), internal=True), lambda event: None)
+        raise MemoryError("out of memory during the warm-up")
+
+    monkeypatch.setattr(manager, "warm_up", broken)
+    app = create_app(make_settings(models_root, warmup_tokens=2, warmup_batch_sizes=[2], model="tiny-a"))
+    with caplog.at_level("WARNING", logger="mlx_router.core.manager"), TestClient(app) as client:
+        body = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        r = client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        health = client.get("/v1/health").json()
+    assert "warm-up of tiny-a failed" in caplog.text
+    (model,) = [m for m in health["models"] if m["id"] == "tiny-a"]
+    assert model["running"] == 0 and model["queued"] == 0  # the warm-up's request was dropped
