@@ -39,7 +39,8 @@ class _Waves:
         self._started: set[str] = set()
 
     def prompt(self, length: int) -> list[int]:
-        """`length` tokens; each request's first token differs, so no prompt is a prefix of another."""
+        """`length` tokens of the seed text, each request starting one token further into it (prompts that
+        happen to share a start exercise the prefix cache too)."""
         self._n += 1
         return [self._seed[(self._n + k) % len(self._seed)] for k in range(length)]
 
