@@ -61,3 +61,28 @@ def test_json_lines_and_array():
     arr = "".join(asyncio.run(collect(encode_stream(items(chunk("a"), chunk("b")), "json_array", 10))))
     assert [c["choices"][0]["delta"]["content"] for c in json.loads(arr)] == ["a", "b"]
     assert json.loads("".join(asyncio.run(collect(encode_stream(items(), "json_array", 10))))) == []
+
+
+def test_a_client_leaving_mid_stream_closes_the_source_and_calls_on_close():
+    closed: list[str] = []
+
+    async def source():
+        try:
+            yield chunk("a")
+            await asyncio.sleep(10)  # the next token never comes before the client leaves
+            yield chunk("b")
+        finally:
+            closed.append("source")
+
+    async def on_close():
+        closed.append("on_close")
+
+    async def run():
+        gen = encode_stream(source(), "sse", 10, on_close=on_close)
+        first = await gen.__anext__()
+        await gen.aclose()  # what the server does when the client disconnects
+        return first
+
+    first = asyncio.run(run())
+    assert json.loads(first[len("data: ") :])["choices"][0]["delta"]["content"] == "a"
+    assert closed == ["source", "on_close"]
