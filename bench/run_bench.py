@@ -166,11 +166,8 @@ def step_router(a, work: Path) -> list[dict]:
             "max_running_requests": a.max_running,
             "max_queued_requests": a.max_queued,
             "warmup_tokens": 3,
-            "warmup_batch_sizes": (
-                sorted({1 << k for k in range(a.max_running.bit_length()) if 1 << k <= a.max_running} | {a.max_running})
-                if a.warm_all
-                else [int(b) for b in a.batches.split(",")]
-            ),
+            # null: the server's own plan (1, 2, 4, ... max_running_requests)
+            "warmup_batch_sizes": None if a.warm_all else [int(b) for b in a.batches.split(",")],
             "timeout": 1800,
             **json.loads(a.router_defaults),
         },
