@@ -196,6 +196,8 @@ def step_router(a, work: Path) -> list[dict]:
             )
         for conc in [int(c) for c in a.profile_conc.split(",") if c]:
             rows += profiled_load(srv, base, a, work, conc)
+        for conc in [int(c) for c in a.profile_gil_conc.split(",") if c]:
+            rows += profiled_load(srv, base, a, work, conc, gil=True)
         if a.prefix_words:
             rows += load_lines(
                 base,
@@ -213,15 +215,18 @@ def step_router(a, work: Path) -> list[dict]:
     return rows
 
 
-def profiled_load(srv: Server, base: str, a, work: Path, conc: int) -> list[dict]:
-    """One more load at `conc` streams with py-spy sampling every thread of the server (idle ones too)."""
+def profiled_load(srv: Server, base: str, a, work: Path, conc: int, gil: bool = False) -> list[dict]:
+    """One more load at `conc` streams with py-spy sampling every thread of the server (idle ones too), or,
+    with `gil`, only the thread holding the GIL at each sample (how long each thread held it)."""
     spy_bin = shutil.which("py-spy") or str(Path(sys.prefix) / "bin" / "py-spy")
-    cmd = [spy_bin, "record", "--pid", str(srv.proc.pid), "--rate", "200", "--threads", "--idle"]
-    cmd += ["--nonblocking", "--format", "raw", "-o", str(work / f"pyspy-{conc}.txt")]
+    out = work / (f"pyspy-gil-{conc}.txt" if gil else f"pyspy-{conc}.txt")
+    cmd = [spy_bin, "record", "--pid", str(srv.proc.pid), "--rate", "200", "--threads"]
+    cmd += ["--nonblocking", "--gil"] if gil else ["--nonblocking", "--idle"]
+    cmd += ["--format", "raw", "-o", str(out)]
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     time.sleep(1)
     try:
-        label = f"mlx-router under py-spy ({conc} streams)"
+        label = f"mlx-router under py-spy{' --gil' if gil else ''} ({conc} streams)"
         return load_lines(base, a.name, a, label, ["--conc", str(conc), "--ignore-eos"])
     finally:
         spy.send_signal(signal.SIGINT)
@@ -291,6 +296,7 @@ def main() -> None:
     ap.add_argument("--out", default="bench_results.jsonl")
     ap.add_argument("--router-defaults", default="{}", help="JSON merged into the router's `defaults`")
     ap.add_argument("--profile-conc", default="", help="concurrency levels loaded once more under py-spy (1,32)")
+    ap.add_argument("--profile-gil-conc", default="", help="the same with py-spy --gil (who holds the GIL)")
     ap.add_argument("--logs", default="", help="copy the router's log (and py-spy's output) into this folder")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))

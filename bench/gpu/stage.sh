@@ -18,6 +18,16 @@ case "$1" in
   setup)
     tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh || exit 1
     bash bench/gpu/models.sh 8b 0.5b > /dev/null || exit 1 ;;
+  setup05)
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1 ;;
+  full05)
+    # Everything on the 0.5B in one call: raw mlx-lm, mlx_lm.server, mlx-router (with py-spy of every thread and
+    # of the GIL's holder at 8 and 32 streams) and the runner in process; then the profiles summarised.
+    $B /tmp/models/0.5b --name 0.5b --steps raw,mlx_lm_server,router,runner --warm-all --burst 256 \
+      --prefix-words 3000 --server-conc 1,8,32 --batches 1,8,32,64 --profile-conc 8,32 --profile-gil-conc 8,32 \
+      --logs "$OUT" --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -24
+    for f in "$OUT"/0.5b-pyspy*.txt; do echo "# $f"; python3 bench/pyspy_summary.py "$f" --top 8 | grep -v pool; done ;;
   setup-8b)
     tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1 ;;
   diag)
