@@ -57,7 +57,7 @@ tokenizer = open_tokenizer(path)
 t0 = time.perf_counter()
 before = modules()
 model = load_weights("m", path, tokenizer).model
-layers = prepare_quantized_layers(model, a.dense_rows, {}, str(path))
+layers = prepare_quantized_layers(model, a.dense_rows, {}, str(path), None, max(int(x) for x in a.sizes.split(",")))
 report("STAGE", "load", time.perf_counter() - t0, before, layers=layers.split(" ")[0] if layers else 0)
 runner = ModelRunner("m", model, tokenizer, RunnerConfig(max_running=64, prefix_cache_bytes=2 * 1024**3))
 

@@ -79,12 +79,14 @@ def main() -> None:
     ap.add_argument("batches")
     ap.add_argument("prompt_words", type=int, nargs="?", default=155)
     ap.add_argument("--dense-rows", type=int, default=None, help="dense_matmul_min_rows (default: as the server)")
+    ap.add_argument("--flat-decode", type=int, default=None, help="flat_decode_min_batch (default: as the server)")
     a = ap.parse_args()
     path = Path(a.model)
     tokenizer = open_tokenizer(path)
     model = load_weights("m", path, tokenizer).model
-    print("layers:", prepare_quantized_layers(model, a.dense_rows, {}, str(path)) or "unchanged", flush=True)
     sizes = [int(x) for x in a.batches.split(",")]
+    layers = prepare_quantized_layers(model, a.dense_rows, {}, str(path), a.flat_decode, max(sizes))
+    print("layers:", layers or "unchanged", flush=True)
     runner = ModelRunner("m", model, tokenizer, RunnerConfig(max_running=max(sizes), prefix_cache_bytes=0))
 
     def encoded(i: int) -> list[int]:

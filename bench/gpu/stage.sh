@@ -12,6 +12,10 @@
 # A full run is copy, setup, raw8b, router8b, small, servers: about 17 minutes of a held machine.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
+# One kernel cache for every program of the session (raw mlx-lm, mlx_lm.server, mlx-router): a kernel one of
+# them compiled is not compiled again by the next, which saves minutes of a fresh machine's time and changes
+# no steady-state figure (each step warms its own shapes before it measures).
+export MLX_PTX_CACHE_DIR=/tmp/kc
 B="python3 bench/run_bench.py"
 case "$1" in
   copy) mkdir -p /tmp/w && cp .whl/cuda13.part.aa /tmp/w/ && ls -la /tmp/w ;;
@@ -28,6 +32,22 @@ case "$1" in
       --prefix-words 3000 --server-conc 1,8,32 --batches 1,8,32,64 --profile-conc 8,32 --profile-gil-conc 8,32 \
       --logs "$OUT" --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -24
     for f in "$OUT"/0.5b-pyspy*.txt; do echo "# $f"; python3 bench/pyspy_summary.py "$f" --top 8 | grep -v pool; done ;;
+  prep)
+    # the first call after `copy`: install, build both models, raw mlx-lm on the 0.5B
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b 8b > /dev/null || exit 1
+    $B /tmp/models/0.5b --name 0.5b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -7 ;;
+  r05)
+    # mlx_lm.server and mlx-router on the 0.5B (py-spy of the GIL's holder at 8 streams), the runner in process
+    timeout 560 $B /tmp/models/0.5b --name 0.5b --steps mlx_lm_server,router,runner --warm-all --burst 256 \
+      --prefix-words 3000 --server-conc 1,8,32 --batches 8,32 --profile-gil-conc 8 --logs "$OUT" \
+      --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -16
+    grep -h "quantized layers\|decode step ms\|prefill of\|warmed" "$OUT"/0.5b-router.log ;;
+  raw8b-all) $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
+  r8b)
+    timeout 560 $B /tmp/models/8b --name 8b --steps router --warm-all --burst 256 --burst-max-tokens 32 \
+      --prefix-words 3000 --logs "$OUT" --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -10
+    grep -h "quantized layers\|decode step ms\|prefill of\|warmed" "$OUT"/8b-router.log ;;
   setup-8b)
     tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1 ;;
   diag)

@@ -90,9 +90,16 @@ class DefaultsConfig(_Section):
     dense_matmul_min_rows: int | None = Field(
         None,
         ge=0,
-        description="Quantized layers multiply a batch of sequences as one matrix and use the dense matmul on "
+        description="Quantized layers multiply a batched prefill as one matrix and use the dense matmul on "
         "dequantized weights from this many rows on; 0: only the first; null: both on CUDA (timed at load), "
         "neither elsewhere.",
+    )
+    flat_decode_min_batch: int | None = Field(
+        None,
+        ge=0,
+        description="Decode steps of this many sequences or more multiply each quantized layer's input as one "
+        "matrix instead of a batch of vectors; 0: never; null: timed at load on CUDA (batch sizes 2, 4, ... "
+        "max_running_requests), never elsewhere.",
     )
     cudnn_attention: bool = Field(
         False,

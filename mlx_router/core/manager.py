@@ -72,7 +72,7 @@ class MLXModelManager:
         self._slots: dict[str, ModelSlot] = {}
         self._tokenizers: dict[str, Any] = {}
         self._tokenizer_locks: dict[str, asyncio.Lock] = {}
-        self._dense_rows_timed: dict[str, int] = {}  # model path -> dense-matmul threshold timed at its first load
+        self._layers_timed: dict[str, int] = {}  # quantized-layer thresholds timed at a model's first load
 
     # -- lookup ---------------------------------------------------------------------------------------------
     def resolve(self, model_id: str) -> ModelEntry:
@@ -178,8 +178,14 @@ class MLXModelManager:
         except ModelLoadError as e:
             slot.state, slot.error, slot.cost_bytes = "failed", e.message, 0
             raise
+        d = self.settings.defaults
         layers = prepare_quantized_layers(
-            loaded.model, self.settings.defaults.dense_matmul_min_rows, self._dense_rows_timed, str(entry.path)
+            loaded.model,
+            d.dense_matmul_min_rows,
+            self._layers_timed,
+            str(entry.path),
+            flat_configured=d.flat_decode_min_batch,
+            max_batch=d.max_running_requests,
         )
         if layers:
             logger.info("%s: %s", entry.id, layers)
