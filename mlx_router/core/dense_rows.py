@@ -45,19 +45,23 @@ class DenseRowsQuantizedLinear(nn.QuantizedLinear):
     flat_prefill: bool = True  # a batched prefill is one matrix
 
     def __call__(self, x: mx.array) -> mx.array:
-        if x.ndim < 2:
+        # Called for every linear layer of every step: few calls into MLX (this is a small model's hot path).
+        shape = x.shape
+        if len(shape) < 2:
             return super().__call__(x)
-        lead = x.shape[:-1]
-        rows = x.size // x.shape[-1]
-        flatten = x.ndim > 2 and rows > x.shape[-2] and self._flattens(rows, x.shape[-2])
-        x2 = x.reshape(rows, x.shape[-1]) if flatten else x
+        rows = 1
+        for n in shape[:-1]:
+            rows *= n
+        tokens = shape[-2]
+        flatten = len(shape) > 2 and rows > tokens and self._flattens(rows, tokens)
+        x2 = x.reshape(rows, shape[-1]) if flatten else x
         if self.dense_min_rows and rows >= self.dense_min_rows:
             y = x2 @ dense_weight(self, x.dtype).swapaxes(-1, -2)
             if "bias" in self:
                 y = y + self["bias"]
         else:
             y = super().__call__(x2)
-        return y.reshape(*lead, y.shape[-1]) if flatten else y
+        return y.reshape(*shape[:-1], y.shape[-1]) if flatten else y
 
     def _flattens(self, rows: int, tokens: int) -> bool:
         """A batch of sequences: a prefill if `flat_prefill`, a decode step from `flat_decode_min_batch` on."""
@@ -92,6 +96,12 @@ def _converted_layers(model: Any) -> list[DenseRowsQuantizedLinear]:
     for layer in layers:
         layer.__class__ = DenseRowsQuantizedLinear
     return [layer for layer in layers if isinstance(layer, DenseRowsQuantizedLinear)]
+
+
+def restore_quantized_layers(model: Any) -> None:
+    """Give the layers mlx-lm's own class back."""
+    for layer in _quantized_layers(model):
+        layer.__class__ = nn.QuantizedLinear
 
 
 def use_dense_rows(model: Any, min_rows: int, flat_decode_min_batch: int = 2, flat_prefill: bool = True) -> int:
@@ -299,9 +309,12 @@ def prepare_quantized_layers(
             timed[prefill_key] = int(calibrate_flat_prefill(model, min(8, max_batch)))
         flat_prefill = bool(timed[prefill_key])
     layers = len(_converted_layers(model))
+    timing = f" (timed in {time.perf_counter() - t0:.2f}s)" if ran else ""
+    if dense <= 0 and flat == 0 and not flat_prefill:
+        restore_quantized_layers(model)  # nothing to change: mlx-lm's layers, without a wrapper's cost a call
+        return f"{layers} quantized layers stay as mlx-lm has them{timing}"
     use_dense_rows(model, max(dense, 0), flat, flat_prefill)
     prefill = f"the dense matmul from {dense} rows on" if dense > 0 else "the quantized kernel for prefill"
     decode = f"decode batches of {flat} or more as one matrix" if flat > 0 else "decode batches as a batch of vectors"
     batched = "" if flat_prefill else ", batched prefills as a batch of matrices"
-    timing = f" (timed in {time.perf_counter() - t0:.2f}s)" if ran else ""
     return f"{layers} quantized layers use {prefill}, {decode}{batched}{timing}"

@@ -198,3 +198,17 @@ def test_timed_thresholds_are_reused_at_the_next_load(monkeypatch):
     assert timed == {"/models/m dense": 256, "/models/m flat 32": 16, "/models/m flat prefill": 0}
     layer = second.layers[0].b
     assert layer.dense_min_rows == 256 and layer.flat_decode_min_batch == 16 and not layer.flat_prefill
+
+
+def test_layers_stay_mlx_lms_when_the_timings_find_nothing_faster(monkeypatch):
+    import mlx_router.core.dense_rows as dense_rows
+
+    monkeypatch.setattr(dense_rows, "dense_rows_setting", lambda configured: None)  # as on CUDA
+    monkeypatch.setattr(dense_rows, "flat_decode_setting", lambda configured: None)
+    monkeypatch.setattr(dense_rows, "calibrate_dense_rows", lambda model: 0)
+    monkeypatch.setattr(dense_rows, "calibrate_flat_decode", lambda model, sizes: 0)
+    monkeypatch.setattr(dense_rows, "calibrate_flat_prefill", lambda model, n: False)
+    model = FakeLM()
+    line = prepare_quantized_layers(model, None, {}, "m", flat_configured=None, max_batch=8)
+    assert line.startswith("2 quantized layers stay as mlx-lm has them (timed in")
+    assert type(model.layers[0].a) is nn.QuantizedLinear and type(model.layers[0].b) is nn.QuantizedLinear
