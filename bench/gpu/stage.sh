@@ -35,7 +35,7 @@ case "$1" in
   prep)
     # the first call after `copy`: install, build both models, raw mlx-lm on the 0.5B
     tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
-    bash bench/gpu/models.sh 0.5b 8b > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
     $B /tmp/models/0.5b --name 0.5b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -7 ;;
   r05)
     # mlx_lm.server and mlx-router on the 0.5B (py-spy of the GIL's holder at 8 streams), the runner in process
@@ -43,6 +43,15 @@ case "$1" in
       --prefix-words 3000 --server-conc 1,8,32 --batches 8,32 --profile-gil-conc 8 --logs "$OUT" \
       --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -16
     grep -h "quantized layers\|decode step ms\|prefill of\|warmed" "$OUT"/0.5b-router.log ;;
+  v8b)
+    # the 8B at 1 and 8 streams, raw mlx-lm beside mlx-router (prefill threshold fixed at the value timed in
+    # runs 5 and 6, to spare the calibration's minutes of first-use compiles; the decode choice is timed)
+    bash bench/gpu/models.sh 8b > /dev/null || exit 1
+    $B /tmp/models/8b --name 8b --steps raw --batches 1,8 --out "$OUT/run.jsonl" 2>&1 | tail -3
+    timeout 420 $B /tmp/models/8b --name 8b --steps router --conc 1,8 --batches 1,8 --max-running 8 \
+      --prefix-words 3000 --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
+      --out "$OUT/run.jsonl" 2>&1 | tail -5
+    grep -h "quantized layers\|decode step ms\|prefill of\|warmed" "$OUT"/8b-router.log ;;
   raw8b-all) $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
   r8b)
     timeout 560 $B /tmp/models/8b --name 8b --steps router --warm-all --burst 256 --burst-max-tokens 32 \
