@@ -9,7 +9,8 @@ from fastapi import Depends, Request
 from mlx_router.services import Services
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
+    # async: FastAPI runs a plain function dependency on a worker thread, a thread hop for every request
     services: Services = request.app.state.services
     return services
 

@@ -17,7 +17,7 @@ DISCONNECT_POLL_SECONDS = 0.25
 
 
 async def stream_response(
-    session: GenerationSession, chunks: Callable[[], AsyncIterator[BaseModel]], defaults: DefaultsConfig
+    session: GenerationSession, chunks: Callable[[], AsyncIterator[BaseModel | str]], defaults: DefaultsConfig
 ) -> StreamingResponse:
     """Admit the session (429/503 are raised here, as plain HTTP errors), then stream its chunks."""
     await session.__aenter__()

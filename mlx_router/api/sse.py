@@ -66,43 +66,90 @@ def chunk_json(chunk: BaseModel) -> str:
 
 
 async def encode_stream(
-    chunks: AsyncIterator[BaseModel],
+    chunks: AsyncIterator[BaseModel | str],
     fmt: StreamFormat,
     keepalive_seconds: float,
     on_close: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[str]:
-    """Encode chunks as they come, with keep-alives every `keepalive_seconds` of silence."""
+    """Encode chunks as they come (a `str` is a chunk's JSON already), with keep-alives every
+    `keepalive_seconds` of silence.
+
+    The chunks are read by a task of their own into a queue, so that a keep-alive can go out while the
+    next chunk is awaited; per chunk that costs a queue put and get, where racing each chunk against a timeout
+    cost a task, a waiter and a timer. Chunks that queued up while the socket was busy leave in one write.
+    """
     enc = _Encoder(fmt)
-    pending: asyncio.Future[BaseModel] | None = None
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
+    pump = loop.create_task(_pump(chunks, queue))
+    keepalive = _KeepAlive(loop, keepalive_seconds, queue)
+    finished = False
     try:
-        while True:
-            if pending is None:
-                pending = asyncio.ensure_future(chunks.__anext__())
-            done, _ = await asyncio.wait({pending}, timeout=keepalive_seconds)
-            if not done:
-                yield enc.keepalive()
-                continue
-            finished, pending = pending, None
-            try:
-                chunk = finished.result()
-            except StopAsyncIteration:
-                break
-            yield enc.item(chunk_json(chunk))
-    except RouterError as e:
-        yield enc.item(json.dumps(router_error_body(e)))
-    except Exception:
-        logger.exception("stream failed")
-        yield enc.item(json.dumps(internal_error_body()))
+        while not finished:
+            kind, value = await queue.get()
+            out: list[str] = []
+            while True:
+                if kind == "chunk":
+                    keepalive.touch()
+                    out.append(enc.item(value if isinstance(value, str) else chunk_json(value)))
+                elif kind == "keepalive":
+                    out.append(enc.keepalive())
+                else:  # the end, or an error: the error's event comes last
+                    finished = True
+                    if value is not None:
+                        out.append(enc.item(json.dumps(value)))
+                    break
+                if queue.empty():
+                    break
+                kind, value = queue.get_nowait()
+            yield "".join(out)
     finally:
-        if pending is not None and not pending.done():
-            pending.cancel()
-            try:
-                await pending
-            except (asyncio.CancelledError, StopAsyncIteration, Exception):
-                pass
+        keepalive.cancel()
+        if not pump.done():
+            pump.cancel()
+            await asyncio.gather(pump, return_exceptions=True)
         aclose = getattr(chunks, "aclose", None)
         if aclose is not None:
             await aclose()
         if on_close is not None:
             await on_close()
     yield enc.end()
+
+
+async def _pump(chunks: AsyncIterator[BaseModel | str], queue: asyncio.Queue[tuple[str, Any]]) -> None:
+    """Read every chunk into `queue`, then ("end", None), or ("end", error body) when the chunks fail."""
+    try:
+        async for chunk in chunks:
+            queue.put_nowait(("chunk", chunk))
+    except RouterError as e:
+        queue.put_nowait(("end", router_error_body(e)))
+    except Exception:
+        logger.exception("stream failed")
+        queue.put_nowait(("end", internal_error_body()))
+    else:
+        queue.put_nowait(("end", None))
+
+
+class _KeepAlive:
+    """Queues a keep-alive whenever `seconds` pass without a chunk: one timer that wakes every `seconds` and
+    looks at when the last chunk went out, so a chunk costs only a clock reading."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, seconds: float, queue: asyncio.Queue[tuple[str, Any]]) -> None:
+        self._loop = loop
+        self._seconds = seconds
+        self._queue = queue
+        self._last = loop.time()
+        self._timer = loop.call_later(seconds, self._check)
+
+    def touch(self) -> None:
+        self._last = self._loop.time()
+
+    def _check(self) -> None:
+        idle = self._loop.time() - self._last
+        if idle >= self._seconds:
+            self._queue.put_nowait(("keepalive", None))
+            self._last, idle = self._loop.time(), 0.0
+        self._timer = self._loop.call_later(self._seconds - idle, self._check)
+
+    def cancel(self) -> None:
+        self._timer.cancel()

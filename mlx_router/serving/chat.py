@@ -23,6 +23,7 @@ from mlx_router.protocol.chat import (
     ChatChunkChoice,
     ChatCompletionChunk,
     ChatCompletionResponse,
+    ChunkTemplate,
     DeltaMessage,
     ToolCallDelta,
     ToolCallFunctionDelta,
@@ -96,8 +97,9 @@ class ChatService:
             id=p.id, created=p.created, model=p.request.model, choices=[choice], usage=usage_of(session.usage)
         )
 
-    async def stream(self, p: PreparedChat, session: GenerationSession) -> AsyncIterator[ChatCompletionChunk]:
-        """Chunks as tokens arrive: role first, then deltas, then finish_reason, then usage if asked."""
+    async def stream(self, p: PreparedChat, session: GenerationSession) -> AsyncIterator[ChatCompletionChunk | str]:
+        """Chunks as tokens arrive: role first, then deltas, then finish_reason, then usage if asked. A delta
+        of plain text comes as its chunk's JSON already (`ChunkTemplate`)."""
         pipeline = p.pipeline(stream=True)
         shaper = _ChunkShaper(p)
         yield shaper.chunk(DeltaMessage(role="assistant", content=""))
@@ -110,6 +112,9 @@ class ChatService:
                 events += pipeline.finish(cut=chunk.finish_reason == "length")
                 finish = chunk.finish_reason
             for delta in shaper.deltas(events):
+                if not held_logprobs and (text := shaper.text_json(delta)) is not None:
+                    yield text
+                    continue
                 lp = logprobs_out(p.profile.tokenizer, held_logprobs) if held_logprobs else None
                 held_logprobs = []
                 yield shaper.chunk(delta, logprobs=lp)
@@ -128,6 +133,7 @@ class _ChunkShaper:
 
     def __init__(self, p: PreparedChat) -> None:
         self._p = p
+        self._template = ChunkTemplate(p.id, p.created, p.request.model)
         self.calls = 0
         self._max_calls = None if p.tool_plan.parallel else 1
         self._dropped: set[int] = set()
@@ -139,6 +145,16 @@ class _ChunkShaper:
         return ChatCompletionChunk(
             id=self._p.id, created=self._p.created, model=self._p.request.model, choices=[choice]
         )
+
+    def text_json(self, delta: DeltaMessage) -> str | None:
+        """The chunk's JSON when `delta` is text alone (content or reasoning), else None."""
+        if delta.role is not None or delta.tool_calls is not None:
+            return None
+        if delta.reasoning_content is None and delta.content is not None:
+            return self._template.text("content", delta.content)
+        if delta.content is None and delta.reasoning_content is not None:
+            return self._template.text("reasoning_content", delta.reasoning_content)
+        return None
 
     def deltas(self, events: list[OutputEvent]) -> list[DeltaMessage]:
         out: list[DeltaMessage] = []

@@ -3,9 +3,11 @@
 import asyncio
 import json
 
-from mlx_router.api.sse import encode_stream
+import pytest
+
+from mlx_router.api.sse import chunk_json, encode_stream
 from mlx_router.errors import OverloadedError
-from mlx_router.protocol.chat import ChatChunkChoice, ChatCompletionChunk, DeltaMessage
+from mlx_router.protocol.chat import ChatChunkChoice, ChatCompletionChunk, ChunkTemplate, DeltaMessage
 
 
 def chunk(text):
@@ -18,6 +20,13 @@ async def collect(gen):
     return [x async for x in gen]
 
 
+def sse_events(gen) -> list[str]:
+    """What a client reads: the stream's bytes cut into SSE events (writes may carry several)."""
+    body = "".join(asyncio.run(collect(gen)))
+    assert body.endswith("\n\n")
+    return [e + "\n\n" for e in body[:-2].split("\n\n")]
+
+
 async def items(*xs, delay=0.0, error=None):
     for x in xs:
         if delay:
@@ -28,22 +37,49 @@ async def items(*xs, delay=0.0, error=None):
 
 
 def test_sse_framing():
-    out = asyncio.run(collect(encode_stream(items(chunk("a"), chunk("b")), "sse", 10)))
-    assert out[-1] == "data: [DONE]\n\n"
+    out = sse_events(encode_stream(items(chunk("a"), chunk("b")), "sse", 10))
+    assert len(out) == 3 and out[-1] == "data: [DONE]\n\n"
     first = json.loads(out[0][len("data: ") :])
     assert first["choices"][0]["delta"]["content"] == "a"
     assert first["choices"][0]["finish_reason"] is None
 
 
+def test_a_chunk_given_as_json_goes_out_as_it_is():
+    out = sse_events(encode_stream(items('{"x":1}', chunk("b")), "sse", 10))
+    assert out[0] == 'data: {"x":1}\n\n'
+    assert json.loads(out[1][len("data: ") :])["choices"][0]["delta"]["content"] == "b"
+
+
+def test_chunks_that_wait_together_leave_in_one_write_and_a_lone_chunk_at_once():
+    async def run():
+        gate = asyncio.Event()
+
+        async def source():
+            yield chunk("a")
+            await gate.wait()
+            yield chunk("b")
+            yield chunk("c")
+
+        gen = encode_stream(source(), "sse", 10)
+        first = await gen.__anext__()  # sent before the next chunk exists
+        gate.set()
+        rest = [x async for x in gen]
+        return first, rest
+
+    first, rest = asyncio.run(run())
+    assert first.count("data: ") == 1
+    assert rest[0].count("data: ") == 2 and rest[-1] == "data: [DONE]\n\n"
+
+
 def test_keepalive_while_waiting():
     out = asyncio.run(collect(encode_stream(items(chunk("a"), delay=0.15), "sse", 0.05)))
-    assert ": keep-alive\n\n" in out
+    assert ": keep-alive\n\n" in "".join(out)
     assert out[-1] == "data: [DONE]\n\n"
 
 
 def test_error_mid_stream_then_done():
     err = OverloadedError("full")
-    out = asyncio.run(collect(encode_stream(items(chunk("a"), error=err), "sse", 10)))
+    out = sse_events(encode_stream(items(chunk("a"), error=err), "sse", 10))
     body = json.loads(out[1][len("data: ") :])
     assert body["error"]["type"] == "rate_limit_error"
     assert out[-1] == "data: [DONE]\n\n"
@@ -56,7 +92,7 @@ def test_internal_error_hides_details():
 
 
 def test_json_lines_and_array():
-    lines = asyncio.run(collect(encode_stream(items(chunk("a"), chunk("b")), "json_lines", 10)))
+    lines = "".join(asyncio.run(collect(encode_stream(items(chunk("a"), chunk("b")), "json_lines", 10)))).split("\n")
     assert [json.loads(x)["choices"][0]["delta"]["content"] for x in lines if x.strip()] == ["a", "b"]
     arr = "".join(asyncio.run(collect(encode_stream(items(chunk("a"), chunk("b")), "json_array", 10))))
     assert [c["choices"][0]["delta"]["content"] for c in json.loads(arr)] == ["a", "b"]
@@ -86,3 +122,15 @@ def test_a_client_leaving_mid_stream_closes_the_source_and_calls_on_close():
     first = asyncio.run(run())
     assert json.loads(first[len("data: ") :])["choices"][0]["delta"]["content"] == "a"
     assert closed == ["source", "on_close"]
+
+
+@pytest.mark.parametrize("text", ["a", "", 'quote " and \\ back', "line\nbreak\ttab", "héllo 世界 🎉", "\u0000\u001f"])
+@pytest.mark.parametrize("field", ["content", "reasoning_content"])
+def test_a_text_chunk_template_writes_what_the_chunk_model_dumps(text, field):
+    model = ChatCompletionChunk(
+        id="chatcmpl-1",
+        created=1700000000,
+        model='my/"model"',
+        choices=[ChatChunkChoice(delta=DeltaMessage(**{field: text}))],
+    )
+    assert ChunkTemplate("chatcmpl-1", 1700000000, 'my/"model"').text(field, text) == chunk_json(model)
