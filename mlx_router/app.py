@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -27,6 +28,9 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, asyncio.get_running_loop())
         app.state.services = services
+        t0 = time.perf_counter()
+        await services.client.ready()
+        logger.info("engine ready in %.2fs", time.perf_counter() - t0)
         preload = None
         if settings.defaults.model:
             preload = asyncio.create_task(_preload(services, settings.defaults.model))

@@ -5,6 +5,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class RouterError(Exception):
     """Base of every error a client is meant to see."""
@@ -23,6 +25,18 @@ class RouterError(Exception):
     @property
     def headers(self) -> dict[str, str]:
         return {}
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Subclasses take different arguments: rebuilt from the message and the attributes, so an error
+        # raised in the engine's process reaches the HTTP side whole.
+        return (_rebuild, (type(self), self.message, dict(self.__dict__)))
+
+
+def _rebuild(cls: type[RouterError], message: str, state: dict[str, Any]) -> RouterError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
 
 
 class InvalidRequestError(RouterError):

@@ -5,15 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any
 
 from mlx_router.config.discovery import ModelDiscovery, default_hf_cache_dirs
 from mlx_router.config.settings import Settings
 from mlx_router.core.backend_env import configure_backend
-from mlx_router.core.engine import Engine, EventRelay
+from mlx_router.core.client import EngineClient
+from mlx_router.core.engine import Engine
 from mlx_router.core.manager import MLXModelManager
 from mlx_router.core.resource_monitor import ResourceMonitor
-from mlx_router.core.worker import MLXWorker
 from mlx_router.serving.chat import ChatService
 from mlx_router.serving.chat_prepare import ChatPreparer
 from mlx_router.serving.completions import CompletionService
@@ -28,7 +27,7 @@ class Services:
 
     settings: Settings
     discovery: ModelDiscovery
-    worker: MLXWorker
+    client: EngineClient
     monitor: ResourceMonitor
     manager: MLXModelManager
     engine: Engine
@@ -38,29 +37,11 @@ class Services:
     completions: CompletionService
 
     async def aclose(self) -> None:
+        """Stop the engine (it unloads every model first), off the event loop."""
         try:
-            await asyncio.wait_for(self.manager.shutdown(), timeout=30)
+            await asyncio.to_thread(self.client.stop)
         except Exception:  # shutting down: log and go on
-            logger.exception("error while unloading models")
-        self.worker.stop()
-
-
-def _grammar_processors() -> Any:
-    """The factory that turns grammars into logits processors for a loaded model (llguidance)."""
-    from mlx_router.core.constrained import ConstraintCompiler
-
-    def factory(tokenizer: Any, loaded: Any) -> Any:
-        compiler = ConstraintCompiler(tokenizer, vocab_size=_logits_width(loaded))
-        compiler.prepare()  # build llguidance's tokenizer at load, not in the first constrained request
-        return compiler.processor
-
-    return factory
-
-
-def _logits_width(loaded: Any) -> int | None:
-    args = getattr(loaded.model, "args", None)
-    size = getattr(args, "vocab_size", None)
-    return int(size) if isinstance(size, int) else None
+            logger.exception("error while stopping the engine")
 
 
 def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Services:
@@ -69,18 +50,19 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
     applied = configure_backend(settings.defaults.cudnn_attention)
     if applied:
         logger.debug("MLX backend settings: %s", applied)
-    worker = MLXWorker()
-    relay = EventRelay(loop)
-    worker.add_iteration_hook(relay.flush)
-    worker.start()
-    monitor = ResourceMonitor(settings.defaults)
-    manager = MLXModelManager(settings, discovery, worker, monitor, grammar_processors=_grammar_processors())
-    engine = Engine(manager, worker, relay)
+    client = EngineClient(settings, loop)
+    client.start()
+    # MLX's memory figures come from the engine's reports: this process does not run MLX
+    monitor = ResourceMonitor(
+        settings.defaults, mlx=lambda: client.report["mlx"], device_memory=lambda: client.report["device_memory"]
+    )
+    manager = MLXModelManager(settings, discovery, client, monitor)
+    engine = Engine(manager, client)
     profiles = ProfileStore(settings, manager)
     return Services(
         settings=settings,
         discovery=discovery,
-        worker=worker,
+        client=client,
         monitor=monitor,
         manager=manager,
         engine=engine,

@@ -101,6 +101,10 @@ class DefaultsConfig(_Section):
         "matrix instead of a batch of vectors; 0: never; null: timed at load on CUDA (batch sizes 2, 4, ... "
         "max_running_requests), never elsewhere.",
     )
+    engine_process: bool = Field(
+        True,
+        description="Run MLX in a process of its own, apart from the HTTP server (false: a thread of the server).",
+    )
     cudnn_attention: bool = Field(
         False,
         description="CUDA only: cuDNN's fused attention for prompts (builds a plan per new prompt length).",

@@ -1,57 +1,18 @@
-"""The engine's narrow async interface: `generate(request) -> stream of TokenEvent`, and `health()`.
+"""The engine's narrow async interface: `generate(model_id, request) -> stream of TokenEvent`, and `health()`.
 
-Tokens travel from the MLX worker to the event loop in one hop per worker iteration: the worker appends events
-to a relay and flushes it once per step with a single `call_soon_threadsafe`, however many streams are running.
-The event loop never waits on MLX; it only awaits its own queues.
+Tokens travel from the engine's worker thread to the event loop in one message per worker iteration, however
+many streams are running (`core/host.py`). The event loop never waits on MLX; it only awaits its own queues.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
+from mlx_router.core.client import EngineClient
 from mlx_router.core.manager import MLXModelManager, ModelSlot
 from mlx_router.core.params import GenerationRequest, TokenEvent
-from mlx_router.core.runner import ModelRunner
-from mlx_router.core.worker import MLXWorker
-from mlx_router.errors import InvalidRequestError
-
-
-class EventRelay:
-    """Carries TokenEvents from the worker thread to their asyncio queues in batches."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._pending: list[tuple[asyncio.Queue[TokenEvent], TokenEvent]] = []
-        self._lock = threading.Lock()
-        self._scheduled = False  # a delivery is queued on the loop and has not run yet
-
-    def emitter(self, queue: asyncio.Queue[TokenEvent]) -> Any:
-        def emit(event: TokenEvent) -> None:
-            with self._lock:
-                self._pending.append((queue, event))
-
-        return emit
-
-    def flush(self) -> None:
-        """Worker thread: wake the event loop to take what was emitted, unless a wake-up is still pending
-        (waking costs a syscall and a GIL hand-over: under load one wake-up carries several steps)."""
-        with self._lock:
-            if not self._pending or self._scheduled:
-                return
-            self._scheduled = True
-        if not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(self._deliver)
-
-    def _deliver(self) -> None:
-        """Event loop: put every pending event on its request's queue."""
-        with self._lock:
-            batch, self._pending = self._pending, []
-            self._scheduled = False
-        for queue, event in batch:
-            queue.put_nowait(event)
 
 
 def _coalesce(event: TokenEvent, queue: asyncio.Queue[TokenEvent]) -> TokenEvent:
@@ -72,34 +33,22 @@ def _coalesce(event: TokenEvent, queue: asyncio.Queue[TokenEvent]) -> TokenEvent
 
 
 class Engine:
-    """Runs generations on the MLX worker and streams their tokens back."""
+    """Runs generations in the engine and streams their tokens back."""
 
-    def __init__(self, manager: MLXModelManager, worker: MLXWorker, relay: EventRelay) -> None:
+    def __init__(self, manager: MLXModelManager, client: EngineClient) -> None:
         self.manager = manager
-        self.worker = worker
-        self.relay = relay
+        self.client = client
         self.in_flight = 0
 
-    async def generate(self, runner: ModelRunner, req: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        """Queue `req` on `runner`; yield its events until the one with a finish_reason.
+    async def generate(self, model_id: str, req: GenerationRequest) -> AsyncIterator[TokenEvent]:
+        """Queue `req` on the model; yield its events until the one with a finish_reason.
 
-        Leaving the loop early (client gone, timeout, stop string) cancels the request on the worker, which
+        Leaving the loop early (client gone, timeout, stop string) cancels the request in the engine, which
         frees its batch slot at the next step.
         """
-        queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
-        emit = self.relay.emitter(queue)
-
-        def add() -> None:
-            try:
-                runner.add(req, emit)
-            except ValueError as e:  # e.g. a grammar that does not compile: the client gets the reason
-                emit(TokenEvent(tokens=[], finish_reason="error", error=InvalidRequestError(str(e))))
-            except Exception as e:
-                emit(TokenEvent(tokens=[], finish_reason="error", error=e))
-
+        queue = self.client.open(model_id, req)
         finished = False
         self.in_flight += 1
-        self.worker.post(add)
         try:
             while True:
                 event = _coalesce(await queue.get(), queue)
@@ -109,17 +58,16 @@ class Engine:
                     return
         finally:
             self.in_flight -= 1
-            if not finished:
-                self.worker.post(lambda: runner.cancel(req.request_id))
+            self.client.close(model_id, req.request_id, cancel=not finished)
 
     def health(self) -> dict[str, Any]:
         """Loaded models with their running and queued counts; memory; requests in flight."""
-        models = []
-        for slot in self.manager.slots():
-            models.append(_slot_health(slot))
+        models = [_slot_health(slot) for slot in self.manager.slots()]
         snap = self.manager.monitor.snapshot()
         return {
-            "worker_alive": self.worker.alive,
+            "worker_alive": self.client.alive,
+            "engine_pid": self.client.pid,
+            "engine_restarts": self.client.restarts,
             "requests_in_flight": self.in_flight,
             "models": models,
             "memory": {
@@ -137,16 +85,15 @@ class Engine:
 
 
 def _slot_health(slot: ModelSlot) -> dict[str, Any]:
-    running, waiting = slot.runner.counts() if slot.runner is not None else (0, 0)
     return {
         "id": slot.model_id,
         "state": slot.state,
         "requests": slot.refs,
-        "running": running,
-        "queued": waiting,
+        "running": slot.running,
+        "queued": slot.queued,
         "memory_gb": round(slot.cost_bytes / 1024**3, 3),
         "kv_reserved_gb": round(slot.reserved_kv / 1024**3, 3),
-        "kv_cache_gb": round(slot.runner.kv_bytes() / 1024**3, 3) if slot.runner is not None else 0.0,
+        "kv_cache_gb": round(slot.kv_bytes / 1024**3, 3),
         "error": slot.error,
         "loads": slot.loads,
     }

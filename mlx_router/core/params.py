@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 EngineFinish = Literal["stop", "length", "cancelled", "error"]
+ModelState = Literal["stopped", "loading", "ready", "unloading", "failed"]
+Usage = dict[str, tuple[int, float]]  # model id -> (requests holding it, when it was last used: time.monotonic())
 
 
 @dataclass(frozen=True)

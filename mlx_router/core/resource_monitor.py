@@ -1,12 +1,17 @@
-"""Memory readings and the pressure level derived from them (see MEMORY_PRESSURE.md)."""
+"""Memory readings and the pressure level derived from them (see MEMORY_PRESSURE.md).
+
+The system's memory comes from psutil in any process; MLX's own figures (active, cached, peak; the device's
+memory) only from the process that runs MLX, so the monitor takes them from callables: MLX itself there, the
+engine's latest report in the HTTP server's process.
+"""
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-import mlx.core as mx
 import psutil
 
 from mlx_router.config.settings import DefaultsConfig, PressureLevel
@@ -28,8 +33,20 @@ class MemorySnapshot:
     pressure: PressureLevel
 
 
+MLXReadings = tuple[int, int, int]  # bytes: active, cached, peak
+
+
+def mlx_readings() -> MLXReadings:
+    """MLX's memory figures, read in the process that runs MLX."""
+    import mlx.core as mx
+
+    return mx.get_active_memory(), mx.get_cache_memory(), mx.get_peak_memory()
+
+
 def device_memory_bytes() -> int | None:
     """Memory of the accelerator MLX runs on (Metal/CUDA), or None where MLX does not report it (CPU)."""
+    import mlx.core as mx
+
     info = mx.device_info()
     # Metal: the GPU's working-set limit is the real bound, lower than RAM on small Macs.
     for key in ("max_recommended_working_set_size", "total_memory", "memory_size"):
@@ -54,9 +71,17 @@ def pressure_level(available_gb: float, swap_percent: float, cfg: DefaultsConfig
 class ResourceMonitor:
     """Reads memory, at most every `max_age` seconds (psutil calls are cheap but not free)."""
 
-    def __init__(self, cfg: DefaultsConfig, max_age: float = 0.5) -> None:
+    def __init__(
+        self,
+        cfg: DefaultsConfig,
+        max_age: float = 0.5,
+        mlx: Callable[[], MLXReadings] = mlx_readings,
+        device_memory: Callable[[], int | None] = device_memory_bytes,
+    ) -> None:
         self._cfg = cfg
         self._max_age = max_age
+        self._mlx = mlx
+        self._device_memory = device_memory
         self._last: MemorySnapshot | None = None
         self._last_at = 0.0
 
@@ -67,15 +92,16 @@ class ResourceMonitor:
         vm = psutil.virtual_memory()
         swap_percent = _swap_percent()
         available_gb = vm.available / GB
-        dev = device_memory_bytes()
+        dev = self._device_memory()
+        active, cached, peak = self._mlx()
         snap = MemorySnapshot(
             total_gb=vm.total / GB,
             available_gb=available_gb,
             used_percent=vm.percent,
             swap_percent=swap_percent,
-            mlx_active_gb=mx.get_active_memory() / GB,
-            mlx_cache_gb=mx.get_cache_memory() / GB,
-            mlx_peak_gb=mx.get_peak_memory() / GB,
+            mlx_active_gb=active / GB,
+            mlx_cache_gb=cached / GB,
+            mlx_peak_gb=peak / GB,
             device_memory_gb=dev / GB if dev else None,
             pressure=pressure_level(available_gb, swap_percent, self._cfg),
         )
@@ -94,7 +120,7 @@ class ResourceMonitor:
         """Memory the loaded models (weights plus KV caches) may use in all."""
         if self._cfg.memory_budget_gb is not None:
             return int(self._cfg.memory_budget_gb * GB)
-        total = device_memory_bytes() or psutil.virtual_memory().total
+        total = self._device_memory() or psutil.virtual_memory().total
         return max(int(total - self._cfg.memory_threshold_gb * GB), int(total * 0.5))
 
 

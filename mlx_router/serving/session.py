@@ -95,9 +95,9 @@ class GenerationSession:
         return asyncio.get_running_loop().time() + max(0.0, remaining)
 
     async def _run(self) -> AsyncIterator[TextChunk]:
-        runner = await self._engine.manager.ensure_loaded(self.request.model_id)
+        await self._engine.manager.ensure_loaded(self.request.model_id)
         pending = TextChunk(text="", tokens=0)
-        async for event in self._engine.generate(runner, self.request):
+        async for event in self._engine.generate(self.request.model_id, self.request):
             if event.error is not None:
                 raise _as_router_error(event.error)
             if event.prompt_tokens:

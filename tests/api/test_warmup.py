@@ -96,8 +96,12 @@ def test_a_server_with_the_warm_up_on_serves_from_a_clean_prefix_cache(models_ro
     from mlx_router.app import create_app
     from tests.api.conftest import make_settings
 
-    app = create_app(make_settings(models_root, warmup_tokens=2, warmup_batch_sizes=[2, 4], model="tiny-a"))
-    with caplog.at_level("INFO", logger="mlx_router.core.manager"), TestClient(app) as client:
+    # the engine on a thread of this process, so that its log reaches caplog
+    settings = make_settings(
+        models_root, warmup_tokens=2, warmup_batch_sizes=[2, 4], model="tiny-a", engine_process=False
+    )
+    app = create_app(settings)
+    with caplog.at_level("INFO", logger="mlx_router.core.pool"), TestClient(app) as client:
         body = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
         r = client.post("/v1/chat/completions", json=body)
         assert r.status_code == 200, r.text
@@ -112,16 +116,17 @@ def test_a_failed_warm_up_leaves_the_model_serving(models_root, caplog, monkeypa
     from fastapi.testclient import TestClient
 
     from mlx_router.app import create_app
-    from mlx_router.core import manager
+    from mlx_router.core import pool
     from tests.api.conftest import make_settings
 
     def broken(runner, *args, **kwargs):
         runner.add(GenerationRequest("w", "tiny-a", [1, 2, 3], 4, SamplingParams(), internal=True), lambda event: None)
         raise MemoryError("out of memory during the warm-up")
 
-    monkeypatch.setattr(manager, "warm_up", broken)
-    app = create_app(make_settings(models_root, warmup_tokens=2, warmup_batch_sizes=[2], model="tiny-a"))
-    with caplog.at_level("WARNING", logger="mlx_router.core.manager"), TestClient(app) as client:
+    monkeypatch.setattr(pool, "warm_up", broken)  # the engine runs on a thread of this process: patchable
+    settings = make_settings(models_root, warmup_tokens=2, warmup_batch_sizes=[2], model="tiny-a", engine_process=False)
+    app = create_app(settings)
+    with caplog.at_level("WARNING", logger="mlx_router.core.pool"), TestClient(app) as client:
         body = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
         r = client.post("/v1/chat/completions", json=body)
         assert r.status_code == 200, r.text

@@ -172,7 +172,7 @@ def test_memory_report_estimate_matches_the_manager(tmp_path: Path) -> None:
     found = ModelDiscovery([tmp_path / "m"])
     entry = found.resolve("org/x")
     assert entry is not None
-    manager = MLXModelManager(settings, found, worker=None, monitor=None)  # type: ignore[arg-type]
+    manager = MLXModelManager(settings, found, client=None, monitor=None)  # type: ignore[arg-type]
     assert memory_report.estimate_bytes(entry, settings) == manager.estimate_bytes(entry)
 
 

@@ -1,0 +1,183 @@
+"""The engine's side of the wire: commands in, token events and reports out.
+
+`EngineHost` runs where MLX runs (the engine process, or a thread of the server's own process): it owns the MLX
+worker thread and the model pool, takes messages from the HTTP side (`handle`, any thread) and answers through
+`send`, a callable the transport gives it. Messages are plain tuples of picklable values:
+
+  in:  ("call", call_id, name, kwargs)   load, unload, memory: answered by ("reply", call_id, ok, value)
+       ("post", name, kwargs)            add, cancel, unload_idle: no answer
+  out: ("events", [(request_id, event tuple), ...])   every event of one worker iteration, in one message
+       ("reply", call_id, ok, value)
+       ("report", report)                models and memory, after a command and at most every 0.1 s while busy
+
+A token event travels as a tuple (`core/wire.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from mlx_router.config.settings import Settings
+from mlx_router.core.params import GenerationRequest, TokenEvent
+from mlx_router.core.pool import ModelPool
+from mlx_router.core.resource_monitor import ResourceMonitor, device_memory_bytes, mlx_readings
+from mlx_router.core.wire import Message, event_tuple
+from mlx_router.core.worker import MLXWorker
+from mlx_router.errors import InvalidRequestError, ModelUnloadedError, RouterError
+
+logger = logging.getLogger(__name__)
+
+REPORT_INTERVAL = 0.1  # seconds between reports while the engine is busy
+
+
+def _grammar_processors() -> Callable[[Any, Any], Any]:
+    """The factory that turns grammars into logits processors for a loaded model (llguidance)."""
+    from mlx_router.core.constrained import ConstraintCompiler
+
+    def factory(tokenizer: Any, loaded: Any) -> Any:
+        args = getattr(loaded.model, "args", None)
+        size = getattr(args, "vocab_size", None)
+        compiler = ConstraintCompiler(tokenizer, vocab_size=int(size) if isinstance(size, int) else None)
+        compiler.prepare()  # build llguidance's tokenizer at load, not in the first constrained request
+        return compiler.processor
+
+    return factory
+
+
+class EngineHost:
+    """The MLX worker and the model pool, driven by messages."""
+
+    def __init__(self, settings: Settings, send: Callable[[Message], None]) -> None:
+        self._send = send
+        self.worker = MLXWorker()
+        self.pool = ModelPool(settings, self.worker, ResourceMonitor(settings.defaults), _grammar_processors())
+        self._events: list[tuple[str, tuple[Any, ...]]] = []
+        self._lock = threading.Lock()
+        self._last_report = 0.0
+        self.worker.add_iteration_hook(self._flush)
+        self._device_memory: int | None = None
+
+    def start(self) -> None:
+        self.worker.start()
+        self.worker.post(self._hello)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        done = threading.Event()
+
+        def unload_all() -> None:
+            try:
+                self.pool.unload_all()
+            finally:
+                done.set()
+
+        if self.worker.alive:
+            self.worker.post(unload_all)
+            done.wait(timeout)
+        self.worker.stop()
+
+    # -- any thread ----------------------------------------------------------------------------------------
+    def handle(self, msg: Message) -> None:
+        """Take one message from the HTTP side; the work runs on the worker thread."""
+        kind = msg[0]
+        if kind == "call":
+            _, call_id, name, kwargs = msg
+            self.worker.post(lambda: self._call(call_id, name, kwargs))
+        elif kind == "post":
+            _, name, kwargs = msg
+            self.worker.post(lambda: self._post(name, kwargs))
+        else:
+            logger.error("engine: unknown message %r", kind)
+
+    # -- worker thread -------------------------------------------------------------------------------------
+    def _hello(self) -> None:
+        self._device_memory = device_memory_bytes()
+        self._report()
+
+    def _call(self, call_id: int, name: str, kwargs: dict[str, Any]) -> None:
+        try:
+            if name == "load":
+                value: Any = self.pool.load(kwargs["entry"], kwargs["usage"])
+            elif name == "unload":
+                self.pool.unload(kwargs["model_id"])
+                value = None
+            elif name == "memory":
+                value = self._memory(bool(kwargs.get("clear_cache")))
+            else:
+                raise InvalidRequestError(f"the engine has no command {name!r}")
+        except Exception as e:  # handed to the caller
+            self._reply(call_id, False, e if isinstance(e, RouterError) else RuntimeError(f"{type(e).__name__}: {e}"))
+        else:
+            self._reply(call_id, True, value)
+
+    def _reply(self, call_id: int, ok: bool, value: Any) -> None:
+        self._flush()  # events emitted before the reply arrive before it,
+        self._report()  # and so does the state the command left, for whoever reads it after the answer
+        self._send(("reply", call_id, ok, value))
+
+    def _post(self, name: str, kwargs: dict[str, Any]) -> None:
+        if name == "add":
+            self._add(kwargs["model_id"], kwargs["request"])
+        elif name == "cancel":
+            runner = self.pool.runner(kwargs["model_id"])
+            if runner is not None:
+                runner.cancel(kwargs["request_id"])
+        elif name == "unload_idle":
+            self.pool.unload_idle(kwargs["keep"], kwargs["usage"])
+            self._report()
+        else:
+            logger.error("engine: unknown command %r", name)
+
+    def _add(self, model_id: str, req: GenerationRequest) -> None:
+        emit = self._emitter(req.request_id)
+        runner = self.pool.runner(model_id)
+        if runner is None:  # evicted or unloaded between the HTTP side's load and this request
+            emit(TokenEvent([], finish_reason="error", error=ModelUnloadedError(f"{model_id} is not loaded")))
+            return
+        try:
+            runner.add(req, emit)
+        except ValueError as e:  # e.g. a grammar that does not compile: the client gets the reason
+            emit(TokenEvent([], finish_reason="error", error=InvalidRequestError(str(e))))
+        except Exception as e:
+            emit(TokenEvent([], finish_reason="error", error=e))
+
+    def _emitter(self, request_id: str) -> Callable[[TokenEvent], None]:
+        def emit(event: TokenEvent) -> None:
+            with self._lock:
+                self._events.append((request_id, event_tuple(event)))
+
+        return emit
+
+    def _flush(self) -> None:
+        """After every worker iteration: the iteration's events in one message, and a report when one is due."""
+        with self._lock:
+            events, self._events = self._events, []
+        if events:
+            self._send(("events", events))
+            if time.monotonic() - self._last_report >= REPORT_INTERVAL or not self.pool.busy():
+                self._report()
+
+    def _report(self) -> None:
+        self._last_report = time.monotonic()
+        active, cached, peak = mlx_readings()
+        self._send(
+            (
+                "report",
+                {
+                    "models": self.pool.report(),
+                    "mlx": (active, cached, peak),
+                    "device_memory": self._device_memory,
+                },
+            )
+        )
+
+    def _memory(self, clear_cache: bool) -> dict[str, int]:
+        import mlx.core as mx
+
+        if clear_cache:
+            mx.clear_cache()
+        active, cached, peak = mlx_readings()
+        return {"active": active, "cache": cached, "peak": peak}

@@ -1,0 +1,222 @@
+"""The loaded models of the engine: loading, eviction, unloading and warm-up, on the MLX worker thread only.
+
+This is the half of model management that touches MLX; `MLXModelManager` (the HTTP side) keeps requests'
+references and admission, and asks for loads and unloads. Running on the one worker thread makes every state
+change of a model serial: concurrent first requests queue behind one load, and a second load of a ready model
+is a no-op. What the HTTP side knows that matters here (which models hold requests, when each was last used)
+comes with each command as `Usage`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from mlx_router.config.discovery import ModelEntry
+from mlx_router.config.memory import estimate_model_bytes
+from mlx_router.config.settings import Settings
+from mlx_router.core.dense_rows import prepare_quantized_layers
+from mlx_router.core.eviction import PoolEntry, plan_eviction
+from mlx_router.core.loader import LoadedModel, free_memory, load_weights, open_tokenizer, read_config
+from mlx_router.core.params import ModelState, Usage
+from mlx_router.core.resource_monitor import GB, ResourceMonitor
+from mlx_router.core.runner import ModelRunner, RunnerConfig
+from mlx_router.core.warmup import warm_up, warmup_plan
+from mlx_router.core.worker import MLXWorker
+from mlx_router.errors import InsufficientMemoryError, ModelLoadError, ModelUnloadedError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class PooledModel:
+    """What the engine holds of one model."""
+
+    model_id: str
+    state: ModelState = "stopped"
+    loaded: LoadedModel | None = None
+    runner: ModelRunner | None = None
+    cost_bytes: int = 0
+    error: str | None = None
+    loads: int = 0  # successful loads since start
+    kv_per_token: int = 0  # measured once loaded
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What the HTTP side learns from a load."""
+
+    cost_bytes: int
+    kv_per_token: int
+
+
+class ModelPool:
+    """The models the engine has loaded (worker thread only)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        worker: MLXWorker,
+        monitor: ResourceMonitor,
+        grammar_processors: Callable[[Any, LoadedModel], Any] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.worker = worker
+        self.monitor = monitor
+        self._grammar_processors = grammar_processors  # (tokenizer, loaded model) -> (grammar -> processor)
+        self.models: dict[str, PooledModel] = {}
+        self._layers_timed: dict[str, int] = {}  # quantized-layer thresholds timed at a model's first load
+
+    def busy(self) -> bool:
+        return any(m.runner is not None and m.runner.has_work() for m in self.models.values())
+
+    def runner(self, model_id: str) -> ModelRunner | None:
+        m = self.models.get(model_id)
+        return m.runner if m is not None and m.state == "ready" else None
+
+    # -- loading -------------------------------------------------------------------------------------------
+    def load(self, entry: ModelEntry, usage: Usage) -> LoadResult:
+        m = self.models.setdefault(entry.id, PooledModel(entry.id))
+        if m.state == "ready" and m.runner is not None:
+            return LoadResult(m.cost_bytes, m.kv_per_token)
+        read_config(entry.path)  # fail before evicting anything
+        tokenizer = open_tokenizer(entry.path)
+        cost = estimate_model_bytes(entry, self.settings)
+        self._make_room(entry.id, cost, usage)
+        m.state, m.error, m.cost_bytes = "loading", None, cost
+        try:
+            loaded = load_weights(entry.id, entry.path, tokenizer)
+        except ModelLoadError as e:
+            m.state, m.error, m.cost_bytes = "failed", e.message, 0
+            raise
+        d = self.settings.defaults
+        layers = prepare_quantized_layers(
+            loaded.model,
+            d.dense_matmul_min_rows,
+            self._layers_timed,
+            str(entry.path),
+            flat_configured=d.flat_decode_min_batch,
+            max_batch=d.max_running_requests,
+        )
+        if layers:
+            logger.info("%s: %s", entry.id, layers)
+        m.loaded, m.kv_per_token = loaded, loaded.kv_bytes_per_token
+        m.loads += 1
+        m.runner = ModelRunner(
+            entry.id,
+            loaded.model,
+            tokenizer,
+            self._runner_config(),
+            grammar_processor=self._grammar_processors(tokenizer, loaded) if self._grammar_processors else None,
+        )
+        self._warm_up(m)
+        self.worker.attach(entry.id, m.runner)
+        m.state = "ready"
+        return LoadResult(m.cost_bytes, m.kv_per_token)
+
+    def _runner_config(self) -> RunnerConfig:
+        d = self.settings.defaults
+        return RunnerConfig(
+            max_running=d.max_running_requests,
+            prefill_step_size=d.prefill_step_size,
+            prefill_batch_tokens=max(d.prefill_batch_tokens, d.prefill_step_size),
+            prefix_cache_bytes=int(d.prefix_cache_gb * GB),
+        )
+
+    def _make_room(self, model_id: str, cost: int, usage: Usage) -> None:
+        entries = [
+            PoolEntry(
+                m.model_id,
+                m.cost_bytes + (m.runner.kv_bytes() if m.runner else 0),
+                usage.get(m.model_id, (0, 0.0))[1],
+                busy=usage.get(m.model_id, (0, 0.0))[0] > 0 or (m.runner is not None and m.runner.has_work()),
+            )
+            for m in self.models.values()
+            if m.state == "ready" and m.model_id != model_id
+        ]
+        plan = plan_eviction(entries, cost, self.monitor.budget_bytes(), self.settings.defaults.cache_size)
+        if plan is None:
+            raise InsufficientMemoryError(
+                f"{model_id} needs {cost / GB:.2f} GB and the models in use leave too little; try again later",
+                retry_after=10,
+            )
+        for victim in plan:
+            logger.info("evicting %s to make room for %s", victim, model_id)
+            self.unload(victim)
+
+    def _warm_up(self, m: PooledModel) -> None:
+        """Run the model through the paths requests take, alone and at each configured batch size (see
+        core/warmup.py): the first use of a path or shape compiles kernels (seconds on CUDA), which must not
+        land on a user's request."""
+        d = self.settings.defaults
+        tokens, sizes = warmup_plan(d.warmup_tokens, d.warmup_batch_sizes, d.max_running_requests)
+        if tokens <= 0 or m.loaded is None or m.runner is None:
+            return
+        t0 = time.perf_counter()
+        seed = m.loaded.tokenizer.encode("Hello, who are you? Tell me about the weather and the sea.")
+        try:
+            stages = warm_up(m.runner, seed, tokens, sizes, long_prompt=d.prefill_step_size + 88)
+        except Exception as e:  # the model still works; its first requests may wait for kernel compiles
+            logger.warning("warm-up of %s failed, serving it without: %s", m.model_id, e)
+            m.runner.cancel_all(e)
+            stages = []
+        m.runner.forget_history()
+        free_memory()
+        took = ", ".join(f"{name} {seconds:.2f}s" for name, seconds in stages)
+        logger.info("warmed %s up in %.2fs (%s)", m.model_id, time.perf_counter() - t0, took or "failed")
+
+    # -- unloading -----------------------------------------------------------------------------------------
+    def unload(self, model_id: str) -> None:
+        m = self.models.get(model_id)
+        if m is None or m.state != "ready":
+            return
+        m.state = "unloading"
+        self.worker.detach(model_id)
+        if m.runner is not None:
+            if m.runner.has_work():  # an operator's unload: the running requests end with an error
+                m.runner.cancel_all(ModelUnloadedError(f"{model_id} was unloaded; try again", retry_after=1))
+            m.runner.close()
+        m.runner, m.loaded, m.cost_bytes = None, None, 0
+        free_memory()
+        m.state = "stopped"
+        logger.info("unloaded %s", model_id)
+
+    def unload_idle(self, keep: str, usage: Usage) -> None:
+        """Memory pressure is high: unload every idle model but `keep`, least recently used first."""
+        idle = [
+            m
+            for m in self.models.values()
+            if m.state == "ready"
+            and m.model_id != keep
+            and usage.get(m.model_id, (0, 0.0))[0] == 0
+            and not (m.runner is not None and m.runner.has_work())
+        ]
+        for m in sorted(idle, key=lambda m: usage.get(m.model_id, (0, 0.0))[1]):
+            logger.warning("memory pressure: unloading idle model %s", m.model_id)
+            self.unload(m.model_id)
+
+    def unload_all(self) -> None:
+        for model_id in list(self.models):
+            self.unload(model_id)
+
+    # -- what the HTTP side is told ------------------------------------------------------------------------
+    def report(self) -> dict[str, dict[str, Any]]:
+        """Per model: state, counts and the memory its KV caches hold (snapshots the runners refresh)."""
+        out = {}
+        for m in self.models.values():
+            running, queued = m.runner.counts() if m.runner is not None else (0, 0)
+            out[m.model_id] = {
+                "state": m.state,
+                "error": m.error,
+                "loads": m.loads,
+                "cost_bytes": m.cost_bytes,
+                "kv_per_token": m.kv_per_token,
+                "running": running,
+                "queued": queued,
+                "kv_bytes": m.runner.kv_bytes() if m.runner is not None else 0,
+                "prefix_bytes": m.runner.prefix_bytes() if m.runner is not None else 0,
+            }
+        return out

@@ -1,0 +1,169 @@
+"""How the HTTP side reaches the engine: a process of its own (the default), or a thread of this process.
+
+In a process of its own the MLX worker thread shares its Python interpreter with nothing but the pipe's
+reader: the HTTP side's per-token work (SSE chunks, detokenizing, parsing) runs on another core and never holds
+the lock the worker needs to build the next step. An engine that crashes (a fatal error in MLX or the GPU
+driver) takes only itself down; the client starts a new one. In a thread (`engine_process: false`) nothing is
+pickled, which tests and embedding applications may prefer.
+
+Both deliver the engine's messages to the client through `deliver`, which must be safe to call from any thread.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import pickle
+import signal
+import threading
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Protocol
+
+from mlx_router.config.settings import Settings
+from mlx_router.core.wire import Message
+
+logger = logging.getLogger(__name__)
+
+Deliver = Callable[[Message], None]
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class Transport(Protocol):
+    def start(self) -> None: ...
+
+    def send(self, msg: Message) -> None: ...
+
+    def stop(self) -> None: ...
+
+    @property
+    def alive(self) -> bool: ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+
+class ThreadTransport:
+    """The engine on a thread of this process."""
+
+    def __init__(self, settings: Settings, deliver: Deliver, on_exit: Callable[[int | None], None]) -> None:
+        from mlx_router.core.host import EngineHost
+
+        self._host = EngineHost(settings, deliver)
+
+    def start(self) -> None:
+        self._host.start()
+
+    def send(self, msg: Message) -> None:
+        self._host.handle(msg)
+
+    def stop(self) -> None:
+        self._host.stop()
+
+    @property
+    def alive(self) -> bool:
+        return self._host.worker.alive
+
+    @property
+    def pid(self) -> int | None:
+        return os.getpid()
+
+
+class ProcessTransport:
+    """The engine in a child process, spoken to over a pipe with pickled messages."""
+
+    def __init__(self, settings: Settings, deliver: Deliver, on_exit: Callable[[int | None], None]) -> None:
+        ctx = multiprocessing.get_context("spawn")  # fork would copy this process's threads' locks
+        self._conn, child = ctx.Pipe(duplex=True)
+        level = logging.getLogger().getEffectiveLevel()
+        self._proc = ctx.Process(
+            target=run_engine_process, args=(child, settings, level), name="mlx-router-engine", daemon=True
+        )
+        self._child_end = child
+        self._deliver = deliver
+        self._on_exit = on_exit
+        self._send_lock = threading.Lock()
+        self._stopping = False
+        self._reader = threading.Thread(target=self._read, name="engine-reader", daemon=True)
+
+    def start(self) -> None:
+        self._proc.start()
+        self._child_end.close()  # the child holds its end; when it exits, reading here ends
+        self._reader.start()
+        logger.info("engine process started (pid %s)", self._proc.pid)
+
+    def send(self, msg: Message) -> None:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        with self._send_lock:
+            try:
+                self._conn.send_bytes(data)
+            except (OSError, ValueError):  # the engine is gone; the reader reports it
+                pass
+
+    def stop(self, timeout: float = 30.0) -> None:
+        self._stopping = True
+        self.send(("stop",))
+        self._proc.join(timeout)
+        if self._proc.is_alive():
+            logger.warning("engine process did not stop in %.0fs; killing it", timeout)
+            self._proc.kill()
+            self._proc.join(5)
+        self._conn.close()
+
+    @property
+    def alive(self) -> bool:
+        return self._proc.is_alive()
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    def _read(self) -> None:
+        while True:
+            try:
+                msg = pickle.loads(self._conn.recv_bytes())
+            except (EOFError, OSError):
+                break
+            self._deliver(msg)
+        self._proc.join(5)
+        if not self._stopping:
+            self._on_exit(self._proc.exitcode)
+
+
+def run_engine_process(conn: Connection, settings: Settings, log_level: int) -> None:
+    """The engine process: an `EngineHost` fed from the pipe until the server says stop or goes away."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us
+    logging.basicConfig(level=log_level, format=LOG_FORMAT)
+    from mlx_router.core.host import EngineHost
+
+    lock = threading.Lock()
+
+    def send(msg: Message) -> None:
+        data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
+        with lock:
+            try:
+                conn.send_bytes(data)
+            except OSError:  # the server is gone: the reading loop below ends the process
+                pass
+
+    host = EngineHost(settings, send)
+    host.start()
+    try:
+        while True:
+            try:
+                msg = pickle.loads(conn.recv_bytes())
+            except (EOFError, OSError):  # the server is gone
+                break
+            if msg[0] == "stop":
+                break
+            host.handle(msg)
+    finally:
+        host.stop()
+        conn.close()
+
+
+def make_transport(settings: Settings, deliver: Deliver, on_exit: Callable[[int | None], None]) -> Transport:
+    if settings.defaults.engine_process:
+        return ProcessTransport(settings, deliver, on_exit)
+    return ThreadTransport(settings, deliver, on_exit)
