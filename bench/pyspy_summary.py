@@ -1,7 +1,8 @@
 """Summarise py-spy's raw (collapsed) output per thread: samples, and where they landed.
 
 usage: pyspy_summary.py FILE [--rate 200] [--top 12]
-Each line of py-spy's `--format raw` is `thread (id): name;frame;frame;... count`. Per thread this prints the
+Each line of py-spy's `--format raw` is `thread (id): name;frame;frame;... count` (with `--subprocesses`,
+preceded by the process: the server's threads and the engine process's are told apart). Per thread this prints the
 samples (and seconds at the sampling rate), the leaf frames that took most of them, and the frames of
 mlx_router and mlx_lm that were on the stack most often (inclusive). A profile recorded with `--gil` holds
 only samples of the thread that held the GIL, so its per-thread seconds say how long each thread held it.
@@ -13,6 +14,7 @@ import argparse
 import re
 from collections import Counter, defaultdict
 
+PROCESS = re.compile(r'process \d+:"[^"]*";')
 FRAME = re.compile(r"^(?P<fn>.+?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 
@@ -39,8 +41,13 @@ def main() -> None:
             if not count.isdigit():
                 continue
             n = int(count)
-            frames = stack.split(";")
+            # with --subprocesses, each stack starts with its process (the server, then the engine it spawned)
+            procs = PROCESS.findall(stack)
+            frames = PROCESS.sub("", stack).split(";")
             thread = re.sub(r"^thread \(\d+\): ", "", frames[0])
+            if procs:
+                kind = "server" if "multiprocessing" not in procs[-1] else "engine"
+                thread = ("tracker" if "resource_tracker" in procs[-1] else kind) + ": " + thread
             if thread.startswith("AnyIO worker") or re.search(r"_\d+$", thread):
                 thread = re.sub(r"_\d+$", "", thread) + " (pool)"
             totals[thread] += n

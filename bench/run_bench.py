@@ -220,7 +220,7 @@ def profiled_load(srv: Server, base: str, a, work: Path, conc: int, gil: bool = 
     with `gil`, only the thread holding the GIL at each sample (how long each thread held it)."""
     spy_bin = shutil.which("py-spy") or str(Path(sys.prefix) / "bin" / "py-spy")
     out = work / (f"pyspy-gil-{conc}.txt" if gil else f"pyspy-{conc}.txt")
-    cmd = [spy_bin, "record", "--pid", str(srv.proc.pid), "--rate", "200", "--threads"]
+    cmd = [spy_bin, "record", "--pid", str(srv.proc.pid), "--rate", "200", "--threads", "--subprocesses"]
     cmd += ["--nonblocking", "--gil"] if gil else ["--nonblocking", "--idle"]
     cmd += ["--format", "raw", "-o", str(out)]
     spy = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)

@@ -38,11 +38,17 @@ case "$1" in
     bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
     $B /tmp/models/0.5b --name 0.5b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -7 ;;
   r05)
-    # mlx_lm.server and mlx-router on the 0.5B (py-spy of the GIL's holder at 8 streams), the runner in process
-    timeout 560 $B /tmp/models/0.5b --name 0.5b --steps mlx_lm_server,router,runner --warm-all --burst 256 \
-      --prefix-words 3000 --server-conc 1,8,32 --batches 8,32 --profile-gil-conc 8 --logs "$OUT" \
-      --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -16
-    grep -h "quantized layers\|decode step ms\|prefill of\|warmed" "$OUT"/0.5b-router.log ;;
+    # mlx_lm.server and mlx-router on the 0.5B; py-spy of the GIL's holder (server and engine) at 8 streams
+    timeout 560 $B /tmp/models/0.5b --name 0.5b --steps mlx_lm_server,router --warm-all --burst 256 \
+      --prefix-words 3000 --server-conc 1,8,32 --profile-gil-conc 8 --logs "$OUT" \
+      --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -14
+    grep -h "quantized layers\|decode step ms\|prefill of\|warmed\|engine ready" "$OUT"/0.5b-router.log
+    python3 bench/pyspy_summary.py "$OUT/0.5b-pyspy-gil-8.txt" --top 6 | grep -v "pool\|tracker" ;;
+  r05b)
+    # the same server with the engine on a thread of its process (engine_process false), and the runner alone
+    timeout 300 $B /tmp/models/0.5b --name 0.5b-thread --steps router --conc 8,32 --warm-all --logs "$OUT" \
+      --router-defaults '{"engine_process": false}' --out "$OUT/run.jsonl" 2>&1 | tail -4
+    timeout 240 $B /tmp/models/0.5b --name 0.5b --steps runner --batches 8,32 --out "$OUT/run.jsonl" 2>&1 | tail -4 ;;
   v8b)
     # the 8B at 1 and 8 streams, raw mlx-lm beside mlx-router (prefill threshold fixed at the value timed in
     # runs 5 and 6, to spare the calibration's minutes of first-use compiles; the decode choice is timed)
