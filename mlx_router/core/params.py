@@ -48,6 +48,7 @@ class GenerationRequest:
     ignore_eos: bool = False  # keep generating past end-of-sequence tokens (benchmarks)
     deadline: float | None = None  # time.monotonic() after which the engine drops the request
     internal: bool = False  # the server's own (the warm-up's): not logged
+    received: float = 0.0  # time.monotonic() when the HTTP request reached the server (0: unknown)
 
 
 @dataclass

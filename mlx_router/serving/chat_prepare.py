@@ -120,6 +120,7 @@ class ChatPreparer:
         self._monitor = monitor
 
     async def prepare(self, req: ChatCompletionRequest) -> PreparedChat:
+        received = time.monotonic()
         profile = await self._profiles.get(req.model)
         if any(m.has_media() for m in req.messages):
             # Never drop an image silently: a model that is not marked for vision refuses it, and image
@@ -151,6 +152,7 @@ class ChatPreparer:
             logprobs=top if req.logprobs else None,
             grammar=grammar,
             ignore_eos=req.ignore_eos,
+            received=received,
         )
         return PreparedChat(
             gen.request_id,

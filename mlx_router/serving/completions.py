@@ -46,6 +46,7 @@ class CompletionService:
         self._monitor = monitor
 
     async def prepare(self, req: CompletionRequest) -> PreparedCompletion:
+        received = time.monotonic()
         if req.suffix:
             raise InvalidRequestError("suffix (fill-in-the-middle) is not supported", param="suffix")
         profile = await self._profiles.get(req.model)
@@ -78,6 +79,7 @@ class CompletionService:
             sampling=sampling_params(req, profile.settings, profile.vocab_size),
             logprobs=req.logprobs,
             ignore_eos=req.ignore_eos,
+            received=received,
         )
         return PreparedCompletion(gen.request_id, int(time.time()), req, profile, gen, text)
 

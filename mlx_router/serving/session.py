@@ -8,6 +8,7 @@ stop strings applied; the last chunk carries the finish reason and the token cou
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from mlx_router.core.manager import ModelSlot
 from mlx_router.core.params import GenerationRequest, TokenLogprob
 from mlx_router.errors import RequestTimeoutError, RouterError
 from mlx_router.serving.text import TextAssembler
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -60,6 +63,7 @@ class GenerationSession:
         self._reserved = 0
         self.usage = UsageCounts(prompt_tokens=len(request.prompt_tokens))
         self.first_token_at: float | None = None
+        self._posted_at: float | None = None  # when the request went to the engine, its model loaded
         request.deadline = self._started + timeout
 
     async def __aenter__(self) -> GenerationSession:
@@ -89,6 +93,8 @@ class GenerationSession:
             raise RequestTimeoutError(
                 f"the request did not finish within the server's timeout of {self._timeout:g}s"
             ) from None
+        finally:
+            self._log_timeline()
 
     def _loop_deadline(self) -> float:
         remaining = self._started + self._timeout - time.monotonic()
@@ -96,6 +102,7 @@ class GenerationSession:
 
     async def _run(self) -> AsyncIterator[TextChunk]:
         await self._engine.manager.ensure_loaded(self.request.model_id)
+        self._posted_at = time.monotonic()
         pending = TextChunk(text="", tokens=0)
         async for event in self._engine.generate(self.request.model_id, self.request):
             if event.error is not None:
@@ -125,6 +132,21 @@ class GenerationSession:
     @property
     def text(self) -> str:
         return self._assembler.text
+
+    def _log_timeline(self) -> None:
+        """Where a request's time to first token went on this side: preparing it (template, tokens),
+        waiting for its model, and the engine (its own log line splits that part further)."""
+        received, posted, first = self.request.received, self._posted_at, self.first_token_at
+        if not received or posted is None or first is None:
+            return
+        logger.info(
+            "%s: prepared in %.0f ms, model ready %.0f ms later, first token %.0f ms after that (%.0f ms in all)",
+            self.request.request_id,
+            1000 * (self._started - received),
+            1000 * (posted - self._started),
+            1000 * (first - posted),
+            1000 * (first - received),
+        )
 
 
 def _as_router_error(error: BaseException) -> RouterError:

@@ -142,3 +142,18 @@ def test_images_are_refused_not_dropped(app_client):
     msgs = [{"role": "user", "content": [{"type": "text", "text": "what is this?"}, image]}]
     err = assert_error(app_client.post(CHAT, json=body(messages=msgs)), 400, param="messages")
     assert "image" in err["message"]
+
+
+def test_each_request_logs_where_its_time_to_first_token_went(app_client, caplog):
+    import re
+
+    with caplog.at_level("INFO", logger="mlx_router.serving.session"):
+        assert app_client.post(CHAT, json=body()).status_code == 200
+    lines = [r.getMessage() for r in caplog.records if "first token" in r.getMessage()]
+    assert len(lines) == 1
+    m = re.search(
+        r"prepared in (\d+) ms, model ready (\d+) ms later, first token (\d+) ms after that \((\d+) ms", lines[0]
+    )
+    assert m is not None, lines[0]
+    prepared, ready, first, total = (int(x) for x in m.groups())
+    assert abs(prepared + ready + first - total) <= 2  # each part rounded to a millisecond
