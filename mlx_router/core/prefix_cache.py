@@ -83,9 +83,11 @@ class PrefixCache:
             return
         for c in cache:
             _compact(c)
-        # A cache extracted from the batch is a lazy slice of the whole batch's KV buffer: evaluate it now,
-        # or every stored entry keeps a full batch buffer alive (which ran an 80 GB GPU out of memory).
-        mx.eval([c.state for c in cache])
+        # A cache extracted from the batch is a lazy slice of the whole batch's KV buffer: its copy is queued
+        # now, or every stored entry keeps a full batch buffer alive (which ran an 80 GB GPU out of memory).
+        # Queued, not waited for: waiting would also wait for the decode step already in flight (the slice
+        # depends on the buffer that step writes), costing a whole step each time a request finishes.
+        mx.async_eval([c.state for c in cache])
         key = tuple(tokens)
         trimmable = can_trim_prompt_cache(cache)
         if key in self._entries:

@@ -109,6 +109,7 @@ class ModelRunner:
         self._kv_bytes = 0
         self._prefix_bytes = 0
         self._steps = 0
+        self._stats_stale = False
         self.stats = StepStats(model_id)
 
     # -- queries (any thread: snapshots the worker refreshes) ----------------------------------------------
@@ -133,6 +134,7 @@ class ModelRunner:
         return PrefixCache(self.model_id, c.prefix_cache_bytes, c.prefix_cache_entries, c.prefix_min_tokens)
 
     def _refresh_stats(self) -> None:
+        self._stats_stale = False
         running = sum(1 for a in self._by_uid.values() if a.started)
         self._counts = (running, len(self._by_uid) - running)
         self._prefix_bytes = self._prefix.nbytes if self._prefix is not None else 0
@@ -236,7 +238,7 @@ class ModelRunner:
             active = self._by_uid.get(r.uid)
             if active is not None:
                 self._deliver(active, r, logprobs.get(r.uid))
-        if self._steps % 8 == 0:
+        if self._steps % 8 == 0 or self._stats_stale:
             self._refresh_stats()
         finished_prompts = sum(1 for p in prompts if p.end_of_prompt)  # reported a step after their last chunk
         if work.prompt_tokens or finished_prompts:
@@ -270,6 +272,8 @@ class ModelRunner:
         active = self._by_uid[r.uid]
         lp = token_logprobs([(r, active.req.logprobs or 0)])[0] if active.req.logprobs is not None else None
         self._deliver(active, r, lp)
+        if self._stats_stale:
+            self._refresh_stats()
         self.stats.decoded(1, t1 - t0, time.perf_counter() - t1)
 
     def _end_solo(self) -> None:
@@ -338,7 +342,7 @@ class ModelRunner:
             if self._prefix is not None:
                 self._prefix.store(r.all_tokens, r.prompt_cache)
         if finish is not None or event.prompt_tokens:
-            self._refresh_stats()
+            self._stats_stale = True  # refreshed once after the step, not once per request (64 firsts at once)
         active.emit(event)
 
     def _drop_expired(self) -> None:
