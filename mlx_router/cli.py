@@ -10,6 +10,7 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from mlx_router import __version__
 from mlx_router.config.settings import ConfigError, Settings, load_settings
@@ -80,8 +81,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mlx_router.app import create_app
 
     logger.info("mlx-router %s on http://%s:%d", __version__, settings.server.ip, settings.server.port)
+    try:
+        _serve(uvicorn, create_app(settings), settings, level)
+    except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and re-raised the signal it caught
+        pass
+    return 0
+
+
+def _serve(uvicorn: Any, app: Any, settings: Settings, level: str) -> None:
     uvicorn.run(
-        create_app(settings),
+        app,
         host=settings.server.ip,
         port=settings.server.port,
         log_level=level,
@@ -91,7 +100,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         # without sending a response", seen in this project's tests). Idle connections cost next to nothing.
         timeout_keep_alive=75,
     )
-    return 0
 
 
 if __name__ == "__main__":

@@ -86,3 +86,17 @@ def test_the_engine_process_ends_with_the_server(models_root, tmp_path, how):
         wait_for(lambda: not alive(engine), timeout=20)
     finally:
         srv.stop()
+
+
+def test_ctrl_c_stops_server_and_engine_cleanly(models_root, tmp_path):
+    srv = RouterServer(tmp_path / "srv", base_config(models_root)).start()
+    try:
+        engine = srv.health()["engine_pid"]
+        assert srv.proc is not None
+        srv.proc.send_signal(signal.SIGINT)
+        assert srv.proc.wait(30) == 0
+        wait_for(lambda: not alive(engine), timeout=20)
+        assert "Application shutdown complete" in srv.log()
+        assert "Traceback" not in srv.log()
+    finally:
+        srv.stop()
