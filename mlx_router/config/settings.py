@@ -85,6 +85,12 @@ class DefaultsConfig(_Section):
     prefill_batch_tokens: int = Field(
         4096, ge=16, description="Prompt tokens prefilled together between two decode steps (several prompts at once)."
     )
+    prefill_gather_ms: float = Field(
+        0.0,
+        ge=0,
+        description="While a model's batch decodes, hold newly arrived requests up to this long so that a burst "
+        "is prefilled in fewer groups (0: off).",
+    )
     prefix_cache_gb: float = Field(2.0, ge=0, description="Memory for reusable prompt KV caches (0: off).")
     keepalive_seconds: float = Field(10.0, gt=0, description="SSE comment interval while nothing is generated.")
     dense_matmul_min_rows: int | None = Field(

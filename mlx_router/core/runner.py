@@ -48,6 +48,7 @@ class RunnerConfig:
     prefix_min_tokens: int = 32  # shorter cached prefixes are not worth copying a cache for
     solo_path: bool = True
     prefill_batch_tokens: int = 4096  # prompt tokens prefilled together between two decode steps
+    prefill_gather_ms: float = 0.0  # while the batch decodes, hold newcomers this long to prefill them together
 
 
 @dataclass
@@ -289,9 +290,24 @@ class ModelRunner:
 
     def _admit_waiting(self) -> None:
         """Hand waiting requests to the batch generator (oldest first) while the batch has room."""
+        if self._gathering():
+            return
         while self._waiting and self._in_batch < self.config.max_running:
             seq = self._waiting.popleft()
             self._to_batch(self._by_uid.pop(seq.uid), seq.handover())
+
+    def _gathering(self) -> bool:
+        """Whether to hold the waiting requests one more step: a burst's requests arrive some milliseconds
+        apart, and each prefill group is a whole forward pass between two decode steps, so newcomers that
+        find the batch decoding wait up to `prefill_gather_ms` for the rest of their burst (never when the
+        batch is idle, and not once a full prefill group's worth of prompt tokens waits)."""
+        gather = self.config.prefill_gather_ms
+        if gather <= 0 or not self._waiting or self._in_batch == 0:
+            return False
+        if sum(s.pending_prompt for s in self._waiting) >= self.config.prefill_batch_tokens:
+            return False
+        oldest = self._by_uid[self._waiting[0].uid].added
+        return 1000 * (time.perf_counter() - oldest) < gather
 
     def _to_batch(self, active: _Active, hand: BatchHandover) -> None:
         (uid,) = self._gen.insert(

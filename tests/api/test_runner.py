@@ -140,3 +140,42 @@ def test_a_solo_prompt_half_prefilled_continues_in_the_batch(model):
     runner.add(request("other", other, n=20), events[1].append)
     drive(runner, events, lambda: all(e and e[-1].finish_reason for e in events))
     assert [tokens_of(e) for e in events] == alone
+
+
+def test_newcomers_to_a_decoding_batch_are_gathered_for_the_gather_window(model):
+    import time
+
+    m, tok = model
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefix_cache_bytes=0, solo_path=False, prefill_gather_ms=300))
+    first: list[TokenEvent] = []
+    runner.add(request("a", tok.encode("the first request"), n=400), first.append)
+    drive(runner, first, lambda: bool(first))  # the batch decodes; nothing to wait for when it was idle
+    late = {rid: [] for rid in ("b", "c")}
+    t0 = time.perf_counter()
+    decoded_before = len(tokens_of(first))
+    runner.add(request("b", tok.encode("a newcomer"), n=8), late["b"].append)
+    for _ in range(3):
+        runner.step()
+    runner.add(request("c", tok.encode("another newcomer of the same burst"), n=8), late["c"].append)
+    while not (late["b"] and late["c"]):
+        runner.step()
+        if time.perf_counter() - t0 < 0.25:
+            assert not late["b"] and not late["c"], "a newcomer started inside the gather window"
+    assert len(tokens_of(first)) > decoded_before + 5  # the batch kept decoding while the newcomers waited
+    drive(runner, [], lambda: all(e and e[-1].finish_reason for e in late.values()))
+    for rid, prompt in (("b", "a newcomer"), ("c", "another newcomer of the same burst")):
+        assert tokens_of(late[rid]) == run_alone(model, request(rid, tok.encode(prompt), n=8))  # still exact
+    runner.cancel("a")
+
+
+def test_a_full_prefill_group_does_not_wait_for_the_gather_window(model):
+    m, tok = model
+    cfg = RunnerConfig(prefix_cache_bytes=0, solo_path=False, prefill_gather_ms=60_000, prefill_batch_tokens=16)
+    runner = ModelRunner("m", m, tok, cfg)
+    first: list[TokenEvent] = []
+    runner.add(request("a", tok.encode("the first request"), n=400), first.append)
+    drive(runner, first, lambda: bool(first))
+    late: list[TokenEvent] = []
+    runner.add(request("b", tok.encode("a newcomer with a prompt longer than sixteen tokens " * 2), n=4), late.append)
+    drive(runner, late, lambda: late and late[-1].finish_reason)  # would take a minute if it waited
+    runner.cancel("a")
