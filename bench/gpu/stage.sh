@@ -9,7 +9,8 @@
 #   firstuse: which kernels compile on first use, with the warm-up, on a fresh and a reused kernel cache (8B)
 #   verify : raw mlx-lm and mlx-router at 1 and 8 streams only (after setup, which it can replace: `setup-8b`)
 #   diag   : model-level diagnostics of the 8B (attention paths, quantized-layer choices), if time is left
-# A full run is copy, setup, raw8b, router8b, small, servers: about 17 minutes of a held machine.
+# A full run of both models (about 18 minutes of a held machine, from 2026-12-01's timings): copy, prep (267 s),
+# r05 (211 s), r05b (68 s), r05g, raw8b-all, r8b, srv8b.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 # One kernel cache for every program of the session (raw mlx-lm, mlx_lm.server, mlx-router): a kernel one of
@@ -58,7 +59,14 @@ case "$1" in
       --prefix-words 3000 --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
       --out "$OUT/run.jsonl" 2>&1 | tail -5
     grep -h "quantized layers\|decode step ms\|prefill of\|warmed" "$OUT"/8b-router.log ;;
-  raw8b-all) $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
+  r05g)
+    # the 0.5B server again with newcomers gathered for 20 ms (prefill_gather_ms), beside r05's figures
+    timeout 300 $B /tmp/models/0.5b --name 0.5b-gather --steps router --conc 8,32,64 --warm-all --logs "$OUT" \
+      --router-defaults '{"prefill_gather_ms": 20}' --out "$OUT/run.jsonl" 2>&1 | tail -5 ;;
+  raw8b-all)
+    bash bench/gpu/models.sh 8b > /dev/null || exit 1
+    $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
+  srv8b) $B /tmp/models/8b --name 8b --conc 1,8,32 --steps mlx_lm_server --out "$OUT/run.jsonl" 2>&1 | tail -5 ;;
   r8b)
     timeout 560 $B /tmp/models/8b --name 8b --steps router --warm-all --burst 256 --burst-max-tokens 32 \
       --prefix-words 3000 --logs "$OUT" --router-defaults "${2:-{\}}" --out "$OUT/run.jsonl" 2>&1 | tail -10
