@@ -25,6 +25,11 @@ logger = logging.getLogger(__name__)
 RESTART_DELAY = 1.0  # seconds before a crashed engine is started again
 
 
+def empty_report(device_memory: int | None = None) -> dict[str, Any]:
+    """What is known before the engine's first report, and after it exits: no models, no MLX memory."""
+    return {"models": {}, "mlx": (0, 0, 0), "device_memory": device_memory}
+
+
 class EngineClient:
     """Speaks to the engine (in its own process or a thread) for the event loop."""
 
@@ -41,7 +46,7 @@ class EngineClient:
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[str, asyncio.Queue[TokenEvent]] = {}
         self._stopping = False
-        self.report: dict[str, Any] = {"models": {}, "mlx": (0, 0, 0), "device_memory": None}
+        self.report: dict[str, Any] = empty_report()
         self.restarts = 0
         self._ready: asyncio.Future[None] = loop.create_future()
         self._transport = self._new_transport()
@@ -142,7 +147,7 @@ class EngineClient:
         for queue in self._streams.values():
             queue.put_nowait(TokenEvent([], finish_reason="error", error=error))
         self._streams.clear()
-        self.report = {"models": {}, "mlx": (0, 0, 0), "device_memory": self.report.get("device_memory")}
+        self.report = empty_report(self.report.get("device_memory"))
         self.restarts += 1
         self._loop.call_later(RESTART_DELAY, self._restart)
 
