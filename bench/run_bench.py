@@ -171,7 +171,7 @@ def step_router(a, work: Path) -> list[dict]:
             "timeout": 1800,
             **json.loads(a.router_defaults),
         },
-        "server": {"port": port, "log_level": "info"},
+        "server": {"port": port, "log_level": a.router_log_level},
     }
     (work / "router.json").write_text(json.dumps(cfg))
     srv = Server(
@@ -297,6 +297,7 @@ def main() -> None:
     ap.add_argument("--router-defaults", default="{}", help="JSON merged into the router's `defaults`")
     ap.add_argument("--profile-conc", default="", help="concurrency levels loaded once more under py-spy (1,32)")
     ap.add_argument("--profile-gil-conc", default="", help="the same with py-spy --gil (who holds the GIL)")
+    ap.add_argument("--router-log-level", default="info", help="debug: one line per batch step (bench/trace.py)")
     ap.add_argument("--logs", default="", help="copy the router's log (and py-spy's output) into this folder")
     a = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-"))

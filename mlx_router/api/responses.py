@@ -8,12 +8,28 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from fastapi import Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
+from starlette.types import Receive, Scope, Send
 
 from mlx_router.api.sse import MEDIA_TYPES, STREAM_HEADERS, encode_stream
 from mlx_router.config.settings import DefaultsConfig
 from mlx_router.serving.session import GenerationSession
 
 DISCONNECT_POLL_SECONDS = 0.25
+
+
+class _SessionStream(StreamingResponse):
+    """A streamed session, ended however the response ends: also when the body never starts (a client that
+    left while the headers were sent), since the session may already be queued on the engine."""
+
+    def __init__(self, body: AsyncIterator[str], session: GenerationSession, media_type: str) -> None:
+        super().__init__(body, media_type=media_type, headers=STREAM_HEADERS)
+        self._session = session
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._session.__aexit__(None, None, None)
 
 
 async def stream_response(
@@ -26,7 +42,7 @@ async def stream_response(
         await session.__aexit__(None, None, None)
 
     body = encode_stream(chunks(), defaults.streaming_format, defaults.keepalive_seconds, on_close=close)
-    return StreamingResponse(body, media_type=MEDIA_TYPES[defaults.streaming_format], headers=STREAM_HEADERS)
+    return _SessionStream(body, session, MEDIA_TYPES[defaults.streaming_format])
 
 
 async def unary_response(

@@ -1,4 +1,5 @@
-"""The engine's narrow async interface: `generate(model_id, request) -> stream of TokenEvent`, and `health()`.
+"""The engine's narrow async interface: `start(model_id, request) -> Generation` (its TokenEvents, `close`),
+and `health()`.
 
 Tokens travel from the engine's worker thread to the event loop in one message per worker iteration, however
 many streams are running (`core/host.py`). The event loop never waits on MLX; it only awaits its own queues.
@@ -32,6 +33,34 @@ def _coalesce(event: TokenEvent, queue: asyncio.Queue[TokenEvent]) -> TokenEvent
     return event
 
 
+class Generation:
+    """One request queued on the engine: its events as they come, and `close`, which cancels it in the engine
+    unless it finished (a client gone, a timeout, a stop string; the batch slot frees at the next step)."""
+
+    def __init__(self, engine: Engine, model_id: str, req: GenerationRequest) -> None:
+        self._engine = engine
+        self._model_id = model_id
+        self._request_id = req.request_id
+        self._queue = engine.client.open(model_id, req)
+        self._finished = False
+        self._closed = False
+        engine.in_flight += 1
+
+    async def events(self) -> AsyncIterator[TokenEvent]:
+        """The events up to and including the one with a finish_reason."""
+        while not self._finished and not self._closed:
+            event = _coalesce(await self._queue.get(), self._queue)
+            self._finished = event.finish_reason is not None
+            yield event
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._engine.in_flight -= 1
+        self._engine.client.close(self._model_id, self._request_id, cancel=not self._finished)
+
+
 class Engine:
     """Runs generations in the engine and streams their tokens back."""
 
@@ -40,25 +69,9 @@ class Engine:
         self.client = client
         self.in_flight = 0
 
-    async def generate(self, model_id: str, req: GenerationRequest) -> AsyncIterator[TokenEvent]:
-        """Queue `req` on the model; yield its events until the one with a finish_reason.
-
-        Leaving the loop early (client gone, timeout, stop string) cancels the request in the engine, which
-        frees its batch slot at the next step.
-        """
-        queue = self.client.open(model_id, req)
-        finished = False
-        self.in_flight += 1
-        try:
-            while True:
-                event = _coalesce(await queue.get(), queue)
-                finished = event.finish_reason is not None
-                yield event
-                if finished:
-                    return
-        finally:
-            self.in_flight -= 1
-            self.client.close(model_id, req.request_id, cancel=not finished)
+    def start(self, model_id: str, req: GenerationRequest) -> Generation:
+        """Queue `req` on its (loaded) model now; read its events from the handle, and close it when done."""
+        return Generation(self, model_id, req)
 
     def health(self) -> dict[str, Any]:
         """Loaded models with their running and queued counts; memory; requests in flight."""

@@ -189,6 +189,17 @@ class ModelRunner:
         self._by_uid[active.uid] = active
         self._by_request[req.request_id] = active.uid
         self._refresh_stats()
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "%s added %.1f ms after it was received: %d prompt tokens (%d cached), %s; %d waiting, %d in the batch",
+                req.request_id,
+                1000 * (time.monotonic() - req.received) if req.received else -1.0,
+                len(prompt),
+                cached,
+                "solo" if self._solo is seq else "waits",
+                len(self._waiting),
+                self._in_batch,
+            )
 
     def cancel(self, request_id: str, reason: str = "cancelled") -> None:
         """Drop a request wherever it is (solo, prefilling, in the batch); its slot is free at the next step."""
@@ -225,6 +236,7 @@ class ModelRunner:
         self._admit_waiting()
         if self._in_batch == 0:
             return
+        t0 = time.perf_counter()
         with self._gen.stats() as work:
             prompts, responses = self._gen.next()
         t1 = time.perf_counter()
@@ -246,6 +258,22 @@ class ModelRunner:
             self.stats.prefilled(finished_prompts, work.prompt_tokens, work.prompt_time)
         if responses:
             self.stats.decoded(len(responses), work.decode_time, time.perf_counter() - t1)
+        if logger.isEnabledFor(logging.DEBUG):
+            # One line per batch step: enough to lay a burst's arrivals, prefill groups and decode steps on
+            # one time line (the log's timestamps) when the server runs with --log-level debug.
+            logger.debug(
+                "step %d: %.1f ms: decode %d rows %.1f ms, prefill %d tokens %.1f ms (%d prompts done), "
+                "deliver %.2f ms, %d waiting",
+                self._steps,
+                1000 * (t1 - t0),
+                len(responses),
+                1000 * work.decode_time,
+                work.prompt_tokens,
+                1000 * work.prompt_time,
+                finished_prompts,
+                1000 * (time.perf_counter() - t1),
+                len(self._waiting),
+            )
 
     def close(self) -> None:
         self._gen.close()

@@ -13,7 +13,7 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
-from mlx_router.core.engine import Engine
+from mlx_router.core.engine import Engine, Generation
 from mlx_router.core.manager import ModelSlot
 from mlx_router.core.params import GenerationRequest, TokenLogprob
 from mlx_router.errors import RequestTimeoutError, RouterError
@@ -64,6 +64,7 @@ class GenerationSession:
         self.usage = UsageCounts(prompt_tokens=len(request.prompt_tokens))
         self.first_token_at: float | None = None
         self._posted_at: float | None = None  # when the request went to the engine, its model loaded
+        self._generation: Generation | None = None
         request.deadline = self._started + timeout
 
     async def __aenter__(self) -> GenerationSession:
@@ -76,9 +77,16 @@ class GenerationSession:
             manager.release(self._slot)
             self._slot = None
             raise
+        if self._slot.state == "ready":
+            # Queued on the engine now, before the response starts: under a burst every hop through the event
+            # loop waits behind the other requests' work, and a request that reaches the engine a step later
+            # than its neighbours is prefilled in a group of its own.
+            self._start()
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        if self._generation is not None:
+            self._generation.close()
         if self._slot is not None:
             self._engine.manager.release(self._slot, self._reserved)
             self._slot = None
@@ -100,11 +108,25 @@ class GenerationSession:
         remaining = self._started + self._timeout - time.monotonic()
         return asyncio.get_running_loop().time() + max(0.0, remaining)
 
-    async def _run(self) -> AsyncIterator[TextChunk]:
-        await self._engine.manager.ensure_loaded(self.request.model_id)
+    def _start(self) -> Generation:
         self._posted_at = time.monotonic()
+        self._generation = self._engine.start(self.request.model_id, self.request)
+        return self._generation
+
+    async def _run(self) -> AsyncIterator[TextChunk]:
+        generation = self._generation
+        if generation is None:
+            await self._engine.manager.ensure_loaded(self.request.model_id)
+            generation = self._start()
+        try:
+            async for chunk in self._chunks(generation):
+                yield chunk
+        finally:
+            generation.close()  # before the last chunk went out (a stop string, a client gone): cancels it
+
+    async def _chunks(self, generation: Generation) -> AsyncIterator[TextChunk]:
         pending = TextChunk(text="", tokens=0)
-        async for event in self._engine.generate(self.request.model_id, self.request):
+        async for event in generation.events():
             if event.error is not None:
                 raise _as_router_error(event.error)
             if event.prompt_tokens:
@@ -119,7 +141,7 @@ class GenerationSession:
             if self._assembler.stopped:
                 pending.finish_reason = "stop"
                 yield pending
-                return  # leaving the engine's stream cancels the generation
+                return  # `_run` closes the generation, which cancels it in the engine
             if event.finish_reason is not None:
                 pending.text += self._assembler.finish()
                 pending.finish_reason = "length" if event.finish_reason == "length" else "stop"
