@@ -10,7 +10,8 @@
 #   verify : raw mlx-lm and mlx-router at 1 and 8 streams only (after setup, which it can replace: `setup-8b`)
 #   diag   : model-level diagnostics of the 8B (attention paths, quantized-layer choices), if time is left
 # A full run of both models (about 18 minutes of a held machine, from 2026-12-01's timings): copy, prep (267 s),
-# r05 (211 s), r05b (68 s), r05g, raw8b-all, r8b, srv8b.
+# r05 (211 s), r05b (68 s), r05g, raw8b-all, r8b, srv8b. Run 3 on the H200: copy, prep, s05, raw8b-all, t8b,
+# srv8b (the router with one log line per batch step, read by bench/trace.py).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 # One kernel cache for every program of the session (raw mlx-lm, mlx_lm.server, mlx-router): a kernel one of
@@ -63,6 +64,24 @@ case "$1" in
     # the 0.5B server again with newcomers gathered for 20 ms (prefill_gather_ms), beside r05's figures
     timeout 300 $B /tmp/models/0.5b --name 0.5b-gather --steps router --conc 8,32,64 --warm-all --logs "$OUT" \
       --router-defaults '{"prefill_gather_ms": 20}' --out "$OUT/run.jsonl" 2>&1 | tail -5 ;;
+  s05)
+    # mlx_lm.server and mlx-router on the 0.5B, the router logging every batch step; the router again with
+    # newcomers gathered for 20 ms; the runner in process with mlx-lm's layers and with the one-matrix decode
+    timeout 330 $B /tmp/models/0.5b --name 0.5b --steps mlx_lm_server,router --warm-all --burst 256 \
+      --prefix-words 3000 --server-conc 1,8,32 --router-log-level debug --logs "$OUT" --out "$OUT/run.jsonl" 2>&1 | tail -12
+    grep -h "quantized layers\|decode step ms\|prefill of\|warmed" "$OUT"/0.5b-router.log
+    timeout 150 $B /tmp/models/0.5b --name 0.5b-gather --steps router --conc 8,32,64 --warm-all --logs "$OUT" \
+      --router-log-level debug --router-defaults '{"prefill_gather_ms": 20}' --out "$OUT/run.jsonl" 2>&1 | tail -4
+    for v in "-1 0" "0 32"; do
+      set -- $v
+      timeout 100 python3 bench/runner_bench.py /tmp/models/0.5b 256 8,32,64 --dense-rows $1 --flat-decode $2 2>&1 \
+        | grep -v "^\[" | tee -a "$OUT/runner05.txt"
+    done ;;
+  t8b)
+    timeout 580 $B /tmp/models/8b --name 8b --steps router --warm-all --burst 256 --burst-max-tokens 32 \
+      --prefix-words 3000 --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
+      --out "$OUT/run.jsonl" 2>&1 | tail -10
+    grep -h "quantized layers\|decode step ms\|prefill of\|warmed" "$OUT"/8b-router.log ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
