@@ -91,7 +91,7 @@ class ModelRunner:
             model,
             stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
             completion_batch_size=config.max_running,
-            prefill_batch_size=max(1, config.prefill_batch_tokens // config.prefill_step_size),
+            prefill_batch_size=max(1, config.prefill_batch_tokens // config.prefill_step_size),  # _prefill_group
             prefill_step_size=config.prefill_step_size,
             stream=self._stream,
         )
@@ -103,6 +103,9 @@ class ModelRunner:
         self._solo: SoloSequence | None = None
         self._waiting: deque[SoloSequence] = deque()
         self._in_batch = 0
+        self._prefill_group = max(1, config.prefill_batch_tokens // config.prefill_step_size)
+        self._prefilling: set[int] = set()  # batch ids whose prompt the batch generator still holds
+        self._splitting = False  # the last step ended some prompts' prefill; the next one moves them on
         self._solo_ok = config.solo_path and SoloSequence.supported(model)
         self._next_uid = 0
         self._prefix = self._new_prefix_cache()
@@ -254,6 +257,12 @@ class ModelRunner:
         if self._steps % 8 == 0 or self._stats_stale:
             self._refresh_stats()
         finished_prompts = sum(1 for p in prompts if p.end_of_prompt)  # reported a step after their last chunk
+        for p in prompts:
+            if p.end_of_prompt:
+                self._prefilling.discard(p.uid)
+        # A prompt whose last chunk ran this step has only its last token left: the next step moves it into
+        # decoding (a forward pass of its own and a merge of caches) and frees its prefill slot only then.
+        self._splitting = any(not p.end_of_prompt and p.progress[0] == p.progress[1] - 1 for p in prompts)
         if work.prompt_tokens or finished_prompts:
             self.stats.prefilled(finished_prompts, work.prompt_tokens, work.prompt_time)
         if responses:
@@ -317,12 +326,21 @@ class ModelRunner:
             self._to_batch(self._by_uid.pop(solo.uid), solo.handover())
 
     def _admit_waiting(self) -> None:
-        """Hand waiting requests to the batch generator (oldest first) while the batch has room."""
-        if self._gathering():
+        """Hand waiting requests to the batch generator (oldest first) while the batch has room, one prefill
+        group at a time.
+
+        mlx-lm's generator fills its prefill group before it moves the prompts prefilled in the last step
+        into decoding, so newcomers handed over in that step find half a group: under a trickle of arrivals
+        every step then prefilled half a group and moved the other half on (measured on the H200 with the
+        0.5B: 32 streams in 8 groups of 4, each join 40-50 ms beyond its prefill). Holding newcomers for that
+        one step keeps the groups whole, as when all prompts arrive at once."""
+        if self._gathering() or (self._splitting and self._prefilling):
             return
-        while self._waiting and self._in_batch < self.config.max_running:
+        room = self._prefill_group - len(self._prefilling)
+        while self._waiting and room > 0 and self._in_batch < self.config.max_running:
             seq = self._waiting.popleft()
             self._to_batch(self._by_uid.pop(seq.uid), seq.handover())
+            room -= 1
 
     def _gathering(self) -> bool:
         """Whether to hold the waiting requests one more step: a burst's requests arrive some milliseconds
@@ -351,12 +369,14 @@ class ModelRunner:
         self._by_uid[uid] = active
         self._by_request[active.req.request_id] = uid
         self._in_batch += 1
+        self._prefilling.add(uid)
 
     def _forget(self, active: _Active) -> None:
         """Remove a request from wherever it is scheduled (the caller drops it from the maps)."""
         if active.uid >= 0:
             self._gen.remove([active.uid])
             self._in_batch -= 1
+            self._prefilling.discard(active.uid)
         elif self._solo is active.seq:
             self._solo = None
         elif active.seq in self._waiting:

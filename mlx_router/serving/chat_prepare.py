@@ -6,7 +6,6 @@ Everything that can make a request invalid is checked here, before a byte is str
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -28,6 +27,7 @@ from mlx_router.parsing.pipeline import OutputPipeline
 from mlx_router.parsing.registry import get_reasoning_parser, get_tool_parser
 from mlx_router.parsing.tools.base import ToolChoiceMode
 from mlx_router.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice
+from mlx_router.serving.offload import INLINE_ENCODE_CHARS, INLINE_RENDER_CHARS, run_sized
 from mlx_router.serving.params import output_limit, sampling_params
 from mlx_router.serving.profiles import ModelProfile, ProfileStore
 from mlx_router.serving.templates import TemplateRenderError
@@ -130,8 +130,11 @@ class ChatPreparer:
             raise InvalidRequestError("image and file input is not supported by this server yet", param="messages")
         plan = self._tool_plan(req, profile)
         kwargs = self._template_kwargs(req, profile)
-        prompt_text = await asyncio.to_thread(self._render, profile, req, plan, kwargs)
-        tokens = await asyncio.to_thread(profile.tokenizer.encode, prompt_text, add_special_tokens=False)
+        chars = sum(len(m.text() or "") for m in req.messages)
+        prompt_text = await run_sized(chars, INLINE_RENDER_CHARS, self._render, profile, req, plan, kwargs)
+        tokens = await run_sized(
+            len(prompt_text), INLINE_ENCODE_CHARS, profile.tokenizer.encode, prompt_text, add_special_tokens=False
+        )
         limit = output_limit(
             req.output_limit(),
             profile.settings,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +20,7 @@ from mlx_router.protocol.completions import (
     LegacyLogprobs,
 )
 from mlx_router.serving.chat import usage_of
+from mlx_router.serving.offload import INLINE_ENCODE_CHARS, run_sized
 from mlx_router.serving.params import output_limit, sampling_params
 from mlx_router.serving.profiles import ModelProfile, ProfileStore
 from mlx_router.serving.session import GenerationSession
@@ -55,7 +55,7 @@ class CompletionService:
         except ValueError as e:
             raise InvalidRequestError(str(e), param="prompt") from None
         if isinstance(prompt, str):
-            tokens = await asyncio.to_thread(profile.tokenizer.encode, prompt)
+            tokens = await run_sized(len(prompt), INLINE_ENCODE_CHARS, profile.tokenizer.encode, prompt)
             text = prompt
         else:
             if not prompt or any(not 0 <= t < profile.vocab_size for t in prompt):

@@ -179,3 +179,36 @@ def test_a_full_prefill_group_does_not_wait_for_the_gather_window(model):
     runner.add(request("b", tok.encode("a newcomer with a prompt longer than sixteen tokens " * 2), n=4), late.append)
     drive(runner, late, lambda: late and late[-1].finish_reason)  # would take a minute if it waited
     runner.cancel("a")
+
+
+def test_newcomers_wait_one_step_rather_than_split_a_prefill_group(model):
+    """Prompts that arrive while the last group moves into decoding are prefilled as one group, not as
+    halves beside it, and still get their solo output."""
+    m, tok = model
+    cfg = RunnerConfig(prefix_cache_bytes=0, solo_path=False, prefill_step_size=64, prefill_batch_tokens=256)
+    runner = ModelRunner("m", m, tok, cfg)  # groups of 4 prompts
+    prefill_steps: list[int] = []
+    recorded = runner.stats.prefilled
+
+    def record(prompts: int, tokens: int, seconds: float) -> None:
+        prefill_steps.append(tokens)
+        recorded(prompts, tokens, seconds)
+
+    runner.stats.prefilled = record  # type: ignore[method-assign]
+    first: list[TokenEvent] = []
+    runner.add(request("a", tok.encode("the first request"), n=400), first.append)
+    drive(runner, first, lambda: bool(first))
+    prompts = {f"c{i}": tok.encode(f"newcomer number {i} with a prompt of its own") for i in range(6)}
+    events = {rid: [] for rid in prompts}
+    for rid in ("c0", "c1"):
+        runner.add(request(rid, prompts[rid], n=8), events[rid].append)
+    prefill_steps.clear()
+    runner.step()  # c0 and c1 prefilled: they move into decoding at the next step
+    for rid in ("c2", "c3", "c4", "c5"):
+        runner.add(request(rid, prompts[rid], n=8), events[rid].append)
+    drive(runner, [], lambda: all(e and e[-1].finish_reason for e in events.values()))
+    group = sum(len(prompts[r]) - 1 for r in ("c2", "c3", "c4", "c5"))  # the last token is decoded, not prefilled
+    assert group in prefill_steps, prefill_steps  # the four newcomers in one prefill
+    for rid, prompt in prompts.items():
+        assert tokens_of(events[rid]) == run_alone(model, request(rid, prompt, n=8)), rid
+    runner.cancel("a")
