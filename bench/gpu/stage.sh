@@ -77,6 +77,18 @@ case "$1" in
       timeout 100 python3 bench/runner_bench.py /tmp/models/0.5b 256 8,32,64 --dense-rows $1 --flat-decode $2 2>&1 \
         | grep -v "^\[" | tee -a "$OUT/runner05.txt"
     done ;;
+  prep8b)
+    # the first call after `copy` on a machine for the 8B: install, build the 8B, raw mlx-lm on it
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 8b > /dev/null || exit 1
+    $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
+  r05fix)
+    # the 0.5B again after run 3's fixes: raw mlx-lm and the router in one call, the router's layer choices
+    # fixed at what run 3's calibration chose (spares its 92 s of first-use compiles)
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    $B /tmp/models/0.5b --name 0.5b --steps raw --batches 8,32,64 --out "$OUT/run.jsonl" 2>&1 | tail -5
+    timeout 300 $B /tmp/models/0.5b --name 0.5b --steps router --warm-all --router-log-level debug --logs "$OUT" \
+      --router-defaults '{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}' --out "$OUT/run.jsonl" 2>&1 | tail -6 ;;
   t8b)
     timeout 580 $B /tmp/models/8b --name 8b --steps router --warm-all --burst 256 --burst-max-tokens 32 \
       --prefix-words 3000 --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
