@@ -98,6 +98,31 @@ def test_stream_disconnect_stops_generation(server, client):
     assert _running(server) == 0
 
 
+def test_a_stream_whose_client_leaves_before_reading_stops_generation(server):
+    """The request is queued on the engine when it is admitted; a client gone before the response starts
+    must still cancel it."""
+    import json
+    import socket
+    from urllib.parse import urlparse
+
+    body = json.dumps(
+        {"model": "tiny-a", "messages": HELLO, "max_tokens": 4000, "stream": True, "ignore_eos": True}
+    ).encode()
+    url = urlparse(server.base_url)
+    for _ in range(3):
+        with socket.create_connection((url.hostname, url.port)) as sock:
+            head = (
+                f"POST /v1/chat/completions HTTP/1.1\r\nHost: {url.hostname}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+            )
+            sock.sendall(head.encode() + body)
+    deadline = time.monotonic() + 5
+    while (_running(server) or server.health()["requests_in_flight"]) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _running(server) == 0
+    assert server.health()["requests_in_flight"] == 0
+
+
 def test_non_stream_disconnect_stops_generation(server):
     body = {"model": "tiny-a", "messages": HELLO, "max_tokens": 4000, "temperature": 0, "ignore_eos": True}
     with pytest.raises(httpx.ReadTimeout):
