@@ -1,7 +1,7 @@
 """Read a router log written with `--log-level debug` (run_bench.py --router-log-level debug): per burst,
 how the requests reached the engine, how they were prefilled, and what the decode steps cost.
 
-usage: trace.py ROUTER_LOG [--gap 1.0]
+usage: trace.py ROUTER_LOG [--gap 0.5]
 A burst is a run of "added" lines with no gap longer than --gap seconds (warm-up requests are skipped). For
 each burst it prints: the requests and how far apart they reached the engine; the HTTP side's preparation
 (from the "prepared in" lines); the prefill groups (steps that prefilled prompt tokens) with their sizes and
@@ -96,7 +96,7 @@ def report(b: Burst, prepared: dict[str, int]) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("log")
-    ap.add_argument("--gap", type=float, default=1.0, help="seconds without an arrival that end a burst")
+    ap.add_argument("--gap", type=float, default=0.5, help="seconds without an arrival that end a burst")
     a = ap.parse_args()
     bursts, prepared = read(a.log, a.gap)
     print("\n\n".join(report(b, prepared) for b in bursts))
