@@ -31,7 +31,7 @@ from mlx_router.core.params import GenerationRequest, TokenEvent, TokenLogprob
 from mlx_router.core.prefix_cache import PrefixCache
 from mlx_router.core.sampling import SamplerFactory, logits_processors
 from mlx_router.core.solo import BatchHandover, SoloSequence
-from mlx_router.core.step_stats import StepStats
+from mlx_router.core.step_stats import StepStats, trace_added, trace_step
 from mlx_router.errors import RequestTimeoutError
 
 logger = logging.getLogger(__name__)
@@ -87,11 +87,12 @@ class ModelRunner:
         # A stream of its own, as mlx-lm's generate_step has: the same decode loop on the thread's default
         # stream measured slower.
         self._stream = mx.new_stream(mx.default_device())
+        self._prefill_group = max(1, config.prefill_batch_tokens // config.prefill_step_size)  # prompts at once
         self._gen = BatchGenerator(
             model,
             stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
             completion_batch_size=config.max_running,
-            prefill_batch_size=max(1, config.prefill_batch_tokens // config.prefill_step_size),  # _prefill_group
+            prefill_batch_size=self._prefill_group,
             prefill_step_size=config.prefill_step_size,
             stream=self._stream,
         )
@@ -103,7 +104,6 @@ class ModelRunner:
         self._solo: SoloSequence | None = None
         self._waiting: deque[SoloSequence] = deque()
         self._in_batch = 0
-        self._prefill_group = max(1, config.prefill_batch_tokens // config.prefill_step_size)
         self._prefilling: set[int] = set()  # batch ids whose prompt the batch generator still holds
         self._splitting = False  # the last step ended some prompts' prefill; the next one moves them on
         self._solo_ok = config.solo_path and SoloSequence.supported(model)
@@ -192,17 +192,7 @@ class ModelRunner:
         self._by_uid[active.uid] = active
         self._by_request[req.request_id] = active.uid
         self._refresh_stats()
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug(
-                "%s added %.1f ms after it was received: %d prompt tokens (%d cached), %s; %d waiting, %d in the batch",
-                req.request_id,
-                1000 * (time.monotonic() - req.received) if req.received else -1.0,
-                len(prompt),
-                cached,
-                "solo" if self._solo is seq else "waits",
-                len(self._waiting),
-                self._in_batch,
-            )
+        trace_added(req, cached, "solo" if self._solo is seq else "waits", len(self._waiting), self._in_batch)
 
     def cancel(self, request_id: str, reason: str = "cancelled") -> None:
         """Drop a request wherever it is (solo, prefilling, in the batch); its slot is free at the next step."""
@@ -267,22 +257,7 @@ class ModelRunner:
             self.stats.prefilled(finished_prompts, work.prompt_tokens, work.prompt_time)
         if responses:
             self.stats.decoded(len(responses), work.decode_time, time.perf_counter() - t1)
-        if logger.isEnabledFor(logging.DEBUG):
-            # One line per batch step: enough to lay a burst's arrivals, prefill groups and decode steps on
-            # one time line (the log's timestamps) when the server runs with --log-level debug.
-            logger.debug(
-                "step %d: %.1f ms: decode %d rows %.1f ms, prefill %d tokens %.1f ms (%d prompts done), "
-                "deliver %.2f ms, %d waiting",
-                self._steps,
-                1000 * (t1 - t0),
-                len(responses),
-                1000 * work.decode_time,
-                work.prompt_tokens,
-                1000 * work.prompt_time,
-                finished_prompts,
-                1000 * (time.perf_counter() - t1),
-                len(self._waiting),
-            )
+        trace_step(self._steps, t1 - t0, work, len(responses), finished_prompts, t1, len(self._waiting))
 
     def close(self) -> None:
         self._gen.close()
@@ -331,9 +306,9 @@ class ModelRunner:
 
         mlx-lm's generator fills its prefill group before it moves the prompts prefilled in the last step
         into decoding, so newcomers handed over in that step find half a group: under a trickle of arrivals
-        every step then prefilled half a group and moved the other half on (measured on the H200 with the
-        0.5B: 32 streams in 8 groups of 4, each join 40-50 ms beyond its prefill). Holding newcomers for that
-        one step keeps the groups whole, as when all prompts arrive at once."""
+        every step then prefilled half a group and moved the other half on, a forward pass and a merge of
+        caches each (on the H200 with the 0.5B: 32 streams in 8 groups of 4, steps of 92-144 ms). Holding
+        newcomers for that one step keeps the groups whole, as when all prompts arrive at once."""
         if self._gathering() or (self._splitting and self._prefilling):
             return
         room = self._prefill_group - len(self._prefilling)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import Any
 
 logger = logging.getLogger(__name__)
 
@@ -55,3 +56,39 @@ class StepStats:
             f"ms/step, deliver {1000 * self.deliver_s / steps:.2f} ms/step; prefill {self.prefill_prompts} "
             f"prompts, {self.prefill_tokens} tokens in {1000 * self.prefill_s:.0f} ms"
         )
+
+
+def trace_added(req: Any, cached: int, where: str, waiting: int, in_batch: int) -> None:
+    """A request taken by a runner (debug level), with how long after the HTTP side received it."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    logger.debug(
+        "%s added %.1f ms after it was received: %d prompt tokens (%d cached), %s; %d waiting, %d in the batch",
+        req.request_id,
+        1000 * (time.monotonic() - req.received) if req.received else -1.0,
+        len(req.prompt_tokens),
+        cached,
+        where,
+        waiting,
+        in_batch,
+    )
+
+
+def trace_step(step: int, seconds: float, work: Any, rows: int, prompts_done: int, t1: float, waiting: int) -> None:
+    """One line per batch step (debug level): with the log's timestamps, enough to lay a burst's arrivals,
+    prefill groups and decode steps on one time line (bench/trace.py reads it)."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
+    logger.debug(
+        "step %d: %.1f ms: decode %d rows %.1f ms, prefill %d tokens %.1f ms (%d prompts done), "
+        "deliver %.2f ms, %d waiting",
+        step,
+        1000 * seconds,
+        rows,
+        1000 * work.decode_time,
+        work.prompt_tokens,
+        1000 * work.prompt_time,
+        prompts_done,
+        1000 * (time.perf_counter() - t1),
+        waiting,
+    )
