@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import pickle
 import signal
+import sys
 import threading
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -104,7 +105,12 @@ class ProcessTransport:
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping = True
         self.send(("stop",))
-        self._proc.join(timeout)
+        if self._reader.ident is not None:
+            # The reader sees the pipe close when the engine exits and reaps the process; joining the process
+            # here as well raced it (one of two waitpid calls fails, and the engine looked alive).
+            self._reader.join(timeout)
+        else:
+            self._proc.join(timeout)
         if self._proc.is_alive():
             logger.warning("engine process did not stop in %.0fs; killing it", timeout)
             self._proc.kill()
@@ -161,6 +167,12 @@ def run_engine_process(conn: Connection, settings: Settings, log_level: int) -> 
     finally:
         host.stop()
         conn.close()
+    # Models unloaded, worker stopped: leave without the interpreter's teardown, in which MLX's own threads were
+    # destroyed still running ("terminate called without an active exception", an abort at every stop).
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def make_transport(settings: Settings, deliver: Deliver, on_exit: Callable[[int | None], None]) -> Transport:
