@@ -91,6 +91,12 @@ class DefaultsConfig(_Section):
         description="While a model's batch decodes, hold newly arrived requests up to this long so that a burst "
         "is prefilled in fewer groups (0: off).",
     )
+    idle_gather_ms: float = Field(
+        10.0,
+        ge=0,
+        description="A request that finds its model idle waits up to this long for other requests of its burst, "
+        "so that they start as one prefill group (a full group starts at once; a lone request waits it all; 0: off).",
+    )
     prefix_cache_gb: float = Field(2.0, ge=0, description="Memory for reusable prompt KV caches (0: off).")
     keepalive_seconds: float = Field(10.0, gt=0, description="SSE comment interval while nothing is generated.")
     dense_matmul_min_rows: int | None = Field(

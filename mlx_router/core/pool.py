@@ -125,6 +125,7 @@ class ModelPool:
             prefill_batch_tokens=max(d.prefill_batch_tokens, d.prefill_step_size),
             prefix_cache_bytes=int(d.prefix_cache_gb * GB),
             prefill_gather_ms=d.prefill_gather_ms,
+            idle_gather_ms=d.idle_gather_ms,
         )
 
     def _make_room(self, model_id: str, cost: int, usage: Usage) -> None:

@@ -70,6 +70,7 @@ class SoloSequence:
         self._chunk = prefill_step_size
         self._next: tuple[mx.array, mx.array] | None = None  # sampled, not yet delivered
         self.emitted = 0
+        self.fresh = True  # not stepped yet: nothing of it has run
 
     @property
     def prefilled(self) -> bool:
@@ -96,6 +97,7 @@ class SoloSequence:
 
     def step(self) -> SoloResponse | None:
         """One prefill chunk (returns None) or one decode step (returns the delivered token)."""
+        self.fresh = False
         if len(self._pending_prompt) > 1:
             n = min(self._chunk, len(self._pending_prompt) - 1)
             chunk, self._pending_prompt = self._pending_prompt[:n], self._pending_prompt[n:]

@@ -24,6 +24,8 @@ T = TypeVar("T")
 class Steppable(Protocol):
     def has_work(self) -> bool: ...
 
+    def ready_in(self) -> float: ...  # seconds until a step has something to do (0: now)
+
     def step(self) -> None: ...
 
     def cancel_all(self, error: BaseException) -> None: ...
@@ -85,8 +87,7 @@ class MLXWorker:
 
     def _run(self) -> None:
         while not self._stopping:
-            busy = any(r.has_work() for r in self._runners.values())
-            if not self._drain(block=not busy):
+            if not self._drain(self._wait()):
                 break
             self._step_all()
             for hook in self._after_iteration:
@@ -99,10 +100,16 @@ class MLXWorker:
             if runner.has_work():
                 self._step(key, runner)
 
-    def _drain(self, block: bool) -> bool:
-        """Run queued commands; wait for one if `block`. False once stop was asked."""
+    def _wait(self) -> float | None:
+        """How long to wait for a command before stepping: None with no work, 0 when a step is due."""
+        waits = [r.ready_in() for r in self._runners.values() if r.has_work()]
+        return min(waits) if waits else None
+
+    def _drain(self, wait: float | None) -> bool:
+        """Run queued commands, waiting up to `wait` seconds for the first (None: until one comes). False once
+        stop was asked."""
         try:
-            item = self._inbox.get(block=block)
+            item = self._inbox.get(block=wait is None or wait > 0, timeout=wait or None)
         except queue.Empty:
             return True
         while True:

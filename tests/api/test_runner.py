@@ -212,3 +212,72 @@ def test_newcomers_wait_one_step_rather_than_split_a_prefill_group(model):
     for rid, prompt in prompts.items():
         assert tokens_of(events[rid]) == run_alone(model, request(rid, prompt, n=8)), rid
     runner.cancel("a")
+
+
+def _record_prefills(runner):
+    steps: list[int] = []
+    recorded = runner.stats.prefilled
+
+    def record(prompts: int, tokens: int, seconds: float) -> None:
+        steps.append(tokens)
+        recorded(prompts, tokens, seconds)
+
+    runner.stats.prefilled = record  # type: ignore[method-assign]
+    return steps
+
+
+def test_an_idle_model_holds_its_first_request_for_the_rest_of_its_burst(model):
+    """Requests some milliseconds apart on an idle model start as one prefill group (not the first alone and
+    the rest after it): each arrival extends the hold, which ends once none came for `idle_gather_ms` (or at
+    BURST_HOLD_LIMIT times that); all still get their solo output."""
+    import time
+
+    m, tok = model
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefix_cache_bytes=0, idle_gather_ms=200))
+    prefills = _record_prefills(runner)
+    prompts = {rid: tok.encode(f"request {rid} of a burst, some words") for rid in "abcdef"}
+    events = {rid: [] for rid in prompts}
+    t0 = time.perf_counter()
+    for i, rid in enumerate(prompts):
+        while time.perf_counter() - t0 < 0.15 * i:  # one every 150 ms: each inside the last one's gap
+            runner.step()
+            assert not prefills and not any(events.values()), f"started before {rid} arrived"
+        runner.add(request(rid, prompts[rid], n=8), events[rid].append)
+    # the sixth came 750 ms after the first: the hold ends at 4 x 200 ms from the first, not 200 after the sixth
+    assert 0 < runner.ready_in() < 0.2
+    while runner.ready_in() > 0:
+        time.sleep(runner.ready_in())
+    assert 0.8 <= time.perf_counter() - t0 < 0.95
+    drive(runner, [], lambda: all(e and e[-1].finish_reason for e in events.values()))
+    assert prefills[0] == sum(len(p) - 1 for p in prompts.values()), prefills  # one group of all six
+    for rid, prompt in prompts.items():
+        assert tokens_of(events[rid]) == run_alone(model, request(rid, prompt, n=8)), rid
+    lone: list[TokenEvent] = []
+    t0 = time.perf_counter()
+    runner.add(request("g", prompts["a"], n=2), lone.append)
+    while runner.ready_in() > 0:
+        runner.step()
+        assert not lone
+    assert time.perf_counter() - t0 >= 0.2  # alone, it waited one gap
+    drive(runner, lone, lambda: lone and lone[-1].finish_reason)
+
+
+def test_a_full_prefill_group_or_a_busy_model_is_not_held(model):
+    m, tok = model
+    cfg = RunnerConfig(prefix_cache_bytes=0, idle_gather_ms=60_000, prefill_step_size=16, prefill_batch_tokens=32)
+    runner = ModelRunner("m", m, tok, cfg)  # groups of 2 prompts
+    events = {rid: [] for rid in "abc"}
+    runner.add(request("a", tok.encode("one"), n=400), events["a"].append)
+    assert runner.ready_in() > 59
+    runner.add(request("b", tok.encode("two"), n=400), events["b"].append)
+    assert runner.ready_in() == 0  # a whole group waits: it starts now
+    drive(runner, [], lambda: events["a"] and events["b"])  # would take a minute if it waited
+    runner.add(request("c", tok.encode("three"), n=4), events["c"].append)
+    assert runner.ready_in() == 0  # the model is busy: a newcomer joins at the next step
+    drive(runner, [], lambda: events["c"] and events["c"][-1].finish_reason)
+    runner.cancel("a")
+    runner.cancel("b")
+    lone = ModelRunner("m", m, tok, RunnerConfig(prefix_cache_bytes=0, idle_gather_ms=60_000, prefill_batch_tokens=16))
+    late: list[TokenEvent] = []
+    lone.add(request("d", tok.encode("a prompt of more than sixteen tokens " * 3), n=4), late.append)
+    drive(lone, late, lambda: late and late[-1].finish_reason)  # its prompt alone fills a group
