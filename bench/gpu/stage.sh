@@ -94,6 +94,37 @@ case "$1" in
       --prefix-words 3000 --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
       --out "$OUT/run.jsonl" 2>&1 | tail -10
     grep -h "quantized layers\|decode step ms\|prefill of\|warmed" "$OUT"/8b-router.log ;;
+  s4a)
+    # run 4 on a fresh machine: install, build the 0.5B, the decode-step ablation and the solo path
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    L='--dense-rows 0 --flat-decode 32'
+    timeout 200 python3 bench/step_ablation.py /tmp/models/0.5b --batch 8 --repeats 3 $L 2>&1 | grep -v "^\[" | tee "$OUT/ablation05.txt"
+    timeout 80 python3 bench/runner_bench.py /tmp/models/0.5b 256 1 $L 2>&1 | grep -v "^\[" | tee -a "$OUT/ablation05.txt" ;;
+  s4b)
+    # run 4: the 8B, raw mlx-lm at 1 and 8, the router at 1 and 8 streams with the burst hold and without it
+    bash bench/gpu/models.sh 8b > /dev/null || exit 1
+    $B /tmp/models/8b --name 8b --steps raw --batches 1,8 --out "$OUT/run.jsonl" 2>&1 | tail -3
+    for g in 10 0 10; do
+      timeout 150 $B /tmp/models/8b --name 8b-hold$g --steps router --conc 1,8 --batches 1,8 --router-log-level debug \
+        --logs "$OUT/g$g" --router-defaults "{\"dense_matmul_min_rows\": 256, \"idle_gather_ms\": $g}" \
+        --out "$OUT/run.jsonl" 2>&1 | grep "mlx-router" | tail -2
+    done ;;
+  s4c)
+    # run 4: the 0.5B, raw mlx-lm beside the router (burst hold on) with GPU clocks and per-process CPU sampled
+    $B /tmp/models/0.5b --name 0.5b --steps raw --batches 1,8,32,64 --out "$OUT/run.jsonl" 2>&1 | tail -5
+    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv -lms 250 > "$OUT/smi05.csv" &
+    top -b -d 1 -n 200 -w 160 | grep -A7 "^ *PID" > "$OUT/top05.txt" &
+    timeout 260 $B /tmp/models/0.5b --name 0.5b --steps router --warm-all --router-log-level debug --logs "$OUT" \
+      --router-defaults '{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}' --out "$OUT/run.jsonl" 2>&1 | tail -6
+    kill %1 %2 2>/dev/null ;;
+  s4d)
+    # run 4, a second machine: install, build the 0.5B, the router's 256-stream burst and prefix test
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    timeout 300 $B /tmp/models/0.5b --name 0.5b --steps router --conc 8 --warm-all --burst 256 --prefix-words 3000 \
+      --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}' \
+      --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
   abl05)
     # Run 4: the 0.5B's decode step, raw mlx-lm's against the runner's in one process, one difference at a
     # time (bench/step_ablation.py); the solo path against generate_step; then the router (idle_gather_ms at
