@@ -12,6 +12,7 @@
 # A full run of both models (about 18 minutes of a held machine, from 2026-12-01's timings): copy, prep (267 s),
 # r05 (211 s), r05b (68 s), r05g, raw8b-all, r8b, srv8b. Run 3 on the H200: copy, prep, s05, raw8b-all, t8b,
 # srv8b (the router with one log line per batch step, read by bench/trace.py).
+# Run 4 (about 19 minutes of held machines): copy, s4a, s4b, s4c; then copy, s4d on a fresh machine.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 # One kernel cache for every program of the session (raw mlx-lm, mlx_lm.server, mlx-router): a kernel one of
@@ -125,26 +126,6 @@ case "$1" in
     timeout 300 $B /tmp/models/0.5b --name 0.5b --steps router --conc 8 --warm-all --burst 256 --prefix-words 3000 \
       --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}' \
       --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
-  abl05)
-    # Run 4: the 0.5B's decode step, raw mlx-lm's against the runner's in one process, one difference at a
-    # time (bench/step_ablation.py); the solo path against generate_step; then the router (idle_gather_ms at
-    # its default) at 1-64 streams with GPU clocks and per-process CPU sampled beside it (layers fixed as r05fix)
-    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
-    L='--dense-rows 0 --flat-decode 32'
-    timeout 170 python3 bench/step_ablation.py /tmp/models/0.5b --batch 8 --repeats 3 $L 2>&1 | grep -v "^\[" | tee "$OUT/ablation05.txt"
-    timeout 60 python3 bench/runner_bench.py /tmp/models/0.5b 256 1 $L 2>&1 | grep -v "^\[" | tee -a "$OUT/ablation05.txt"
-    nvidia-smi --query-gpu=timestamp,clocks.sm,clocks.mem,utilization.gpu,power.draw --format=csv -lms 250 > "$OUT/smi05.csv" &
-    top -b -d 1 -n 200 -w 160 | grep -A7 "^ *PID" > "$OUT/top05.txt" &
-    timeout 250 $B /tmp/models/0.5b --name 0.5b --steps router --warm-all --router-log-level debug --logs "$OUT" \
-      --router-defaults '{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}' --out "$OUT/run.jsonl" 2>&1 | tail -6
-    kill %1 %2 2>/dev/null ;;
-  t8bg)
-    # Run 4: the 8B router with the burst hold (idle_gather_ms at its default), then at 8 streams without it
-    timeout 420 $B /tmp/models/8b --name 8b --steps router --warm-all --burst 256 --burst-max-tokens 32 \
-      --prefix-words 3000 --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
-      --out "$OUT/run.jsonl" 2>&1 | tail -10
-    timeout 150 $B /tmp/models/8b --name 8b-nohold --steps router --conc 1,8 --warm-all --logs "$OUT" \
-      --router-defaults '{"dense_matmul_min_rows": 256, "idle_gather_ms": 0}' --out "$OUT/run.jsonl" 2>&1 | tail -4 ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;

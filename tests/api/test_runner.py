@@ -181,20 +181,25 @@ def test_a_full_prefill_group_does_not_wait_for_the_gather_window(model):
     runner.cancel("a")
 
 
+def _record_prefills(runner):
+    steps: list[int] = []
+    recorded = runner.stats.prefilled
+
+    def record(prompts: int, tokens: int, seconds: float) -> None:
+        steps.append(tokens)
+        recorded(prompts, tokens, seconds)
+
+    runner.stats.prefilled = record  # type: ignore[method-assign]
+    return steps
+
+
 def test_newcomers_wait_one_step_rather_than_split_a_prefill_group(model):
     """Prompts that arrive while the last group moves into decoding are prefilled as one group, not as
     halves beside it, and still get their solo output."""
     m, tok = model
     cfg = RunnerConfig(prefix_cache_bytes=0, solo_path=False, prefill_step_size=64, prefill_batch_tokens=256)
     runner = ModelRunner("m", m, tok, cfg)  # groups of 4 prompts
-    prefill_steps: list[int] = []
-    recorded = runner.stats.prefilled
-
-    def record(prompts: int, tokens: int, seconds: float) -> None:
-        prefill_steps.append(tokens)
-        recorded(prompts, tokens, seconds)
-
-    runner.stats.prefilled = record  # type: ignore[method-assign]
+    prefill_steps = _record_prefills(runner)
     first: list[TokenEvent] = []
     runner.add(request("a", tok.encode("the first request"), n=400), first.append)
     drive(runner, first, lambda: bool(first))
@@ -212,18 +217,6 @@ def test_newcomers_wait_one_step_rather_than_split_a_prefill_group(model):
     for rid, prompt in prompts.items():
         assert tokens_of(events[rid]) == run_alone(model, request(rid, prompt, n=8)), rid
     runner.cancel("a")
-
-
-def _record_prefills(runner):
-    steps: list[int] = []
-    recorded = runner.stats.prefilled
-
-    def record(prompts: int, tokens: int, seconds: float) -> None:
-        steps.append(tokens)
-        recorded(prompts, tokens, seconds)
-
-    runner.stats.prefilled = record  # type: ignore[method-assign]
-    return steps
 
 
 def test_an_idle_model_holds_its_first_request_for_the_rest_of_its_burst(model):
