@@ -26,6 +26,7 @@ from typing import Any
 import mlx.core as mx
 from mlx_lm.generate import BatchGenerator, StopSequences
 
+from mlx_router.core.holds import Newcomer, burst_hold, gathering
 from mlx_router.core.logprobs import token_logprobs
 from mlx_router.core.params import GenerationRequest, TokenEvent, TokenLogprob
 from mlx_router.core.prefix_cache import PrefixCache
@@ -37,8 +38,6 @@ from mlx_router.errors import RequestTimeoutError
 logger = logging.getLogger(__name__)
 
 Emit = Callable[[TokenEvent], None]
-
-BURST_HOLD_LIMIT = 4  # an idle model's burst hold ends this many `idle_gather_ms` after its first arrival
 
 
 @dataclass(frozen=True)
@@ -324,39 +323,25 @@ class ModelRunner:
             self._to_batch(self._by_uid.pop(seq.uid), seq.handover())
             room -= 1
 
-    def _burst_hold(self) -> float:
-        """Seconds the requests of an idle model still wait for the rest of their burst (0: start now).
+    def _newcomers(self, seqs: Any) -> list[Newcomer]:
+        return [Newcomer(s.pending_prompt, self._by_uid[s.uid].added, s.fresh) for s in seqs]
 
-        A burst's requests reach the engine some milliseconds apart. Started at once, the first is prefilled
-        alone and the others, arriving during that forward pass, as a group after it, each then moved into the
-        batch by a forward pass and a merge of caches of its own (the 8B at 8 streams on an H200: a 30 ms solo
-        prefill, then steps of 181, 54 and 58 ms before the seven had their first tokens, 337 ms at the client).
-        Held until none has arrived for `idle_gather_ms` (at most `BURST_HOLD_LIMIT` times that from the first
-        arrival), they start as one group; a full group starts at once. A lone request waits one `idle_gather_ms`."""
-        gap = self.config.idle_gather_ms / 1000
-        if gap <= 0 or self._in_batch:
-            return 0.0
-        held = [self._solo] if self._solo is not None else list(self._waiting)
-        if not held or any(not s.fresh for s in held):
-            return 0.0  # nothing waits, or its work has begun
-        if len(held) >= self._prefill_group or sum(s.pending_prompt for s in held) >= self.config.prefill_batch_tokens:
-            return 0.0
-        arrivals = [self._by_uid[s.uid].added for s in held]
-        now = time.perf_counter()
-        return max(0.0, min(max(arrivals) + gap, min(arrivals) + BURST_HOLD_LIMIT * gap) - now)
+    def _burst_hold(self) -> float:
+        """Seconds an idle model's newcomers still wait for the rest of their burst (`holds.burst_hold`)."""
+        if self._in_batch or self.config.idle_gather_ms <= 0 or (self._solo is not None and not self._solo.fresh):
+            return 0.0  # the common cases, once per token: a batch or a solo request running
+        held = [self._solo] if self._solo is not None else self._waiting
+        c = self.config
+        return burst_hold(
+            c.idle_gather_ms, self._newcomers(held), self._prefill_group, c.prefill_batch_tokens, time.perf_counter()
+        )
 
     def _gathering(self) -> bool:
-        """Whether to hold the waiting requests one more step: a burst's requests arrive some milliseconds
-        apart, and each prefill group is a whole forward pass between two decode steps, so newcomers that
-        find the batch decoding wait up to `prefill_gather_ms` for the rest of their burst (never when the
-        batch is idle, and not once a full prefill group's worth of prompt tokens waits)."""
-        gather = self.config.prefill_gather_ms
-        if gather <= 0 or not self._waiting or self._in_batch == 0:
+        """Whether newcomers to a decoding batch wait one more step (`holds.gathering`; never on an idle model)."""
+        if self.config.prefill_gather_ms <= 0 or self._in_batch == 0:
             return False
-        if sum(s.pending_prompt for s in self._waiting) >= self.config.prefill_batch_tokens:
-            return False
-        oldest = self._by_uid[self._waiting[0].uid].added
-        return 1000 * (time.perf_counter() - oldest) < gather
+        waiting = self._newcomers(self._waiting)
+        return gathering(self.config.prefill_gather_ms, waiting, self.config.prefill_batch_tokens, time.perf_counter())
 
     def _to_batch(self, active: _Active, hand: BatchHandover) -> None:
         (uid,) = self._gen.insert(

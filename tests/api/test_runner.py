@@ -222,7 +222,7 @@ def test_newcomers_wait_one_step_rather_than_split_a_prefill_group(model):
 def test_an_idle_model_holds_its_first_request_for_the_rest_of_its_burst(model):
     """Requests some milliseconds apart on an idle model start as one prefill group (not the first alone and
     the rest after it): each arrival extends the hold, which ends once none came for `idle_gather_ms` (or at
-    BURST_HOLD_LIMIT times that); all still get their solo output."""
+    holds.BURST_HOLD_LIMIT times that); all still get their solo output."""
     import time
 
     m, tok = model
