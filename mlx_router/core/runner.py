@@ -19,7 +19,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -323,7 +323,7 @@ class ModelRunner:
             self._to_batch(self._by_uid.pop(seq.uid), seq.handover())
             room -= 1
 
-    def _newcomers(self, seqs: Any) -> list[Newcomer]:
+    def _newcomers(self, seqs: Iterable[SoloSequence]) -> list[Newcomer]:
         return [Newcomer(s.pending_prompt, self._by_uid[s.uid].added, s.fresh) for s in seqs]
 
     def _burst_hold(self) -> float:
