@@ -126,6 +126,27 @@ case "$1" in
     timeout 300 $B /tmp/models/0.5b --name 0.5b --steps router --conc 8 --warm-all --burst 256 --prefix-words 3000 \
       --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}' \
       --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
+  s5a)
+    # run 5 on a fresh machine: install, the 0.5B, where a prefix hit's first token goes (in process), then raw
+    # mlx-lm and the router at 8 and 32 streams twice in turn (the host's speed drifts), the prefix test each time
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    L05='{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}'
+    timeout 90 python3 bench/prefix_steps.py /tmp/models/0.5b --dense-rows 0 --flat-decode 32 2>&1 | grep -v "^\[" | tee "$OUT/prefix05.txt"
+    for r in 1 2; do
+      timeout 60 $B /tmp/models/0.5b --name 0.5b-r$r --steps raw --batches 8,32 --out "$OUT/run.jsonl" 2>&1 | tail -2
+      timeout 120 $B /tmp/models/0.5b --name 0.5b-r$r --steps router --conc 8,32 --warm-all --prefix-words 3000 \
+        --router-log-level debug --logs "$OUT/r$r" --router-defaults "$L05" --out "$OUT/run.jsonl" 2>&1 | tail -3
+    done ;;
+  s5b)
+    # run 5: the 8B: where a prefix hit's first token goes, raw mlx-lm at 32 and 64, the router at 32 and 64
+    # streams, its 256-stream burst and the prefix test (all with the burst hold)
+    bash bench/gpu/models.sh 8b > /dev/null || exit 1
+    timeout 100 python3 bench/prefix_steps.py /tmp/models/8b --dense-rows 256 2>&1 | grep -v "^\[" | tee "$OUT/prefix8b.txt"
+    timeout 100 $B /tmp/models/8b --name 8b --steps raw --batches 32,64 --out "$OUT/run.jsonl" 2>&1 | tail -2
+    timeout 300 $B /tmp/models/8b --name 8b --steps router --conc 32,64 --warm-all --burst 256 --burst-max-tokens 32 \
+      --prefix-words 3000 --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
+      --out "$OUT/run.jsonl" 2>&1 | tail -6 ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
