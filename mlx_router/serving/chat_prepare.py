@@ -132,9 +132,7 @@ class ChatPreparer:
         kwargs = self._template_kwargs(req, profile)
         chars = sum(len(m.text() or "") for m in req.messages)
         prompt_text = await run_sized(chars, INLINE_RENDER_CHARS, self._render, profile, req, plan, kwargs)
-        tokens = await run_sized(
-            len(prompt_text), INLINE_ENCODE_CHARS, profile.tokenizer.encode, prompt_text, add_special_tokens=False
-        )
+        tokens = await run_sized(len(prompt_text), INLINE_ENCODE_CHARS, profile.prompts.encode, prompt_text)
         limit = output_limit(
             req.output_limit(),
             profile.settings,

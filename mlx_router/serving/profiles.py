@@ -15,6 +15,7 @@ from mlx_router.parsing.registry import (
     get_reasoning_parser,
     get_tool_parser,
 )
+from mlx_router.serving.prompt_tokens import PromptEncoder
 from mlx_router.serving.templates import ChatTemplateRenderer
 
 
@@ -30,6 +31,7 @@ class ModelProfile:
     reasoning_parser: str | None
     context_tokens: int | None
     vocab_size: int
+    prompts: PromptEncoder  # chat prompt text to ids
 
     @property
     def supports_tools(self) -> bool:
@@ -77,7 +79,8 @@ class ProfileStore:
         config = _read_json(path / "config.json")
         context = ms.max_context_tokens or _context_from(config)
         vocab_size = int(config.get("vocab_size") or len(tokenizer))
-        return ModelProfile(model_id, tokenizer, renderer, ms, tool_parser, reasoning, context, vocab_size)
+        prompts = PromptEncoder(tokenizer)
+        return ModelProfile(model_id, tokenizer, renderer, ms, tool_parser, reasoning, context, vocab_size, prompts)
 
 
 def _read_json(path: Any) -> dict[str, Any]:
