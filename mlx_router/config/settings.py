@@ -96,7 +96,8 @@ class DefaultsConfig(_Section):
         ge=0,
         description="A request that finds its model idle waits until no other has arrived for this long (at most "
         "4 times as long from the first), so that a burst starts as one prefill group (a full group starts at once; "
-        "a lone request waits it all; 0: off).",
+        "a lone request waits it all unless fewer than 64 of its prompt tokens are left to prefill, as on a "
+        "prefix-cache hit; 0: off).",
     )
     prefix_cache_gb: float = Field(2.0, ge=0, description="Memory for reusable prompt KV caches (0: off).")
     keepalive_seconds: float = Field(10.0, gt=0, description="SSE comment interval while nothing is generated.")

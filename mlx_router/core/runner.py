@@ -51,6 +51,7 @@ class RunnerConfig:
     prefill_batch_tokens: int = 4096  # prompt tokens prefilled together between two decode steps
     prefill_gather_ms: float = 0.0  # while the batch decodes, hold newcomers this long to prefill them together
     idle_gather_ms: float = 0.0  # a request that finds the model idle waits this long for the rest of its burst
+    idle_gather_min_tokens: int = 64  # ... unless fewer prompt tokens than this are left to prefill
 
 
 @dataclass
@@ -333,7 +334,12 @@ class ModelRunner:
         held = [self._solo] if self._solo is not None else self._waiting
         c = self.config
         return burst_hold(
-            c.idle_gather_ms, self._newcomers(held), self._prefill_group, c.prefill_batch_tokens, time.perf_counter()
+            c.idle_gather_ms,
+            self._newcomers(held),
+            self._prefill_group,
+            c.prefill_batch_tokens,
+            time.perf_counter(),
+            c.idle_gather_min_tokens,
         )
 
     def _gathering(self) -> bool:

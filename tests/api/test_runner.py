@@ -226,7 +226,7 @@ def test_an_idle_model_holds_its_first_request_for_the_rest_of_its_burst(model):
     import time
 
     m, tok = model
-    runner = ModelRunner("m", m, tok, RunnerConfig(prefix_cache_bytes=0, idle_gather_ms=200))
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefix_cache_bytes=0, idle_gather_ms=200, idle_gather_min_tokens=0))
     prefills = _record_prefills(runner)
     prompts = {rid: tok.encode(f"request {rid} of a burst, some words") for rid in "abcdef"}
     events = {rid: [] for rid in prompts}
@@ -255,9 +255,37 @@ def test_an_idle_model_holds_its_first_request_for_the_rest_of_its_burst(model):
     drive(runner, lone, lambda: lone and lone[-1].finish_reason)
 
 
+def test_an_idle_model_does_not_hold_a_request_with_little_left_to_prefill(model):
+    """A long prompt waits its gap; the next turn of that chat (a prefix-cache hit, a few tokens left) and a
+    short question start at once, with their solo output."""
+    import time
+
+    m, tok = model
+    runner = ModelRunner("m", m, tok, RunnerConfig(idle_gather_ms=300, idle_gather_min_tokens=64))
+    first = tok.encode("a long first turn of a chat, " * 12)
+    assert len(first) >= 64
+    turn1: list[TokenEvent] = []
+    runner.add(request("t1", first, n=4), turn1.append)
+    assert runner.ready_in() > 0.2  # held for the rest of a burst
+    time.sleep(runner.ready_in())
+    drive(runner, turn1, lambda: turn1 and turn1[-1].finish_reason)  # then stored in the prefix cache
+    second = first + tokens_of(turn1) + tok.encode(" and then?")
+    turn2: list[TokenEvent] = []
+    runner.add(request("t2", second, n=4), turn2.append)
+    assert runner.ready_in() == 0  # all but a few tokens cached: it starts now
+    drive(runner, turn2, lambda: turn2 and turn2[-1].finish_reason)
+    assert turn2[0].cached_tokens >= len(first)
+    assert tokens_of(turn2) == run_alone(model, request("t2", second, n=4))
+    short: list[TokenEvent] = []
+    runner.add(request("q", tok.encode("hi"), n=2), short.append)
+    assert runner.ready_in() == 0
+    drive(runner, short, lambda: short and short[-1].finish_reason)
+
+
 def test_a_full_prefill_group_or_a_busy_model_is_not_held(model):
     m, tok = model
-    cfg = RunnerConfig(prefix_cache_bytes=0, idle_gather_ms=60_000, prefill_step_size=16, prefill_batch_tokens=32)
+    hold = {"idle_gather_ms": 60_000, "idle_gather_min_tokens": 0}
+    cfg = RunnerConfig(prefix_cache_bytes=0, prefill_step_size=16, prefill_batch_tokens=32, **hold)
     runner = ModelRunner("m", m, tok, cfg)  # groups of 2 prompts
     events = {rid: [] for rid in "abc"}
     runner.add(request("a", tok.encode("one"), n=400), events["a"].append)

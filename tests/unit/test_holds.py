@@ -29,3 +29,11 @@ def test_gathering_for_a_decoding_batch_counts_from_the_oldest():
     assert not gathering(20, waiting, 4096, now=1.021)
     assert not gathering(20, [Newcomer(5000, arrived=1.0)], 4096, now=1.0)
     assert not gathering(0, waiting, 4096, now=1.0)
+
+
+def test_a_newcomer_with_little_left_to_prefill_is_not_held():
+    cheap = [Newcomer(15, arrived=1.0)]  # a prefix-cache hit: 15 of its tokens left
+    assert burst_hold(10, cheap, 8, 4096, now=1.0, min_tokens=64) == 0.0
+    assert burst_hold(10, cheap, 8, 4096, now=1.0, min_tokens=0) > 0  # the same without the floor
+    company = [Newcomer(40, arrived=1.0), Newcomer(40, arrived=1.002)]  # together enough to gather
+    assert abs(burst_hold(10, company, 8, 4096, now=1.003, min_tokens=64) - 0.009) < 1e-9
