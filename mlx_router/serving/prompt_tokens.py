@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import re
 import threading
+from array import array
 from collections import OrderedDict
+from collections.abc import Sequence
 from typing import Any
 
 MEMO_MIN_CHARS = 256  # shorter stretches are encoded each time: a lookup would save next to nothing
-MEMO_MAX_CHARS = 16_000_000  # text remembered per model (about 4M tokens of ids)
+MEMO_MAX_CHARS = 16_000_000  # text remembered per model: with its ids (4 bytes each), about 32 MB
 
 _POSITIONAL = ('"prepend_scheme": "first"', '"type": "Prepend"')  # in `_state`'s spacing
 
@@ -35,7 +37,7 @@ class PromptEncoder:
     def __init__(self, tokenizer: Any, max_chars: int = MEMO_MAX_CHARS) -> None:
         self._tokenizer = tokenizer
         self._max_chars = max_chars
-        self._memo: OrderedDict[str, list[int]] = OrderedDict()  # least recently used first
+        self._memo: OrderedDict[str, array[int]] = OrderedDict()  # least recently used first
         self._chars = 0
         self._lock = threading.Lock()
         self._backend, self._added = _segmentable(tokenizer)
@@ -53,7 +55,7 @@ class PromptEncoder:
         if self._split is None:
             return list(self._tokenizer.encode(text, add_special_tokens=False))
         pieces = [p for p in self._split.split(text) if p]
-        known: dict[int, list[int]] = {}
+        known: dict[int, Sequence[int]] = {}
         missing: list[int] = []
         with self._lock:
             for i, piece in enumerate(pieces):
@@ -74,10 +76,10 @@ class PromptEncoder:
                     self._remember(pieces[i], known[i])
         return [t for i in range(len(pieces)) for t in known[i]]
 
-    def _remember(self, piece: str, ids: list[int]) -> None:
+    def _remember(self, piece: str, ids: Sequence[int]) -> None:
         if len(piece) < MEMO_MIN_CHARS or len(piece) > self._max_chars or piece in self._memo:
             return
-        self._memo[piece] = ids
+        self._memo[piece] = array("i", ids)
         self._chars += len(piece)
         while self._chars > self._max_chars:
             old, _ = self._memo.popitem(last=False)
