@@ -147,6 +147,34 @@ case "$1" in
     timeout 300 $B /tmp/models/8b --name 8b --steps router --conc 32,64 --warm-all --burst 256 --burst-max-tokens 32 \
       --prefix-words 3000 --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
       --out "$OUT/run.jsonl" 2>&1 | tail -6 ;;
+  s5c)
+    # run 5, a second machine, after the prefix fixes (prompt text encoded stretch by stretch, no burst hold for a
+    # request with little left to prefill): install, the 0.5B, the router's 8 streams and prefix test twice
+    # (the first compiles the kernels on this fresh machine), then the prefix hit step by step in process
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    L05='{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}'
+    for r in 1 2; do
+      timeout 280 $B /tmp/models/0.5b --name 0.5b-c$r --steps router --conc 8 --warm-all --prefix-words 3000 \
+        --router-log-level debug --logs "$OUT/c$r" --router-defaults "$L05" --out "$OUT/run.jsonl" 2>&1 | tail -2
+    done
+    timeout 150 python3 bench/prefix_steps.py /tmp/models/0.5b --dense-rows 0 --flat-decode 32 2>&1 | grep -v "^\[" | tee "$OUT/prefix05.txt" ;;
+  s5d)
+    # run 5: the 8B on the same machine: the prefix hit step by step, then the router's 1 stream and prefix test
+    bash bench/gpu/models.sh 8b > /dev/null || exit 1
+    timeout 200 python3 bench/prefix_steps.py /tmp/models/8b --dense-rows 256 2>&1 | grep -v "^\[" | tee "$OUT/prefix8b.txt"
+    timeout 250 $B /tmp/models/8b --name 8b --steps router --conc 1 --batches 1 --prefix-words 3000 \
+      --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
+      --out "$OUT/run.jsonl" 2>&1 | tail -3 ;;
+  s5e)
+    # run 5, a third machine: install, the 8B, raw mlx-lm at 32 and 64, the router (this code) at 32 and 64
+    # streams and its 256-stream burst (batch sizes 32 and 64 warmed at load)
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 8b > /dev/null || exit 1
+    timeout 120 $B /tmp/models/8b --name 8b --steps raw --batches 32,64 --out "$OUT/run.jsonl" 2>&1 | tail -2
+    timeout 330 $B /tmp/models/8b --name 8b --steps router --conc 32,64 --batches 32,64 --burst 256 --burst-max-tokens 32 \
+      --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
+      --out "$OUT/run.jsonl" 2>&1 | tail -4 ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
