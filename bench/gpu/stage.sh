@@ -175,6 +175,14 @@ case "$1" in
     timeout 330 $B /tmp/models/8b --name 8b --steps router --conc 32,64 --batches 32,64 --burst 256 --burst-max-tokens 32 \
       --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
       --out "$OUT/run.jsonl" 2>&1 | tail -4 ;;
+  s5f)
+    # run 5, a last short machine: the 0.5B (weights seeded since this stage) at 1 stream and the prefix test
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    timeout 200 $B /tmp/models/0.5b --name 0.5b-s --steps router --conc 1 --batches 1 --prefix-words 3000 \
+      --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}' \
+      --out "$OUT/run.jsonl" 2>&1 | tail -3
+    grep -h "cached), solo\|prepared in" "$OUT"/*router.log | tail -4 ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
