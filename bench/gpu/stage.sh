@@ -176,7 +176,8 @@ case "$1" in
       --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 256}' \
       --out "$OUT/run.jsonl" 2>&1 | tail -4 ;;
   s5f)
-    # run 5, a last short machine: the 0.5B (weights seeded since this stage) at 1 stream and the prefix test
+    # a short check on a fresh machine (not run yet: run 5 had no device time left): the seeded 0.5B at 1 stream
+    # and the prefix test
     tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
     bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
     timeout 200 $B /tmp/models/0.5b --name 0.5b-s --steps router --conc 1 --batches 1 --prefix-words 3000 \
