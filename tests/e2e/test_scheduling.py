@@ -49,6 +49,30 @@ def test_second_turn_reuses_the_prefix(client):
     assert ttft2 < 0.5 * ttft1, (ttft1, ttft2)
 
 
+def test_a_long_chats_next_turn_is_encoded_as_whole_and_hits_the_prefix(client, models_root):
+    """Chat prompts are encoded stretch by stretch, long ones remembered: each turn's prompt still has exactly
+    the tokens of encoding the whole conversation, and the next turn reuses the first one's cache."""
+    from transformers import AutoTokenizer
+
+    tok = AutoTokenizer.from_pretrained(str(models_root / "tiny-a"))
+
+    def whole(msgs):
+        text = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        return len(tok.encode(text, add_special_tokens=False))
+
+    msgs = [
+        {"role": "system", "content": long_text(500, "system of the chat test. ")},
+        {"role": "user", "content": long_text(900, "chat test. ")},
+    ]
+    extra = {"ignore_eos": True}
+    r1 = client.chat.completions.create(model="tiny-a", messages=msgs, max_tokens=8, temperature=0, extra_body=extra)
+    assert r1.usage.prompt_tokens == whole(msgs)
+    msgs += [{"role": "assistant", "content": r1.choices[0].message.content or ""}, {"role": "user", "content": "and?"}]
+    r2 = client.chat.completions.create(model="tiny-a", messages=msgs, max_tokens=8, temperature=0, extra_body=extra)
+    assert r2.usage.prompt_tokens == whole(msgs)
+    assert r2.usage.prompt_tokens_details.cached_tokens > 0.9 * r1.usage.prompt_tokens
+
+
 def test_long_prefill_does_not_stall_running_streams(client):
     """A 4k-token prompt arrives while a stream decodes: the stream keeps flowing between prefill chunks."""
     gaps: list[float] = []
