@@ -100,6 +100,12 @@ class DefaultsConfig(_Section):
         "prefix-cache hit; 0: off).",
     )
     prefix_cache_gb: float = Field(2.0, ge=0, description="Memory for reusable prompt KV caches (0: off).")
+    reuse_reply_tokens: bool = Field(
+        True,
+        description="When a chat's next turn sends a reply back unchanged, encode it as the tokens the model "
+        "generated rather than re-encoding its text (which may spell it differently), so the prefix cache covers "
+        "it whole.",
+    )
     keepalive_seconds: float = Field(10.0, gt=0, description="SSE comment interval while nothing is generated.")
     dense_matmul_min_rows: int | None = Field(
         None,

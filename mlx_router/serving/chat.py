@@ -88,6 +88,8 @@ class ChatService:
         )
         if calls and finish != "length":  # a cut output says so, even after complete calls
             finish = "tool_calls"
+        if not calls and not parsed.reasoning:
+            self._remember_reply(p, session, parsed.content or "")
         choice = ChatChoice(
             message=message,
             finish_reason=finish,
@@ -97,6 +99,13 @@ class ChatService:
             id=p.id, created=p.created, model=p.request.model, choices=[choice], usage=usage_of(session.usage)
         )
 
+    def _remember_reply(self, p: PreparedChat, session: GenerationSession, content: str) -> None:
+        """A reply the client gets as plain content, all of its tokens: the next turn, which sends it back,
+        encodes it as the ids the model generated (`PromptEncoder.remember_reply`), so the prefix cache holds
+        it to its end."""
+        if self._settings.defaults.reuse_reply_tokens and session.whole and content == session.text:
+            p.profile.prompts.remember_reply(p.prompt_text, session.token_ids, content)
+
     async def stream(self, p: PreparedChat, session: GenerationSession) -> AsyncIterator[ChatCompletionChunk | str]:
         """Chunks as tokens arrive: role first, then deltas, then finish_reason, then usage if asked. A delta
         of plain text comes as its chunk's JSON already (`ChunkTemplate`)."""
@@ -105,12 +114,19 @@ class ChatService:
         yield shaper.chunk(DeltaMessage(role="assistant", content=""))
         finish = "stop"
         held_logprobs: list[TokenLogprob] = []
+        content: list[str] = []
+        plain = True  # the output is content alone, no reasoning and no calls
         async for chunk in session.chunks():
             held_logprobs.extend(chunk.logprobs)
             events = pipeline.feed(chunk.text) if chunk.text else []
             if chunk.finish_reason is not None:
                 events += pipeline.finish(cut=chunk.finish_reason == "length")
                 finish = chunk.finish_reason
+            for ev in events:
+                if isinstance(ev, ContentDelta):
+                    content.append(ev.text)
+                else:
+                    plain = False
             for delta in shaper.deltas(events):
                 if not held_logprobs and (text := shaper.text_json(delta)) is not None:
                     yield text
@@ -120,6 +136,8 @@ class ChatService:
                 yield shaper.chunk(delta, logprobs=lp)
         if shaper.calls and finish != "length":
             finish = "tool_calls"
+        if plain:
+            self._remember_reply(p, session, "".join(content))
         yield shaper.chunk(DeltaMessage(), finish_reason=finish)
         opts = p.request.stream_options
         if opts is not None and opts.include_usage:

@@ -13,6 +13,13 @@ That holds only where each stretch is encoded alike wherever it stands, so this 
   rstrip or single_word);
 - a probe text, built from the added tokens and awkward whitespace, encodes the same both ways.
 Anything else encodes whole, as before.
+
+A model's own reply comes back in the next turn as text, and encoding that text need not give the ids the model
+generated (BPE has many spellings of one string; a model may pick one the encoder never would). The prefix
+cache matches ids, so from the first differing id on the reply, and everything after it, would be prefilled
+again. `remember_reply` therefore files the reply's stretch (the prompt's last stretch, e.g. `assistant\n`,
+and the reply text, as the template writes them back) with the ids the model saw: the next turn's prompt then
+starts with exactly the ids of the last turn's prompt and reply, and hits the cache to the end of the reply.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ class PromptEncoder:
         self._chars = 0
         self._lock = threading.Lock()
         self._backend, self._added = _segmentable(tokenizer)
+        self._added_ids = frozenset(self._added.values())
         self._split = _splitter(self._added) if self._backend is not None else None
         if self._split is not None and not self._agrees():
             self._backend = self._split = None
@@ -51,7 +59,8 @@ class PromptEncoder:
         return self._split is not None
 
     def encode(self, text: str) -> list[int]:
-        """The ids `tokenizer.encode(text, add_special_tokens=False)` gives."""
+        """The ids `tokenizer.encode(text, add_special_tokens=False)` gives, except in a stretch filed by
+        `remember_reply`, which gets the ids the model generated."""
         if self._split is None:
             return list(self._tokenizer.encode(text, add_special_tokens=False))
         pieces = [p for p in self._split.split(text) if p]
@@ -62,7 +71,7 @@ class PromptEncoder:
                 token = self._added.get(piece)
                 if token is not None:
                     known[i] = [token]
-                elif len(piece) >= MEMO_MIN_CHARS and piece in self._memo:
+                elif piece in self._memo:
                     self._memo.move_to_end(piece)
                     known[i] = self._memo[piece]
                 else:
@@ -76,9 +85,33 @@ class PromptEncoder:
                     self._remember(pieces[i], known[i])
         return [t for i in range(len(pieces)) for t in known[i]]
 
-    def _remember(self, piece: str, ids: Sequence[int]) -> None:
-        if len(piece) < MEMO_MIN_CHARS or len(piece) > self._max_chars or piece in self._memo:
+    def remember_reply(self, prompt_text: str, reply_ids: Sequence[int], reply_text: str) -> bool:
+        """File the stretch that `reply_text`, answered to `prompt_text`, forms in the next turn's prompt with
+        the ids the model generated. False (nothing filed) when the reply holds an added token (the stretch
+        would split there), is empty, or the tokenizer is encoded whole."""
+        if self._split is None or not reply_ids or not reply_text:
+            return False
+        if any(int(t) in self._added_ids for t in reply_ids):
+            return False
+        pieces = self._split.split(prompt_text)
+        tail = pieces[-1] if pieces and pieces[-1] not in self._added else ""
+        key = tail + reply_text
+        if self._split.search(key) is not None:  # the reply's text spells an added token: it would split there
+            return False
+        assert self._backend is not None
+        tail_ids = list(self._backend.encode(tail, add_special_tokens=False).ids) if tail else []
+        with self._lock:
+            self._remember(key, tail_ids + [int(t) for t in reply_ids], replace=True)
+        return True
+
+    def _remember(self, piece: str, ids: Sequence[int], replace: bool = False) -> None:
+        if len(piece) > self._max_chars or (len(piece) < MEMO_MIN_CHARS and not replace):
             return
+        if piece in self._memo:
+            if not replace:
+                return
+            self._chars -= len(piece)
+            del self._memo[piece]
         self._memo[piece] = array("i", ids)
         self._chars += len(piece)
         while self._chars > self._max_chars:

@@ -62,6 +62,7 @@ class GenerationSession:
         self._slot: ModelSlot | None = None
         self._reserved = 0
         self.usage = UsageCounts(prompt_tokens=len(request.prompt_tokens))
+        self.token_ids: list[int] = []  # every generated token, in order (the EOS that ended it not included)
         self.first_token_at: float | None = None
         self._posted_at: float | None = None  # when the request went to the engine, its model loaded
         self._generation: Generation | None = None
@@ -134,6 +135,7 @@ class GenerationSession:
             if event.tokens and self.first_token_at is None:
                 self.first_token_at = time.monotonic()
             self.usage.completion_tokens += len(event.tokens)
+            self.token_ids.extend(event.tokens)
             pending.text += self._assembler.add(event.tokens)
             pending.tokens += len(event.tokens)
             if event.logprobs:
@@ -154,6 +156,12 @@ class GenerationSession:
     @property
     def text(self) -> str:
         return self._assembler.text
+
+    @property
+    def whole(self) -> bool:
+        """Whether `text` is all of `token_ids`, decoded: the output ended at EOS or max_tokens, not at a stop
+        string (whose tokens past the cut were generated but are not in the text)."""
+        return not self._assembler.stopped
 
     def _log_timeline(self) -> None:
         """Where a request's time to first token went on this side: preparing it (template, tokens),

@@ -123,3 +123,65 @@ def test_added_token_that_strips_whitespace_is_encoded_whole(tokenizer_dir: Path
     assert not enc.segmented
     text = "a  <sep> b"
     assert enc.encode(text) == list(tok.encode(text, add_special_tokens=False))
+
+
+def _respelled(tok: Any, text: str) -> list[int]:
+    """Ids that decode to `text` but are not how the encoder spells it: each character encoded on its own (what
+    a model may generate; re-encoding the text merges them)."""
+    ids = [i for ch in text for i in tok.encode(ch, add_special_tokens=False)]
+    assert tok.decode(ids) == text
+    assert ids != list(tok.encode(text, add_special_tokens=False))
+    return ids
+
+
+def _turns(tok: Any, reply: str) -> tuple[str, str]:
+    msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "say something"}]
+    first = tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+    msgs += [{"role": "assistant", "content": reply}, {"role": "user", "content": "and then?"}]
+    return first, tok.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+
+
+def test_a_reply_sent_back_is_encoded_as_the_model_generated_it(tokenizer_dir: Path) -> None:
+    """The next turn starts with exactly the last turn's prompt ids and the reply's generated ids, so the prefix
+    cache (which matches ids) covers the reply; re-encoding its text would spell it otherwise."""
+    tok = open_tokenizer(tokenizer_dir)
+    enc = PromptEncoder(tok)
+    reply = "Sure thing: the answer is forty-two, naïvely speaking."
+    generated = _respelled(tok, reply)
+    first, second = _turns(tok, reply)
+    first_ids = enc.encode(first)
+    canonical = list(tok.encode(second, add_special_tokens=False))
+    assert canonical[: len(first_ids) + len(generated)] != first_ids + generated  # without it the cache misses
+    assert enc.remember_reply(first, generated, reply)
+    ids = enc.encode(second)
+    assert ids[: len(first_ids) + len(generated)] == first_ids + generated
+    assert tok.decode(ids) == tok.decode(canonical)  # the same text, the model's spelling of the reply
+    rest = len(ids) - len(first_ids) - len(generated)  # what follows the reply is encoded as ever
+    assert ids[-rest:] == canonical[-rest:]
+    # filed again (the same reply generated another way), the latest spelling wins and the memo counts it once
+    again = list(tok.encode(reply, add_special_tokens=False))
+    chars = enc._chars
+    assert enc.remember_reply(first, again, reply)
+    assert enc._chars == chars
+    assert enc.encode(second) == canonical
+
+
+def test_replies_that_would_split_are_not_filed(tokenizer_dir: Path) -> None:
+    tok = open_tokenizer(tokenizer_dir)
+    enc = PromptEncoder(tok)
+    first, second = _turns(tok, "x <|im_end|> y")
+    im_end = tok.convert_tokens_to_ids("<|im_end|>")
+    # an added token among the ids, or its spelling in the text: the next turn splits the reply there
+    assert not enc.remember_reply(first, [*tok.encode("x ", add_special_tokens=False), im_end], "x <|im_end|>")
+    spelled = [i for ch in "x <|im_end|> y" for i in tok.encode(ch, add_special_tokens=False)]
+    assert im_end not in spelled
+    assert not enc.remember_reply(first, spelled, "x <|im_end|> y")
+    assert not enc.remember_reply(first, [], "")
+    assert enc.encode(second) == list(tok.encode(second, add_special_tokens=False))
+
+
+def test_a_tokenizer_encoded_whole_files_no_reply(tmp_path: Path) -> None:
+    tok = _metaspace_first(tmp_path)
+    enc = PromptEncoder(tok)
+    assert not enc.remember_reply("hello<s>", [1, 3], "hello world")
+    assert enc.encode("hello<s>hello world") == tok.encode("hello<s>hello world", add_special_tokens=False)
