@@ -1,7 +1,7 @@
 """Where mlx-router's decode step differs from raw mlx-lm's, in one process: one difference added at a time.
 
 usage: step_ablation.py MODEL_DIR [--batch 8] [--tokens 256] [--repeats 2] [--words 155] [--dense-rows N]
-                         [--flat-decode N]
+                         [--flat-decode N] [--only raw,layers-runner]
 
 Every variant generates `--batch` prompts together (load.py's prompts, greedy, EOS ignored) and is timed by one
 clock: mlx-lm's `GenerationBatch.next` is wrapped, so each decode step of the full batch is measured the same way
@@ -139,7 +139,9 @@ def main() -> None:
     ap.add_argument("--words", type=int, default=155)
     ap.add_argument("--dense-rows", type=int, default=None, help="dense_matmul_min_rows (default: as the server)")
     ap.add_argument("--flat-decode", type=int, default=None, help="flat_decode_min_batch (default: as the server)")
+    ap.add_argument("--only", default="", help="run only these variants (e.g. raw,layers-runner)")
     a = ap.parse_args()
+    only = set(a.only.split(",")) if a.only else None
     path = Path(a.model)
     clock = StepClock()
     raw_model, raw_tok = mlx_lm.load(str(path))
@@ -158,6 +160,8 @@ def main() -> None:
         "rows": lambda ps, n: raw_batch(model, eos, ps, n, rows=True),
         "runner": lambda ps, n: runner_batch(runner, ps, n),
     }
+    first = {k: v for k, v in variants.items() if only is None or k in only}
+    second = [k for k in ("loader", "runner") if only is None or f"layers-{k}" in only]
     seed = 0
 
     def run(name: str, fn) -> None:  # type: ignore[no-untyped-def]
@@ -167,20 +171,22 @@ def main() -> None:
         row = clock.take(a.batch)
         print(f"STEP {name} B={a.batch} " + " ".join(f"{k}={v}" for k, v in row.items()), flush=True)
 
-    for name, fn in variants.items():  # first-use compiles of every variant's shapes
+    for name, fn in first.items():  # first-use compiles of every variant's shapes
         fn([encoded(i) for i in range(a.batch)], 8)
     clock.take(a.batch)
     for _ in range(a.repeats):
-        for name, fn in variants.items():
+        for name, fn in first.items():
             run(name, fn)
+    if not second:
+        return
     layers = prepare_quantized_layers(model, a.dense_rows, {}, str(path), a.flat_decode, max(32, a.batch))
     print("layers:", layers or "unchanged", flush=True)
-    for fn in (variants["loader"], variants["runner"]):
-        fn([encoded(i) for i in range(a.batch)], 8)
+    for name in second:
+        variants[name]([encoded(i) for i in range(a.batch)], 8)
     clock.take(a.batch)
     for _ in range(a.repeats):
-        run("layers-loader", variants["loader"])
-        run("layers-runner", variants["runner"])
+        for name in second:
+            run(f"layers-{name}", variants[name])
 
 
 if __name__ == "__main__":

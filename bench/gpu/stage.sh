@@ -184,6 +184,51 @@ case "$1" in
       --router-log-level debug --logs "$OUT" --router-defaults '{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}' \
       --out "$OUT/run.jsonl" 2>&1 | tail -3
     grep -h "cached), solo\|prepared in" "$OUT"/*router.log | tail -4 ;;
+  s6a)
+    # run 6 on a fresh machine: install, the seeded 0.5B; its decode step at 8 and 32 rows (raw mlx-lm and the
+    # runner as the server prepares it) with MLX's CUDA graphs as they come, without graphs, and with more
+    # kernels per graph (MLX_MAX_OPS_PER_BUFFER), each setting a process of its own; the runner's fastest
+    # setting goes to /tmp/graph_ops for s6b
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    for b in 8 32; do
+      for ops in default 0 60 200; do
+        case $ops in default) e="" ;; 0) e="MLX_USE_CUDA_GRAPHS=0" ;; *) e="MLX_MAX_OPS_PER_BUFFER=$ops" ;; esac
+        t=100; [ ! -f /tmp/kc.warm ] && t=300
+        timeout $t env $e python3 bench/step_ablation.py /tmp/models/0.5b --batch $b --repeats 3 \
+          --only raw,layers-runner --dense-rows 0 --flat-decode 32 2>&1 | grep "^STEP" | sed "s/^/ops=$ops /" \
+          | tee -a "$OUT/graphs05.txt"
+        touch /tmp/kc.warm
+      done
+    done
+    python3 bench/graph_pick.py "$OUT/graphs05.txt" | tee /tmp/graph_ops ;;
+  s6b)
+    # run 6: raw mlx-lm on the 0.5B at 1, 8 and 32; the router with s6a's CUDA graph setting at 1, 8 and 32
+    # streams and the prefix test (replies filed with their generated ids); the router with MLX's default
+    # graphs at 8 and 32 streams; the chosen setting again at 8 and 32
+    ops=$(cat /tmp/graph_ops 2>/dev/null || echo null)
+    L05='"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32'
+    timeout 90 $B /tmp/models/0.5b --name 0.5b --steps raw --batches 1,8,32 --out "$OUT/run.jsonl" 2>&1 | tail -4
+    timeout 200 $B /tmp/models/0.5b --name "0.5b-ops$ops" --steps router --conc 1,8,32 --batches 1,8,32 \
+      --max-running 32 --prefix-words 3000 --router-log-level debug --logs "$OUT/best" \
+      --router-defaults "{$L05, \"cuda_graph_ops\": $ops}" --out "$OUT/run.jsonl" 2>&1 | tail -4
+    timeout 120 $B /tmp/models/0.5b --name 0.5b-opsdefault --steps router --conc 8,32 --batches 8,32 \
+      --max-running 32 --logs "$OUT/default" --router-defaults "{$L05}" --out "$OUT/run.jsonl" 2>&1 | tail -3
+    timeout 120 $B /tmp/models/0.5b --name "0.5b-ops$ops-again" --steps router --conc 8,32 --batches 8,32 \
+      --max-running 32 --logs "$OUT/again" --router-defaults "{$L05, \"cuda_graph_ops\": $ops}" \
+      --out "$OUT/run.jsonl" 2>&1 | tail -3
+    grep -h "cached), solo\|prepared in" "$OUT"/best/*router.log | tail -4 ;;
+  s6c)
+    # run 6: the 8B: raw mlx-lm at 1 and 8, the router at 1 and 8 streams with MLX's default graphs and with
+    # s6a's setting, and the prefix test
+    ops=$(cat /tmp/graph_ops 2>/dev/null || echo null)
+    bash bench/gpu/models.sh 8b > /dev/null || exit 1
+    timeout 100 $B /tmp/models/8b --name 8b --steps raw --batches 1,8 --out "$OUT/run.jsonl" 2>&1 | tail -3
+    for o in null $ops; do
+      timeout 200 $B /tmp/models/8b --name "8b-ops$o" --steps router --conc 1,8 --batches 1,8 --max-running 8 \
+        --prefix-words 3000 --logs "$OUT/ops$o" --router-defaults "{\"dense_matmul_min_rows\": 256, \"cuda_graph_ops\": $o}" \
+        --out "$OUT/run.jsonl" 2>&1 | tail -3
+    done ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
