@@ -12,7 +12,6 @@ whoever drives it, beside the wall time between two steps (which adds what the d
   runner  ModelRunner itself (solo path on, prompts added at once), events pickled once a step as the engine
           process sends them
   layers  raw and runner again after `prepare_quantized_layers` as the server prepares the model
-  fused   (--fused) a runner on a second copy of the model with its sibling projections fused, then prepared
 The variants run in turn, `--repeats` rounds, so a drift of the machine shows as a drift of every variant.
 Prints one STEP line per run: median / p10 / p90 decode ms of the full-batch steps, median wall ms a step.
 """
@@ -37,7 +36,6 @@ from mlx_lm.generate import BatchGenerator, GenerationBatch, StopSequences  # no
 from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from mlx_router.core.dense_rows import prepare_quantized_layers  # noqa: E402
-from mlx_router.core.fused_proj import fuse_projections  # noqa: E402
 from mlx_router.core.loader import load_weights, open_tokenizer  # noqa: E402
 from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent  # noqa: E402
 from mlx_router.core.runner import ModelRunner, RunnerConfig  # noqa: E402
@@ -142,7 +140,6 @@ def main() -> None:
     ap.add_argument("--dense-rows", type=int, default=None, help="dense_matmul_min_rows (default: as the server)")
     ap.add_argument("--flat-decode", type=int, default=None, help="flat_decode_min_batch (default: as the server)")
     ap.add_argument("--only", default="", help="run only these variants (e.g. raw,layers-runner)")
-    ap.add_argument("--fused", action="store_true", help="also a runner on a second copy with fused projections")
     a = ap.parse_args()
     only = set(a.only.split(",")) if a.only else None
     path = Path(a.model)
@@ -165,14 +162,6 @@ def main() -> None:
     }
     first = {k: v for k, v in variants.items() if only is None or k in only}
     second = [k for k in ("loader", "runner") if only is None or f"layers-{k}" in only]
-    if a.fused:
-        # the same model loaded again, its q/k/v and gate/up fused before the layers are prepared as the server does
-        fmodel = load_weights("f", path, tokenizer).model
-        print("fused groups:", fuse_projections(fmodel, len(tokenizer)), flush=True)
-        print("fused layers:", prepare_quantized_layers(fmodel, a.dense_rows, {}, str(path), a.flat_decode, 32))
-        frunner = ModelRunner("f", fmodel, tokenizer, RunnerConfig(max_running=max(32, a.batch), prefix_cache_bytes=0))
-        variants["fused"] = lambda ps, n: runner_batch(frunner, ps, n)
-        second.append("fused")
     seed = 0
 
     def run(name: str, fn) -> None:  # type: ignore[no-untyped-def]
@@ -197,7 +186,7 @@ def main() -> None:
     clock.take(a.batch)
     for _ in range(a.repeats):
         for name in second:
-            run(name if name == "fused" else f"layers-{name}", variants[name])
+            run(f"layers-{name}", variants[name])
 
 
 if __name__ == "__main__":

@@ -229,15 +229,6 @@ case "$1" in
         --prefix-words 3000 --logs "$OUT/ops$o" --router-defaults "{\"dense_matmul_min_rows\": 256, \"cuda_graph_ops\": $o}" \
         --out "$OUT/run.jsonl" 2>&1 | tail -3
     done ;;
-  s6f)
-    # run 6, a fresh machine: install, the 0.5B; its decode step at 8 (then 32) rows: raw mlx-lm, the runner as
-    # the server prepares the model, and a runner on a copy with q/k/v and gate/up fused, three rounds in turn
-    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
-    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
-    for b in 8 32; do
-      timeout 280 python3 bench/step_ablation.py /tmp/models/0.5b --batch $b --repeats 3 --only raw,layers-runner \
-        --fused --dense-rows 0 --flat-decode 32 2>&1 | grep -v "^\[" | tee -a "$OUT/fused05.txt"
-    done ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
