@@ -1,8 +1,8 @@
 """Reads step_ablation.py's STEP lines prefixed `ops=SETTING` (bench/gpu/stage.sh s6a) and prints the CUDA graph
-setting under which the server's runner stepped fastest: `null` (MLX's default), 0 (no graphs) or a number of
-kernels per graph, as `defaults.cuda_graph_ops` takes it. The score of a setting is its median step time over
-MLX's default's, averaged over the batch sizes measured (a setting must beat the default by 3%); a table of
-every setting goes to stderr.
+setting under which the server's runner stepped fastest: `null` (MLX's default), 0 (no graphs:
+MLX_USE_CUDA_GRAPHS=0) or a number of kernels per graph (MLX_MAX_OPS_PER_BUFFER). The score of a setting is its
+median step time over MLX's default's, averaged over the batch sizes measured (a setting must beat the default
+by 3%); a table of every setting goes to stderr.
 
 usage: graph_pick.py graphs.txt
 """

@@ -47,7 +47,7 @@ class Services:
 def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Services:
     hf_dirs = default_hf_cache_dirs() if settings.defaults.scan_hf_cache else []
     discovery = ModelDiscovery(settings.model_dirs(), hf_dirs)
-    applied = configure_backend(settings.defaults.cudnn_attention, settings.defaults.cuda_graph_ops)
+    applied = configure_backend(settings.defaults.cudnn_attention)
     if applied:
         logger.debug("MLX backend settings: %s", applied)
     client = EngineClient(settings, loop)

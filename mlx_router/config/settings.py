@@ -129,13 +129,6 @@ class DefaultsConfig(_Section):
         False,
         description="CUDA only: cuDNN's fused attention for prompts (builds a plan per new prompt length).",
     )
-    cuda_graph_ops: int | None = Field(
-        None,
-        ge=0,
-        le=254,
-        description="CUDA only: kernels MLX records into one CUDA graph before launching it "
-        "(MLX_MAX_OPS_PER_BUFFER); 0: no graphs, every kernel launched on its own; null: MLX's default.",
-    )
 
     @field_validator("model_directory")
     @classmethod

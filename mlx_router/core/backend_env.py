@@ -1,6 +1,6 @@
 """MLX backend switches that are read from the environment, set before the worker first uses MLX.
 
-All matter only on CUDA (MLX's Metal and CPU backends ignore them), and a variable the user already set wins:
+Both matter only on CUDA (MLX's Metal and CPU backends ignore them), and a variable the user already set wins:
 
 - `MLX_CUDA_USE_CUDNN_SDPA`: cuDNN's fused attention builds an execution plan for every new query/key shape,
   43-71 ms each on an H100 (bench/RESULTS.md). A server sees a new prompt length in nearly every request, so
@@ -9,10 +9,6 @@ All matter only on CUDA (MLX's Metal and CPU backends ignore them), and a variab
 - `MLX_PTX_CACHE_DIR`: MLX compiles CUDA kernels at run time (seconds for each new batch shape) and caches
   them under the system's temporary folder, which is often cleared at reboot; a cache under the user's cache
   folder lets a restarted server skip those compiles.
-- `MLX_MAX_OPS_PER_BUFFER` / `MLX_USE_CUDA_GRAPHS`: MLX records kernels into CUDA graphs of a few kernels each
-  and launches each graph; a small model's decode step is hundreds of small kernels, bound by the host's
-  launching them (bench/RESULTS.md, run 4). The setting `defaults.cuda_graph_ops` sets the kernels per graph
-  (0: no graphs, each kernel launched on its own); unset, MLX's default stands.
 """
 
 from __future__ import annotations
@@ -22,19 +18,13 @@ from collections.abc import MutableMapping
 from pathlib import Path
 
 
-def configure_backend(
-    cudnn_attention: bool, cuda_graph_ops: int | None = None, environ: MutableMapping[str, str] | None = None
-) -> dict[str, str]:
+def configure_backend(cudnn_attention: bool, environ: MutableMapping[str, str] | None = None) -> dict[str, str]:
     """Set the variables the user has not set; returns what was set."""
     env = os.environ if environ is None else environ
     wanted = {
         "MLX_CUDA_USE_CUDNN_SDPA": "1" if cudnn_attention else "0",
         "MLX_PTX_CACHE_DIR": str(_kernel_cache_dir(env)),
     }
-    if cuda_graph_ops == 0:
-        wanted["MLX_USE_CUDA_GRAPHS"] = "0"
-    elif cuda_graph_ops is not None:
-        wanted["MLX_MAX_OPS_PER_BUFFER"] = str(cuda_graph_ops)
     applied = {k: v for k, v in wanted.items() if k not in env}
     env.update(applied)
     return applied

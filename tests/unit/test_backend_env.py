@@ -5,7 +5,6 @@ def test_sets_what_the_user_left_unset(tmp_path):
     env = {"XDG_CACHE_HOME": str(tmp_path)}
     applied = configure_backend(cudnn_attention=False, environ=env)
     assert env["MLX_CUDA_USE_CUDNN_SDPA"] == "0"
-    assert "MLX_MAX_OPS_PER_BUFFER" not in env and "MLX_USE_CUDA_GRAPHS" not in env  # MLX's own default
     assert env["MLX_PTX_CACHE_DIR"].startswith(str(tmp_path / "mlx-router" / "cuda-kernels" / "mlx-"))
     assert applied == {k: env[k] for k in ("MLX_CUDA_USE_CUDNN_SDPA", "MLX_PTX_CACHE_DIR")}
 
@@ -20,15 +19,3 @@ def test_variables_the_user_set_win():
     env = {"MLX_CUDA_USE_CUDNN_SDPA": "1", "MLX_PTX_CACHE_DIR": "/mine"}
     assert configure_backend(cudnn_attention=False, environ=env) == {}
     assert env == {"MLX_CUDA_USE_CUDNN_SDPA": "1", "MLX_PTX_CACHE_DIR": "/mine"}
-
-
-def test_kernels_per_cuda_graph():
-    env: dict[str, str] = {"MLX_PTX_CACHE_DIR": "/x"}
-    configure_backend(cudnn_attention=False, cuda_graph_ops=100, environ=env)
-    assert env["MLX_MAX_OPS_PER_BUFFER"] == "100" and "MLX_USE_CUDA_GRAPHS" not in env
-    env = {"MLX_PTX_CACHE_DIR": "/x"}
-    configure_backend(cudnn_attention=False, cuda_graph_ops=0, environ=env)
-    assert env["MLX_USE_CUDA_GRAPHS"] == "0" and "MLX_MAX_OPS_PER_BUFFER" not in env
-    env = {"MLX_PTX_CACHE_DIR": "/x", "MLX_MAX_OPS_PER_BUFFER": "7"}
-    configure_backend(cudnn_attention=False, cuda_graph_ops=100, environ=env)
-    assert env["MLX_MAX_OPS_PER_BUFFER"] == "7"
