@@ -13,6 +13,8 @@
 # r05 (211 s), r05b (68 s), r05g, raw8b-all, r8b, srv8b. Run 3 on the H200: copy, prep, s05, raw8b-all, t8b,
 # srv8b (the router with one log line per batch step, read by bench/trace.py).
 # Run 4 (about 19 minutes of held machines): copy, s4a, s4b, s4c; then copy, s4d on a fresh machine.
+# Run 6 (28 minutes of held machines): copy, s6a (524 s), s6b (200 s), s6e (130 s); then copy, s6f (324 s) on a
+# fresh machine (s6f's fused projections are in commit e2e6e96, reverted since: check it out to run s6f).
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 # One kernel cache for every program of the session (raw mlx-lm, mlx_lm.server, mlx-router): a kernel one of
