@@ -185,3 +185,32 @@ def test_a_tokenizer_encoded_whole_files_no_reply(tmp_path: Path) -> None:
     enc = PromptEncoder(tok)
     assert not enc.remember_reply("hello<s>", [1, 3], "hello world")
     assert enc.encode("hello<s>hello world") == tok.encode("hello<s>hello world", add_special_tokens=False)
+
+
+@pytest.mark.parametrize("flavour", sorted(FLAVOURS))
+def test_every_template_gets_the_reply_back_as_generated(flavour: str, model_cache_root: Path) -> None:
+    """The next turn is the text's own encoding, stretch by stretch, except the stretch the template writes the
+    reply back in, which is the generation prompt's last stretch and the generated ids, when the template writes
+    it back as it was generated. Where the template writes the turn as it was prompted and generated (not
+    Mistral's, which moves the system prompt to the last user message, nor Harmony's, whose model writes its
+    channel markers itself: a reply holding them is never filed), the next turn starts with exactly the last
+    turn's prompt and reply ids."""
+    tok = open_tokenizer(cached_tokenizer(flavour, model_cache_root))
+    enc = PromptEncoder(tok)
+    reply = "Sure thing: the answer is forty-two, naively speaking."
+    generated = _respelled(tok, reply)
+    first, second = _turns(tok, reply)
+    assert enc.remember_reply(first, generated, reply)
+    assert enc._split is not None
+    tail = enc._split.split(first)[-1]
+    expected: list[int] = []
+    for piece in filter(None, enc._split.split(second)):
+        if piece == tail + reply:
+            expected += list(tok.encode(tail, add_special_tokens=False)) + generated
+        else:
+            expected += list(tok.encode(piece, add_special_tokens=False))
+    ids = enc.encode(second)
+    assert ids == expected
+    if flavour not in ("mistral", "harmony"):
+        first_ids = enc.encode(first)
+        assert ids[: len(first_ids) + len(generated)] == first_ids + generated
