@@ -101,14 +101,16 @@ class PromptEncoder:
         assert self._backend is not None
         tail_ids = list(self._backend.encode(tail, add_special_tokens=False).ids) if tail else []
         with self._lock:
-            self._remember(key, tail_ids + [int(t) for t in reply_ids], replace=True)
+            self._remember(key, tail_ids + [int(t) for t in reply_ids], reply=True)
         return True
 
-    def _remember(self, piece: str, ids: Sequence[int], replace: bool = False) -> None:
-        if len(piece) > self._max_chars or (len(piece) < MEMO_MIN_CHARS and not replace):
+    def _remember(self, piece: str, ids: Sequence[int], reply: bool = False) -> None:
+        """Keep `piece`'s ids. An encoded stretch is kept from MEMO_MIN_CHARS on and never overwrites an entry
+        (a filed reply keeps its generated ids); a reply is kept at any length and replaces an earlier filing."""
+        if len(piece) > self._max_chars or (len(piece) < MEMO_MIN_CHARS and not reply):
             return
         if piece in self._memo:
-            if not replace:
+            if not reply:
                 return
             self._chars -= len(piece)
             del self._memo[piece]
