@@ -19,6 +19,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -151,7 +153,9 @@ def step_mlx_lm_server(a, work: Path) -> list[dict]:
         srv.stop()
 
 
-def step_router(a, work: Path) -> list[dict]:
+@contextmanager
+def router_server(a, work: Path) -> Iterator[tuple[Server, str]]:
+    """mlx-router on a free port with --router-defaults, its model loaded; (server, base URL)."""
     models = work / "models"
     models.mkdir(exist_ok=True)
     link = models / a.name
@@ -179,11 +183,21 @@ def step_router(a, work: Path) -> list[dict]:
         port,
         work / "router.log",
     )
-    rows: list[dict] = []
     try:
         srv.wait_ready("/health")
         _wait_loaded(port, a.name)
-        base = f"http://127.0.0.1:{port}"
+        yield srv, f"http://127.0.0.1:{port}"
+    finally:
+        srv.stop()
+        if a.logs:
+            Path(a.logs).mkdir(parents=True, exist_ok=True)
+            for f in [work / "router.log", *sorted(work.glob("pyspy-*.txt"))]:
+                shutil.copy(f, Path(a.logs) / f"{a.name}-{f.name}")
+
+
+def step_router(a, work: Path) -> list[dict]:
+    rows: list[dict] = []
+    with router_server(a, work) as (srv, base):
         rows += load_lines(base, a.name, a, "mlx-router", ["--conc", a.conc, "--ignore-eos"])
         if a.burst:
             rows += load_lines(
@@ -206,13 +220,49 @@ def step_router(a, work: Path) -> list[dict]:
                 "mlx-router prefix",
                 ["--prefix-turns", "--prefix-words", str(a.prefix_words)],
             )
-    finally:
-        srv.stop()
-        if a.logs:
-            Path(a.logs).mkdir(parents=True, exist_ok=True)
-            for f in [work / "router.log", *sorted(work.glob("pyspy-*.txt"))]:
-                shutil.copy(f, Path(a.logs) / f"{a.name}-{f.name}")
     return rows
+
+
+def step_pairs(a, work: Path) -> list[dict]:
+    """Raw mlx-lm and mlx-router in alternation, `--pairs` rounds over `--conc`.
+
+    1 stream pairs `stream_generate` with one streamed request; B streams pair `BatchGenerator` at batch B
+    with B concurrent streams. Raw runs in a fresh process each time (its first-use compiles happen in an
+    unmeasured warm-up call); the router keeps running between its turns, as a server does. On a host whose
+    CPUs change speed from one second to the next (the GPU machines: bench/RESULTS.md, run 7), a ratio of two
+    measurements taken apart is a draw of two speeds; pairs taken back to back, several times, show the spread."""
+    rows: list[dict] = []
+    levels = [int(c) for c in a.conc.split(",")]
+    with router_server(a, work) as (_, base):
+        for r in range(1, a.pairs + 1):
+            for c in levels:
+                script, tag = ("gen_bench.py", "RAW") if c == 1 else ("batch_bench.py", "BATCH")
+                cmd = [sys.executable, str(HERE / script), a.model, str(a.max_tokens)] + ([] if c == 1 else [str(c)])
+                out = run(cmd + [str(a.prompt_words)], 600)
+                raw = [kv_line(x) for x in out.splitlines() if x.startswith(tag)]
+                got = load_lines(base, a.name, a, "mlx-router", ["--conc", str(c), "--ignore-eos"], step="pair_load")
+                if raw and got:
+                    rows += save(a, [pair_row(r, c, raw[0], got[0])], "pair")
+    return rows
+
+
+def pair_row(r: int, c: int, raw: dict, router: dict) -> dict:
+    """One pair's figures: the router's rate over raw's decode rate and over raw's whole call (1 stream: the
+    stream's rate against `stream_generate`'s; B streams: the aggregate against `BatchGenerator`'s)."""
+    decode = float(raw.get("gen_tps") or 0)
+    whole = decode if c == 1 else float(raw.get("e2e_tps") or 0)
+    rate = float(router.get("stream_tok_s_p50" if c == 1 else "agg_tok_s") or 0)
+    return {
+        "pair": r,
+        "conc": c,
+        "raw_tps": decode,
+        "raw_e2e_tps": whole,
+        "router_tps": rate,
+        "router_ttft_p50_ms": router.get("ttft_p50_ms"),
+        "errors": router.get("errors"),
+        "ratio": round(rate / decode, 3) if decode else None,
+        "ratio_e2e": round(rate / whole, 3) if whole else None,
+    }
 
 
 def profiled_load(srv: Server, base: str, a, work: Path, conc: int, gil: bool = False) -> list[dict]:
@@ -263,6 +313,12 @@ def summary(rows: list[dict]) -> str:
                 f"| runner in process (raw generate_step {r.get('raw_tps', '')}) | {r.get('B')} | {r.get('ttft_ms')} | "
                 f"| {r.get('tps')} | {r.get('e2e_tps')} | |"
             )
+        elif r["step"] == "pair":
+            lines.append(
+                f"| pair {r['pair']}: raw {r['raw_tps']} (whole call {r['raw_e2e_tps']}), then mlx-router "
+                f"| {r['conc']} | {r['router_ttft_p50_ms']} | | | "
+                f"{r['router_tps']} = {r['ratio']} ({r['ratio_e2e']}) | {r['errors']} |"
+            )
         elif "turn1_ttft_ms" in r:
             lines.append(
                 f"| {r['label']} ({r['prefix_words']} words) | turn1 {r['turn1_ttft_ms']} ms | "
@@ -291,7 +347,8 @@ def main() -> None:
     ap.add_argument("--prefix-words", type=int, default=0)
     ap.add_argument("--max-running", type=int, default=64)
     ap.add_argument("--max-queued", type=int, default=256)
-    ap.add_argument("--steps", default="raw,mlx_lm_server,router", help="any of raw,mlx_lm_server,router,runner")
+    ap.add_argument("--steps", default="raw,mlx_lm_server,router", help="any of raw,mlx_lm_server,router,runner,pairs")
+    ap.add_argument("--pairs", type=int, default=4, help="rounds of the pairs step (raw, then router, per level)")
     ap.add_argument("--warm-all", action="store_true", help="warm batch sizes 1, 2, 4, ... --max-running at load")
     ap.add_argument("--out", default="bench_results.jsonl")
     ap.add_argument("--router-defaults", default="{}", help="JSON merged into the router's `defaults`")
@@ -311,6 +368,8 @@ def main() -> None:
         rows += step_router(a, work)
     if "runner" in steps:
         rows += step_runner(a)
+    if "pairs" in steps:
+        rows += step_pairs(a, work)
     print(f"\n## {a.name} ({a.model})\n" + summary(rows), flush=True)
     print(f"logs in {work}", flush=True)
 

@@ -231,6 +231,29 @@ case "$1" in
         --conc 8,32 --batches 8,32 --max-running 32 --router-log-level debug --logs "$OUT/gc$r" \
         --router-defaults "$L05" --out "$OUT/run.jsonl" 2>&1 | grep "mlx-router"
     done ;;
+  s7a)
+    # run 7 on a fresh machine: install, the seeded 0.5B; bench/step_modes.py splits each decode step (graph
+    # building, MLX's recording and launch, the wait for the GPU; host probes beside) for raw mlx-lm, the runner
+    # and two compiled variants at 8 rows; then raw and split with a 4,000-graph cache; then 32 rows
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    nvidia-smi --query-gpu=name,clocks.sm,clocks.mem --format=csv,noheader
+    cd bench || exit 1
+    timeout 300 python3 step_modes.py /tmp/models/0.5b --batch 8 --rounds 6 --json "$OUT/modes8.json" 2>&1 \
+      | grep -v "^\[" | tee "$OUT/modes8.txt"
+    MLX_CUDA_GRAPH_CACHE_SIZE=4000 timeout 100 python3 step_modes.py /tmp/models/0.5b --batch 8 --rounds 4 \
+      --variants raw,split --json "$OUT/modes8-gc.json" 2>&1 | grep -v "^\[" | tee "$OUT/modes8-gc.txt"
+    timeout 150 python3 step_modes.py /tmp/models/0.5b --batch 32 --rounds 3 --variants raw,runner,split \
+      --json "$OUT/modes32.json" 2>&1 | grep -v "^\[" | tee "$OUT/modes32.txt" ;;
+  s7b)
+    # run 7, a fresh machine: install, the seeded 0.5B; raw mlx-lm and mlx-router in alternation (run_bench.py
+    # --steps pairs), 1, 8 and 32 streams, four rounds, a host probe beside each measurement
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    L05='{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}'
+    timeout 540 $B /tmp/models/0.5b --name 0.5b --steps pairs --pairs 4 --conc 1,8,32 --batches 1,8,32 \
+      --max-running 32 --router-log-level debug --logs "$OUT" --router-defaults "$L05" --out "$OUT/pairs.jsonl" \
+      2>&1 | grep -v '^\$\|^{' | tail -16 ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
