@@ -9,7 +9,11 @@ newcomers into running decodes, and short prompts never reach the prefill-sized 
 
 - alone: the solo path, with a prompt longer than one prefill chunk;
 - for each batch size B: B/2 prompts of different lengths, and once those decode, the other half joins them
-  (right-padded batched prefill, left-padded decode masks, the batch growing and shrinking);
+  (right-padded batched prefill, left-padded decode masks, the batch growing and shrinking); every request of
+  the stage keeps decoding until all B decode together for a few steps, then the stage cancels them. A batch
+  of B rows can take a path of its own (`flat_decode_min_batch`: one matrix from 32 rows on the 0.5B), and
+  requests that stopped after a few tokens left before the last joiners arrived: the batch-32 stage never ran
+  more than 24 rows, and the first 32 real streams waited 58 s for that path's compiles (H200, run 7);
 - a follow-up turn that hits the prefix cache (a request that starts with a cached KV state).
 
 Each stage is timed; the line the manager logs says where the time went.
@@ -24,6 +28,12 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent
+
+
+# Tokens the batch stages' requests may generate: more than it takes the last joiner to start, since the stage
+# cancels them once the whole batch has decoded together for _FULL_BATCH_STEPS steps.
+_UNTIL_CANCELLED = 4096
+_FULL_BATCH_STEPS = 2
 
 
 class _Waves:
@@ -45,6 +55,7 @@ class _Waves:
         return [self._seed[(self._n + k) % len(self._seed)] for k in range(length)]
 
     def add(self, prompt: list[int], extra_tokens: int = 0) -> str:
+        """A request for `new_tokens + extra_tokens` tokens; its id."""
         rid = f"warmup-{self._n}-{len(self.outputs)}"
         out: list[int] = []
         self.outputs[rid] = out
@@ -74,6 +85,12 @@ class _Waves:
     def finish(self) -> None:
         self.step_until(lambda: len(self._done) == len(self.outputs))
 
+    def cancel_rest(self) -> None:
+        """End every request of the stage that is still running."""
+        for rid in self.outputs:
+            if rid not in self._done:
+                self._runner.cancel(rid)
+
 
 def warm_up(
     runner: Any, seed_tokens: list[int], new_tokens: int, batch_sizes: list[int], long_prompt: int
@@ -97,11 +114,13 @@ def warm_up(
 
         def batch(w: _Waves, size: int = size) -> None:
             first = size // 2
-            # The first half decodes a few more tokens, so it is still running when the second half joins.
-            lead = [w.add(w.prompt(_length(i, long_prompt)), extra_tokens=4) for i in range(first)]
+            lead = [w.add(w.prompt(_length(i, long_prompt)), extra_tokens=_UNTIL_CANCELLED) for i in range(first)]
             w.step_until(lambda: w.all_started(lead))
-            for i in range(first, size):
-                w.add(w.prompt(_length(i, long_prompt)))
+            rest = [w.add(w.prompt(_length(i, long_prompt)), extra_tokens=_UNTIL_CANCELLED) for i in range(first, size)]
+            w.step_until(lambda: w.all_started(lead + rest))
+            for _ in range(_FULL_BATCH_STEPS):  # all `size` rows decoding together
+                runner.step()
+            w.cancel_rest()
 
         stage(f"batch {size}", batch)
 

@@ -60,6 +60,26 @@ def test_warm_up_goes_through_each_path_and_leaves_nothing_behind(model, caplog)
     assert runner.stats.steps == 0
 
 
+@pytest.mark.parametrize("size", [8, 16])
+def test_each_batch_stage_decodes_all_its_rows_together(model, size):
+    """A batch of B rows can take a path of its own (one matrix from some size on), compiled on first use: the
+    stage must run B rows at once even when its newcomers are prefilled in several groups."""
+    m, tok = model
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefill_step_size=32, prefill_batch_tokens=64))
+    running: list[int] = []
+    step = runner.step
+
+    def spy_step():
+        step()
+        running.append(runner.counts()[0])
+
+    runner.step = spy_step  # type: ignore[method-assign]
+    stages = warm_up(runner, tok.encode("Hello, who are you? Tell me about the weather."), 3, [size], 40)
+    assert [name for name, _ in stages] == ["solo", f"batch {size}", "prefix hit"]
+    assert max(running) == size
+    assert not runner.has_work()
+
+
 def test_the_follow_up_turn_hits_the_prefix_cache(model):
     m, tok = model
     runner = ModelRunner("m", m, tok, RunnerConfig(prefill_step_size=32, prefix_min_tokens=8))
