@@ -58,12 +58,14 @@ class DefaultsConfig(_Section):
     warmup_tokens: int | None = Field(
         None,
         ge=0,
-        description="Tokens each warm-up request generates when a model loads (0: no warm-up; null: 3 on "
-        "CUDA, where kernels compile on first use, 0 elsewhere).",
+        description="Tokens each warm-up request generates when a model loads; a batch stage's requests go on "
+        "until all its rows have decoded together (0: no warm-up; null: 3 on CUDA, where kernels compile on first "
+        "use, 0 elsewhere).",
     )
     warmup_batch_sizes: list[int] | None = Field(
         None,
-        description="Batch sizes the warm-up runs (null: 1, 2, 4, ... up to max_running_requests when it is on).",
+        description="Batch sizes the warm-up runs, each until all its rows decode together (null: 1, 2, 4, ... "
+        "up to max_running_requests when it is on).",
     )
     enable_function_calling: bool = Field(True, description="Offer `tools` to models and parse their calls.")
     constrain_tool_calls: bool = Field(
