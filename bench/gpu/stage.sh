@@ -254,6 +254,17 @@ case "$1" in
     timeout 540 $B /tmp/models/0.5b --name 0.5b --steps pairs --pairs 4 --conc 1,8,32 --batches 1,8,32 \
       --max-running 32 --router-log-level debug --logs "$OUT" --router-defaults "$L05" --out "$OUT/pairs.jsonl" \
       2>&1 | grep -v '^\$\|^{' | tail -16 ;;
+  s7c)
+    # run 7, after the warm-up fix: a fresh machine, the 0.5B; pairs at 8 and 32 streams, three rounds; the
+    # warm-up's line and any step over a second (run 7's s7b: the first 32-row decode step took 57.7 s)
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 0.5b > /dev/null || exit 1
+    L05='{"dense_matmul_min_rows": 0, "flat_decode_min_batch": 32}'
+    timeout 480 $B /tmp/models/0.5b --name 0.5b --steps pairs --pairs 3 --conc 8,32 --batches 1,8,32 \
+      --max-running 32 --router-log-level debug --logs "$OUT" --router-defaults "$L05" --out "$OUT/pairs.jsonl" \
+      2>&1 | grep -v '^\$\|^{' | tail -10
+    grep -h "warmed" "$OUT/0.5b-router.log"
+    grep -h "step_stats: step" "$OUT/0.5b-router.log" | awk '$7 > 1000' | cut -c1-200 ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;
