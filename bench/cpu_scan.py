@@ -55,7 +55,7 @@ def main() -> None:
     firsts = [v[0] for v in rows.values()]
     spread = [max(v) / min(v) for v in rows.values()]
     print(
-        f"rounds={len(firsts and rows[cpus[0]])} fastest cpu {min(firsts):.0f} us, slowest {max(firsts):.0f} us "
+        f"rounds={len(rows[cpus[0]])} fastest cpu {min(firsts):.0f} us, slowest {max(firsts):.0f} us "
         f"in round 1; per-cpu max/min over time: median {statistics.median(spread):.2f}, max {max(spread):.2f}"
     )
 
