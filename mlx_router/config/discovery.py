@@ -48,6 +48,7 @@ class ModelEntry:
     size_bytes: int  # total size of the *.safetensors files
     created: int  # unix time: the model folder's mtime
     source: str  # "directory" (a plain folder) or "hf_cache" (the models--org--name layout)
+    vision: str | None = None  # a vision model's model_type (its config has a vision tower), else None
 
 
 def is_valid_model_id(model_id: str) -> bool:
@@ -76,6 +77,7 @@ class _Inspection:
     size_bytes: int = 0
     created: int = 0
     problem: str | None = None
+    vision: str | None = None
 
 
 _Signature = tuple[int, ...]
@@ -116,7 +118,8 @@ def _read_model_folder(folder: str, mtime: float) -> _Inspection:
         return _Inspection(problem=f"folder is unreadable ({exc.strerror or exc})")
     if count == 0:
         return _Inspection(problem=f"no *{WEIGHTS_SUFFIX} weights")
-    return _Inspection(path=Path(folder).resolve(), size_bytes=size, created=int(mtime))
+    vision = str(config.get("model_type")) if isinstance(config.get("vision_config"), dict) else None
+    return _Inspection(path=Path(folder).resolve(), size_bytes=size, created=int(mtime), vision=vision)
 
 
 class ModelDiscovery:
@@ -251,6 +254,7 @@ class ModelDiscovery:
             size_bytes=inspection.size_bytes,
             created=inspection.created,
             source=source,
+            vision=inspection.vision,
         )
 
     def _inspect(self, folder: str, scan: _Scan) -> _Inspection:

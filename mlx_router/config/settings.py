@@ -102,6 +102,20 @@ class DefaultsConfig(_Section):
         "prefix-cache hit; 0: off).",
     )
     prefix_cache_gb: float = Field(2.0, ge=0, description="Memory for reusable prompt KV caches (0: off).")
+    image_cache_gb: float = Field(
+        0.5, ge=0, description="Memory per vision model for image features kept by content (0: off)."
+    )
+    vision_max_pixels: int = Field(
+        1024 * 1024,
+        ge=3136,
+        description="Largest image area (pixels) a vision model sees: larger images are scaled down (the model's "
+        "own max_pixels applies when it is smaller). Bounds the vision tower's memory and time.",
+    )
+    pdf_mode: Literal["images", "text", "both"] | None = Field(
+        None,
+        description="How PDFs reach a model: page images, the text layer (with page markers), or both; unset: "
+        "images for vision models, text for the others.",
+    )
     reuse_reply_tokens: bool = Field(
         True,
         description="When a chat's next turn sends a reply back unchanged, encode it as the tokens the model "
@@ -170,6 +184,8 @@ class ModelSettings(_Section):
     required_memory_gb: float | None = Field(None, gt=0)
     supports_tools: bool | None = None
     supports_vision: bool | None = None
+    vision_max_pixels: int | None = Field(None, ge=3136, description="defaults.vision_max_pixels for this model.")
+    pdf_mode: Literal["images", "text", "both"] | None = None
     memory_pressure_max_tokens: dict[PressureLevel, int] = Field(default_factory=dict)
     tool_parser: str | None = None
     reasoning_parser: str | None = None
@@ -211,6 +227,15 @@ class Settings(BaseModel):
             return self.models[model_id]
         short = model_id.rsplit("/", 1)[-1]
         return self.models.get(short, ModelSettings())
+
+    def vision_enabled(self, entry: Any) -> bool:
+        """Whether `entry` (a discovered ModelEntry) is served with its vision tower: a vision model of a family
+        this server reads images for, unless its `supports_vision` is false."""
+        from mlx_router.vision.spec import HANDOVER_FAMILIES
+
+        if self.model_settings(entry.id).supports_vision is False:
+            return False
+        return entry.vision in HANDOVER_FAMILIES
 
     def model_dirs(self) -> list[Path]:
         d = self.defaults.model_directory

@@ -34,6 +34,7 @@ class LoadedModel:
     weight_bytes: int
     kv_bytes_per_token: int
     load_seconds: float
+    vision: Any = None  # a vision model's VisionAdapter (`vision/adapter.py`); `model` is then its text model
 
 
 def read_config(path: Path) -> dict[str, Any]:
@@ -108,6 +109,34 @@ def load_weights(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
         load_seconds=time.perf_counter() - t0,
     )
     logger.info("loaded %s in %.2fs (%.2f GB of weights)", model_id, loaded.load_seconds, weight_bytes / 1e9)
+    return loaded
+
+
+def load_vision_weights(model_id: str, path: Path, tokenizer: Any, feature_cache_bytes: int) -> LoadedModel:
+    """A vision model: mlx-vlm's model and mlx-lm's text model over the same arrays (on the MLX thread)."""
+    from mlx_router.vision.adapter import load_vision
+
+    t0 = time.perf_counter()
+    read_config(path)
+    try:
+        vision, model, config = load_vision(path, feature_cache_bytes)
+    except ModelLoadError:
+        gc.collect()
+        mx.clear_cache()
+        raise
+    weight_bytes = sum(p.stat().st_size for p in path.glob("*.safetensors"))
+    loaded = LoadedModel(
+        model_id=model_id,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        weight_bytes=weight_bytes,
+        kv_bytes_per_token=kv_bytes_per_token(model),
+        load_seconds=time.perf_counter() - t0,
+        vision=vision,
+    )
+    logger.info("loaded %s with its vision tower in %.2fs (%.2f GB)", model_id, loaded.load_seconds, weight_bytes / 1e9)
     return loaded
 
 

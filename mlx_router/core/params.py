@@ -34,6 +34,17 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+@dataclass(frozen=True)
+class ImageInput:
+    """One image of a prompt, already at the size the model sees it (`vision/spec.py`): its tokens are the
+    prompt's next run of the model's image token."""
+
+    digest: str  # content hash: equal pixels, equal digest (keys the image-feature and prefix caches)
+    width: int
+    height: int
+    rgb: bytes  # width * height * 3 bytes, row-major
+
+
 @dataclass
 class GenerationRequest:
     """One generation for the engine to run."""
@@ -49,6 +60,7 @@ class GenerationRequest:
     deadline: float | None = None  # time.monotonic() after which the engine drops the request
     internal: bool = False  # the server's own (the warm-up's): not logged
     received: float = 0.0  # time.monotonic() when the HTTP request reached the server (0: unknown)
+    images: list[ImageInput] = field(default_factory=list)  # in prompt order
 
 
 @dataclass

@@ -20,7 +20,14 @@ from mlx_router.config.memory import estimate_model_bytes
 from mlx_router.config.settings import Settings
 from mlx_router.core.dense_rows import prepare_quantized_layers
 from mlx_router.core.eviction import PoolEntry, plan_eviction
-from mlx_router.core.loader import LoadedModel, free_memory, load_weights, open_tokenizer, read_config
+from mlx_router.core.loader import (
+    LoadedModel,
+    free_memory,
+    load_vision_weights,
+    load_weights,
+    open_tokenizer,
+    read_config,
+)
 from mlx_router.core.params import ModelState, Usage
 from mlx_router.core.resource_monitor import GB, ResourceMonitor
 from mlx_router.core.runner import ModelRunner, RunnerConfig
@@ -88,7 +95,7 @@ class ModelPool:
         self._make_room(entry.id, cost, usage)
         m.state, m.error, m.cost_bytes = "loading", None, cost
         try:
-            loaded = load_weights(entry.id, entry.path, tokenizer)
+            loaded = self._load_weights(entry, tokenizer)
         except ModelLoadError as e:
             m.state, m.error, m.cost_bytes = "failed", e.message, 0
             raise
@@ -111,11 +118,18 @@ class ModelPool:
             tokenizer,
             self._runner_config(),
             grammar_processor=self._grammar_processors(tokenizer, loaded) if self._grammar_processors else None,
+            vision=loaded.vision,
         )
         self._warm_up(m)
         self.worker.attach(entry.id, m.runner)
         m.state = "ready"
         return LoadResult(m.cost_bytes, m.kv_per_token)
+
+    def _load_weights(self, entry: ModelEntry, tokenizer: Any) -> LoadedModel:
+        if self.settings.vision_enabled(entry):
+            cache_bytes = int(self.settings.defaults.image_cache_gb * GB)
+            return load_vision_weights(entry.id, entry.path, tokenizer, cache_bytes)
+        return load_weights(entry.id, entry.path, tokenizer)
 
     def _runner_config(self) -> RunnerConfig:
         d = self.settings.defaults

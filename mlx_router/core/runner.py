@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import mlx.core as mx
-from mlx_lm.generate import BatchGenerator, StopSequences
+from mlx_lm.generate import StopSequences
+from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
 from mlx_router.core.holds import Newcomer, burst_hold, gathering
 from mlx_router.core.logprobs import token_logprobs
@@ -33,7 +34,9 @@ from mlx_router.core.prefix_cache import PrefixCache
 from mlx_router.core.sampling import SamplerFactory, logits_processors
 from mlx_router.core.solo import BatchHandover, SoloSequence
 from mlx_router.core.step_stats import StepStats, trace_added, trace_step
-from mlx_router.errors import RequestTimeoutError
+from mlx_router.core.vision_prefill import ShiftingBatchGenerator, VisionSequence, cut_to_image_start, image_keys
+from mlx_router.errors import InvalidRequestError, RequestTimeoutError
+from mlx_router.vision.adapter import VisionAdapter
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,7 @@ class RunnerConfig:
 class _Active:
     req: GenerationRequest
     emit: Emit
-    seq: SoloSequence  # its solo prefill and decoding; kept for the sampler and processors it holds
+    seq: SoloSequence | VisionSequence  # its prefill (and solo decoding); kept for its sampler and processors
     uid: int  # negative while solo or waiting, the batch generator's id once in the batch
     cached_tokens: int
     sampler: Any
@@ -68,6 +71,7 @@ class _Active:
     added: float = 0.0  # time.perf_counter() when the runner took it
     first_token_ms: float = 0.0
     generated: int = 0
+    keys: list[int] | None = None  # a prompt with images: its prefix-cache key (`vision_prefill.image_keys`)
 
 
 class ModelRunner:
@@ -80,8 +84,10 @@ class ModelRunner:
         tokenizer: Any,
         config: RunnerConfig,
         grammar_processor: Callable[[str], Any] | None = None,
+        vision: VisionAdapter | None = None,
     ) -> None:
         self.model_id = model_id
+        self.vision = vision
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
@@ -91,7 +97,7 @@ class ModelRunner:
         # stream measured slower.
         self._stream = mx.new_stream(mx.default_device())
         self._prefill_group = max(1, config.prefill_batch_tokens // config.prefill_step_size)  # prompts at once
-        self._gen = BatchGenerator(
+        self._gen = ShiftingBatchGenerator(
             model,
             stop_tokens=[[t] for t in sorted(tokenizer.eos_token_ids)],
             completion_batch_size=config.max_running,
@@ -106,6 +112,7 @@ class ModelRunner:
         self._by_request: dict[str, int] = {}
         self._solo: SoloSequence | None = None
         self._waiting: deque[SoloSequence] = deque()
+        self._reading: deque[VisionSequence] = deque()  # prompts with images, prefilled one unit a step
         self._in_batch = 0
         self._prefilling: set[int] = set()  # batch ids whose prompt the batch generator still holds
         self._splitting = False  # the last step ended some prompts' prefill; the next one moves them on
@@ -149,7 +156,7 @@ class ModelRunner:
         running = sum(1 for a in self._by_uid.values() if a.started)
         self._counts = (running, len(self._by_uid) - running)
         self._prefix_bytes = self._prefix.nbytes if self._prefix is not None else 0
-        outside = sum(s.cache_nbytes() for s in self._waiting)
+        outside = sum(s.cache_nbytes() for s in self._waiting) + sum(s.cache_nbytes() for s in self._reading)
         outside += self._solo.cache_nbytes() if self._solo is not None else 0
         self._kv_bytes = int(self._gen.prompt_cache_nbytes) + self._prefix_bytes + outside
 
@@ -162,12 +169,15 @@ class ModelRunner:
             if self._grammar_processor is None:
                 raise ValueError("constrained decoding is not available for this model")
             processors.append(self._grammar_processor(req.grammar))
-        cache, rest = self._prefix.fetch(prompt) if self._prefix is not None else (None, prompt)
-        cached = len(prompt) - len(rest)
         sampler = self._samplers.sampler(req.sampling)
         # A grammar ends on EOS: ignoring it would fill the output with EOS up to max_tokens.
         keep_going = req.ignore_eos and req.grammar is None
         self._next_uid -= 1
+        if req.images:
+            self._add_with_images(req, emit, prompt, sampler, processors, keep_going)
+            return
+        cache, rest = self._prefix.fetch(prompt) if self._prefix is not None else (None, prompt)
+        cached = len(prompt) - len(rest)
         seq = SoloSequence(
             self._next_uid,
             self.model,
@@ -201,6 +211,33 @@ class ModelRunner:
         self._refresh_stats()
         trace_added(req, cached, "solo" if self._solo is seq else "waits", len(self._waiting), self._in_batch)
 
+    def _add_with_images(
+        self, req: GenerationRequest, emit: Emit, prompt: list[int], sampler: Any, processors: list[Any], keep: bool
+    ) -> None:
+        """A prompt with images: prefilled through its last image by the vision path, then the batch."""
+        if self.vision is None:
+            raise InvalidRequestError(f"{self.model_id} does not accept images", param="messages")
+        spans = self.vision.spans(prompt, req.images)
+        keys = image_keys(prompt, spans)
+        cache, rest = self._prefix.fetch(keys) if self._prefix is not None else (None, keys)
+        cached = len(prompt) - len(rest)
+        cut = cut_to_image_start(cached, spans)
+        if cache is None:
+            cache = make_prompt_cache(self.model)
+        elif cut < cached:
+            trim_prompt_cache(cache, cached - cut)
+        seq = VisionSequence(
+            self._next_uid, self.vision, prompt, spans, cache, cut, self.config.prefill_step_size, req.max_tokens
+        )
+        stop = self._no_stop if keep else self._eos
+        active = _Active(req, emit, seq, seq.uid, cut, sampler, processors, stop, added=time.perf_counter(), keys=keys)
+        self._end_solo()
+        self._reading.append(seq)
+        self._by_uid[active.uid] = active
+        self._by_request[req.request_id] = active.uid
+        self._refresh_stats()
+        trace_added(req, cut, "vision", len(self._waiting), self._in_batch)
+
     def cancel(self, request_id: str, reason: str = "cancelled") -> None:
         """Drop a request wherever it is (solo, prefilling, in the batch); its slot is free at the next step."""
         uid = self._by_request.pop(request_id, None)
@@ -230,6 +267,8 @@ class ModelRunner:
         if not self._by_uid or self._burst_hold() > 0:
             return
         self.stats.maybe_log()
+        if self._reading:
+            self._step_reading(self._reading[0])
         if self._solo is not None:
             self._step_solo(self._solo)
             return
@@ -269,6 +308,8 @@ class ModelRunner:
     def close(self) -> None:
         self._gen.close()
         self._prefix = None
+        if self.vision is not None:
+            self.vision.close()
 
     def forget_history(self) -> None:
         """Empty the prefix cache and the step statistics (after the warm-up: nothing of it is worth keeping)."""
@@ -295,6 +336,31 @@ class ModelRunner:
         if self._stats_stale:
             self._refresh_stats()
         self.stats.decoded(1, t1 - t0, time.perf_counter() - t1)
+
+    def _step_reading(self, seq: VisionSequence) -> None:
+        """One unit of the oldest image prompt's prefill; once its images are in, it joins the batch."""
+        active = self._by_uid[seq.uid]
+        t0 = time.perf_counter()
+        try:
+            with mx.stream(self._stream):
+                seq.step()
+        except Exception as e:  # a bad image fails its own request, never the batch
+            logger.warning("%s: the image prompt failed: %s", active.req.request_id, e)
+            self._reading.popleft()
+            self._by_uid.pop(seq.uid, None)
+            self._by_request.pop(active.req.request_id, None)
+            self._refresh_stats()
+            error = e if isinstance(e, InvalidRequestError) else RuntimeError(f"the image prompt failed: {e}")
+            active.emit(TokenEvent([], finish_reason="error", error=error))
+            return
+        self.stats.prefilled(0, 0, time.perf_counter() - t0)
+        if not seq.prefilled:
+            return
+        self._reading.popleft()
+        self._end_solo()
+        with mx.stream(self._stream):
+            self._to_batch(self._by_uid.pop(seq.uid), seq.handover())
+        self._stats_stale = True
 
     def _end_solo(self) -> None:
         """Another request arrived: the solo request continues in the batch, exactly where it was."""
@@ -373,6 +439,9 @@ class ModelRunner:
             self._prefilling.discard(active.uid)
         elif self._solo is active.seq:
             self._solo = None
+        elif isinstance(active.seq, VisionSequence):
+            if active.seq in self._reading:
+                self._reading.remove(active.seq)
         elif active.seq in self._waiting:
             self._waiting.remove(active.seq)
 
@@ -398,7 +467,10 @@ class ModelRunner:
             if active.uid >= 0:
                 self._in_batch -= 1
             if self._prefix is not None:
-                self._prefix.store(r.all_tokens, r.prompt_cache)
+                tokens = r.all_tokens
+                if active.keys is not None and tokens is not None:  # image tokens keyed by their images
+                    tokens = active.keys + list(tokens[len(active.keys) :])
+                self._prefix.store(tokens, r.prompt_cache)
         if finish is not None or event.prompt_tokens:
             self._stats_stale = True  # refreshed once after the step, not once per request (64 firsts at once)
         active.emit(event)

@@ -1,0 +1,192 @@
+"""mlx-vlm's half of a vision model, on the engine's MLX thread: the vision tower, image features (cached by
+content), multimodal positions and the embeddings a prompt with images is prefilled from.
+
+A vision model is loaded twice over the same weight arrays: mlx-vlm's model (vision tower and its language
+model, which takes embeddings and Qwen's 3-D "mrope" positions) prefills the prompt up to its last image, and
+mlx-lm's text class of the same checkpoint continues it in the shared continuous batch. For text after the
+images the three mrope position components are equal, so mlx-lm's 1-D RoPE gives the same result at position
+`cache index + delta`, where delta (<= 0) is how many positions the images saved; the batch shifts the row's
+RoPE offset by it (`core/vision_prefill.py`).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx.utils import tree_flatten, tree_unflatten
+
+from mlx_router.core.params import ImageInput
+from mlx_router.errors import InvalidRequestError, ModelLoadError
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ImageSpan:
+    """Where one image's tokens sit in a prompt."""
+
+    start: int
+    end: int
+    image: ImageInput
+
+
+class FeatureCache:
+    """Vision-tower outputs by image digest, least recently used out, bounded in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max = max_bytes
+        self._items: OrderedDict[str, mx.array] = OrderedDict()
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, digest: str) -> mx.array | None:
+        item = self._items.get(digest)
+        if item is None:
+            self.misses += 1
+            return None
+        self.hits += 1
+        self._items.move_to_end(digest)
+        return item
+
+    def put(self, digest: str, features: mx.array) -> None:
+        if features.nbytes > self._max or digest in self._items:
+            return
+        self._items[digest] = features
+        self.nbytes += features.nbytes
+        while self.nbytes > self._max:
+            _, old = self._items.popitem(last=False)
+            self.nbytes -= old.nbytes
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.nbytes = 0
+
+
+class VisionAdapter:
+    """The vision tower and multimodal prefill of one loaded model (MLX thread only)."""
+
+    def __init__(self, vlm: Any, image_processor: Any, config: dict[str, Any], feature_cache_bytes: int) -> None:
+        self.vlm = vlm
+        self._processor = image_processor
+        self.image_token_id = int(config.get("image_token_id", config.get("image_token_index", -1)))
+        self.features = FeatureCache(feature_cache_bytes)
+
+    # -- images --------------------------------------------------------------------------------------------
+    def spans(self, prompt: Sequence[int], images: Sequence[ImageInput]) -> list[ImageSpan]:
+        """Each image's run of image tokens, in order; a prompt whose runs do not match its images is refused."""
+        runs: list[tuple[int, int]] = []
+        i, n = 0, len(prompt)
+        while i < n:
+            if prompt[i] == self.image_token_id:
+                j = i
+                while j < n and prompt[j] == self.image_token_id:
+                    j += 1
+                runs.append((i, j))
+                i = j
+            else:
+                i += 1
+        if len(runs) != len(images):
+            raise InvalidRequestError(f"the prompt holds {len(runs)} images' tokens for {len(images)} images")
+        return [ImageSpan(s, e, img) for (s, e), img in zip(runs, images, strict=True)]
+
+    def encode(self, span: ImageSpan) -> mx.array:
+        """The image's features (one row per token), from the cache or the vision tower."""
+        image = span.image
+        cached = self.features.get(image.digest)
+        if cached is not None and cached.shape[0] == span.end - span.start:
+            return cached
+        pixels, grid = self._pixels(image)
+        tower = self.vlm.vision_tower
+        dtype = tower.patch_embed.proj.weight.dtype
+        features = tower(mx.array(pixels).astype(dtype), mx.array(grid), output_hidden_states=False)
+        if isinstance(features, tuple):
+            features = features[0]
+        mx.eval(features)
+        if features.shape[0] != span.end - span.start:
+            raise InvalidRequestError(
+                f"an image of {image.width}x{image.height} gave {features.shape[0]} features for "
+                f"{span.end - span.start} tokens"
+            )
+        self.features.put(image.digest, features)
+        return features
+
+    def grid(self, image: ImageInput) -> list[int]:
+        """The image's (t, h, w) patch grid: the image is already at a size the processor keeps."""
+        patch = int(self.vlm.config.vision_config.patch_size)
+        return [1, image.height // patch, image.width // patch]
+
+    def _pixels(self, image: ImageInput) -> tuple[np.ndarray, list[list[int]]]:
+        from PIL import Image
+
+        picture = Image.frombytes("RGB", (image.width, image.height), image.rgb)
+        out = self._processor(images=[picture], return_tensors="np")
+        grid = np.asarray(out["image_grid_thw"]).astype(np.int64).tolist()
+        return np.asarray(out["pixel_values"]), grid
+
+    # -- prompts -------------------------------------------------------------------------------------------
+    def positions(self, prompt: Sequence[int], spans: Sequence[ImageSpan]) -> tuple[mx.array, int]:
+        """The prompt's mrope position ids (3, 1, L) and the RoPE shift of the text after its last image."""
+        grids = mx.array([self.grid(s.image) for s in spans])
+        ids = mx.array([list(prompt)])
+        position_ids, deltas = self.vlm.language_model.get_rope_index(ids, grids, None, None)
+        return position_ids, int(mx.array(deltas).reshape(-1)[0].item())
+
+    def embeddings(
+        self, prompt: Sequence[int], start: int, end: int, spans: Sequence[ImageSpan], features: dict[int, mx.array]
+    ) -> mx.array:
+        """Input embeddings of prompt[start:end] (1, n, hidden), image features (by span start, from `encode`)
+        in place of image tokens."""
+        embed = self.vlm.language_model.model.embed_tokens(mx.array([list(prompt[start:end])]))
+        for span in spans:
+            if span.end <= start or span.start >= end:
+                continue
+            found = features.get(span.start)
+            if found is None:
+                found = features[span.start] = self.encode(span)
+            features_ = found.astype(embed.dtype)
+            lo, hi = max(span.start, start), min(span.end, end)
+            embed[0, lo - start : hi - start] = features_[lo - span.start : hi - span.start]
+        return embed
+
+    def prefill(self, tokens: Sequence[int], embeds: mx.array, cache: list[Any], position_ids: mx.array) -> None:
+        """Run a chunk of the prompt through mlx-vlm's language model into `cache` (lm-head output unused)."""
+        self.vlm.language_model(mx.array([list(tokens)]), inputs_embeds=embeds, cache=cache, position_ids=position_ids)
+        mx.eval([c.state for c in cache])
+
+    def close(self) -> None:
+        self.features.clear()
+
+
+def load_vision(path: Path, feature_cache_bytes: int) -> tuple[VisionAdapter, Any, dict[str, Any]]:
+    """mlx-vlm's model of `path` and mlx-lm's text model of the same checkpoint over the same arrays.
+
+    Returns (adapter, text model, config). The text model is built lazily from the files and then handed the
+    vision model's evaluated arrays, so no weight is read or held twice.
+    """
+    from mlx_lm.utils import load_model as load_text_model
+    from mlx_vlm.utils import load_image_processor, load_processor
+    from mlx_vlm.utils import load_model as load_vlm_model
+
+    try:
+        vlm = load_vlm_model(path, lazy=False)
+        processor = load_image_processor(path) or getattr(load_processor(path, True), "image_processor", None)
+        text_model, config = load_text_model(path, lazy=True)
+    except Exception as e:
+        raise ModelLoadError(f"{path.name}: the vision model could not be loaded ({e})") from None
+    if processor is None:
+        raise ModelLoadError(f"{path.name}: no image processor (preprocessor_config.json)")
+    ours = dict(tree_flatten(vlm.parameters()))
+    text_keys = [k for k, _ in tree_flatten(text_model.parameters())]
+    missing = [k for k in text_keys if k not in ours]
+    if missing:
+        raise ModelLoadError(f"{path.name}: the text model's weights {missing[:3]} are not in the vision model")
+    text_model.update(tree_unflatten([(k, ours[k]) for k in text_keys]))
+    return VisionAdapter(vlm, processor, config, feature_cache_bytes), text_model, config

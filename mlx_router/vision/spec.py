@@ -1,0 +1,134 @@
+"""What the HTTP side knows of a vision model: which families it can serve, the size each image is resized to,
+and how many prompt tokens that image becomes. Plain Python from the model folder's JSON files (no mlx, no
+mlx-vlm), so prompts are counted, and context limits applied, before the engine does any work.
+
+Qwen2-VL, Qwen2.5-VL and Qwen3-VL cut an image into patches of `patch_size` pixels and merge `merge_size`^2 of
+them into one token, after resizing each side to a multiple of `patch_size * merge_size` within the processor's
+pixel bounds (`smart_resize` in their image processors). The template writes one `<|image_pad|>` per image; the
+processor repeats it once per token. Resizing here, to exactly the size the processor would pick, makes the
+engine's processor leave the image as it is, so the two sides cannot disagree on the count.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlx_router.errors import InvalidRequestError
+
+# model_type -> (default patch size, merge size). Families whose prompt can be prefilled by mlx-vlm and then
+# continued by mlx-lm's text model of the same checkpoint (see core/vision_prefill.py).
+HANDOVER_FAMILIES: dict[str, tuple[int, int]] = {
+    "qwen2_vl": (14, 2),
+    "qwen2_5_vl": (14, 2),
+    "qwen3_vl": (16, 2),
+}
+MAX_ASPECT_RATIO = 200  # the processors refuse more
+
+
+@dataclass(frozen=True)
+class VisionSpec:
+    """One vision model's image geometry and placeholder tokens."""
+
+    family: str
+    image_token_id: int
+    patch_size: int
+    merge_size: int
+    min_pixels: int
+    max_pixels: int
+
+    @property
+    def factor(self) -> int:
+        return self.patch_size * self.merge_size
+
+    def target_size(self, width: int, height: int, cap_pixels: int | None = None) -> tuple[int, int]:
+        """(width, height) the model sees this image at: the processor's own resize, with the pixel cap
+        (`cap_pixels`, a model setting) applied first when it is tighter than the model's own bound."""
+        if min(width, height) <= 0:
+            raise InvalidRequestError("an image has no pixels", param="messages", code="invalid_image")
+        if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
+            raise InvalidRequestError(
+                f"an image of {width}x{height} is too long and thin (aspect ratio over {MAX_ASPECT_RATIO})",
+                param="messages",
+                code="invalid_image",
+            )
+        bound = self.max_pixels if cap_pixels is None else max(self.factor**2, min(self.max_pixels, cap_pixels))
+        h, w = smart_resize(height, width, self.factor, self.min_pixels, bound)
+        return w, h
+
+    def token_count(self, width: int, height: int) -> int:
+        """Prompt tokens of an image already at its target size."""
+        return (width // self.factor) * (height // self.factor)
+
+    def expand(self, ids: Sequence[int], counts: Sequence[int]) -> list[int]:
+        """The prompt with each image's single placeholder repeated once per token of that image."""
+        places = [i for i, t in enumerate(ids) if t == self.image_token_id]
+        if len(places) != len(counts):
+            raise InvalidRequestError(
+                f"the chat template placed {len(places)} image placeholders for {len(counts)} images; "
+                "this model's template does not place every image",
+                param="messages",
+                code="image_placeholders",
+            )
+        out: list[int] = []
+        last = 0
+        for place, count in zip(places, counts, strict=True):
+            out.extend(ids[last:place])
+            out.extend([self.image_token_id] * count)
+            last = place + 1
+        out.extend(ids[last:])
+        return out
+
+
+def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """The Qwen-VL image processors' resize: each side a multiple of `factor`, the area within the bounds, the
+    aspect ratio kept as well as those allow."""
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt((height * width) / max_pixels)
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
+
+
+def is_vision_config(config: dict[str, Any]) -> bool:
+    """Whether a model's config.json describes a vision-language model (it has a vision tower)."""
+    return isinstance(config.get("vision_config"), dict)
+
+
+def read_vision_spec(path: Path, config: dict[str, Any]) -> VisionSpec | None:
+    """The spec of the vision model in `path`, or None when it is not one this server can serve images to."""
+    family = str(config.get("model_type", ""))
+    if not is_vision_config(config) or family not in HANDOVER_FAMILIES:
+        return None
+    token = config.get("image_token_id", config.get("image_token_index"))
+    if not isinstance(token, int):
+        return None
+    patch, merge = HANDOVER_FAMILIES[family]
+    vision = config["vision_config"]
+    patch = int(vision.get("patch_size", patch))
+    merge = int(vision.get("spatial_merge_size", merge))
+    pre = _read_json(path / "preprocessor_config.json")
+    size = pre.get("size") if isinstance(pre.get("size"), dict) else {}
+    min_pixels = int(pre.get("min_pixels") or size.get("shortest_edge") or 56 * 56)
+    max_pixels = int(pre.get("max_pixels") or size.get("longest_edge") or 28 * 28 * 1280)
+    patch = int(pre.get("patch_size", patch))
+    merge = int(pre.get("merge_size", merge))
+    return VisionSpec(family, token, patch, merge, min_pixels, max_pixels)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
