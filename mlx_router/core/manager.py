@@ -125,8 +125,9 @@ class MLXModelManager:
         slot.reserved_kv = max(0, slot.reserved_kv - reserved_kv)
         slot.last_used = time.monotonic()
 
-    def admit(self, slot: ModelSlot, kv_tokens: int) -> int:
-        """Check queue and memory room for one more request; return the KV bytes reserved for it.
+    def admit(self, slot: ModelSlot, kv_tokens: int, extra_bytes: int = 0) -> int:
+        """Check queue and memory room for one more request; return the KV bytes reserved for it (and
+        `extra_bytes`, the activations of encoding its images).
 
         Raises OverloadedError (429) when the model's running+queued requests are at their limit, and
         InsufficientMemoryError (503) when memory is critical or the request's KV cache would not fit.
@@ -144,7 +145,7 @@ class MLXModelManager:
         if snap.pressure == "critical" and critical_cap is None:
             raise InsufficientMemoryError("memory pressure is critical; try again shortly", retry_after=5)
         self._refresh()
-        need = slot.kv_per_token * kv_tokens
+        need = slot.kv_per_token * kv_tokens + extra_bytes
         if need and self._committed_bytes() + need > self.monitor.budget_bytes():
             raise InsufficientMemoryError(
                 f"not enough memory for this request's KV cache ({need / GB:.2f} GB); try again shortly",

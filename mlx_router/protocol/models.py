@@ -18,6 +18,7 @@ class ModelCard(BaseModel):
     loaded: bool = False
     memory_estimate_gb: float | None = None
     source: str | None = None
+    supports_vision: bool = False  # takes images (and PDFs as page images)
 
 
 class ModelList(BaseModel):

@@ -17,6 +17,7 @@ from mlx_router.parsing.registry import (
 )
 from mlx_router.serving.prompt_tokens import PromptEncoder
 from mlx_router.serving.templates import ChatTemplateRenderer
+from mlx_router.vision.spec import VisionSpec, read_vision_spec
 
 
 @dataclass
@@ -32,6 +33,7 @@ class ModelProfile:
     context_tokens: int | None
     vocab_size: int
     prompts: PromptEncoder  # chat prompt text to ids
+    vision: VisionSpec | None = None  # a model served with its vision tower: how its images become tokens
 
     @property
     def supports_tools(self) -> bool:
@@ -64,11 +66,12 @@ class ProfileStore:
         if profile is None:
             entry = self._manager.resolve(model_id)
             tokenizer = await self._manager.tokenizer(model_id)
-            profile = await asyncio.to_thread(self._build, model_id, tokenizer, entry.path)
+            profile = await asyncio.to_thread(self._build, model_id, tokenizer, entry)
             self._profiles[model_id] = profile
         return profile
 
-    def _build(self, model_id: str, tokenizer: Any, path: Any) -> ModelProfile:
+    def _build(self, model_id: str, tokenizer: Any, entry: Any) -> ModelProfile:
+        path = entry.path
         ms = self._settings.model_settings(model_id)
         renderer = ChatTemplateRenderer(tokenizer._tokenizer, ms.chat_template)
         vocab = tokenizer.get_vocab().keys()
@@ -80,7 +83,10 @@ class ProfileStore:
         context = ms.max_context_tokens or _context_from(config)
         vocab_size = int(config.get("vocab_size") or len(tokenizer))
         prompts = PromptEncoder(tokenizer)
-        return ModelProfile(model_id, tokenizer, renderer, ms, tool_parser, reasoning, context, vocab_size, prompts)
+        vision = read_vision_spec(path, config) if self._settings.vision_enabled(entry) else None
+        return ModelProfile(
+            model_id, tokenizer, renderer, ms, tool_parser, reasoning, context, vocab_size, prompts, vision
+        )
 
 
 def _read_json(path: Any) -> dict[str, Any]:

@@ -73,7 +73,7 @@ class GenerationSession:
         self._slot = manager.acquire(self.request.model_id)
         try:
             kv_tokens = len(self.request.prompt_tokens) + self.request.max_tokens
-            self._reserved = manager.admit(self._slot, kv_tokens)
+            self._reserved = manager.admit(self._slot, kv_tokens, self.request.encode_bytes)
         except BaseException:
             manager.release(self._slot)
             self._slot = None

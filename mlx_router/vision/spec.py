@@ -40,6 +40,8 @@ class VisionSpec:
     merge_size: int
     min_pixels: int
     max_pixels: int
+    tower_heads: int = 16
+    tower_width: int = 1280
 
     @property
     def factor(self) -> int:
@@ -63,6 +65,12 @@ class VisionSpec:
     def token_count(self, width: int, height: int) -> int:
         """Prompt tokens of an image already at its target size."""
         return (width // self.factor) * (height // self.factor)
+
+    def encode_bytes(self, width: int, height: int) -> int:
+        """Memory the vision tower's activations may take for this image (attention over all its patches, in
+        float32, dominates): counted against the memory budget like a KV cache while it is encoded."""
+        patches = (width // self.patch_size) * (height // self.patch_size)
+        return 4 * patches * (self.tower_heads * patches + 16 * self.tower_width)
 
     def expand(self, ids: Sequence[int], counts: Sequence[int]) -> list[int]:
         """The prompt with each image's single placeholder repeated once per token of that image."""
@@ -123,7 +131,9 @@ def read_vision_spec(path: Path, config: dict[str, Any]) -> VisionSpec | None:
     max_pixels = int(pre.get("max_pixels") or size.get("longest_edge") or 28 * 28 * 1280)
     patch = int(pre.get("patch_size", patch))
     merge = int(pre.get("merge_size", merge))
-    return VisionSpec(family, token, patch, merge, min_pixels, max_pixels)
+    heads = int(vision.get("num_heads", 16))
+    width = int(vision.get("embed_dim", vision.get("hidden_size", 1280)))
+    return VisionSpec(family, token, patch, merge, min_pixels, max_pixels, heads, width)
 
 
 def _read_json(path: Path) -> dict[str, Any]:

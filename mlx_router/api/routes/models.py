@@ -24,6 +24,7 @@ def _card(s: Services, entry: ModelEntry) -> ModelCard:
         loaded=state == "ready",
         memory_estimate_gb=round(s.manager.estimate_bytes(entry) / 1024**3, 3),
         source=entry.source,
+        supports_vision=s.settings.vision_enabled(entry),
     )
 
 
