@@ -137,7 +137,8 @@ class VisionAdapter:
         grids = mx.array([self.grid(s.image) for s in spans])
         ids = mx.array([list(prompt)])
         position_ids, deltas = self.vlm.language_model.get_rope_index(ids, grids, None, None)
-        return position_ids, int(mx.array(deltas).reshape(-1)[0].item())
+        shift: Any = mx.array(deltas).reshape(-1)[0].item()
+        return position_ids, int(shift)
 
     def embeddings(
         self, prompt: Sequence[int], start: int, end: int, spans: Sequence[ImageSpan], features: dict[int, mx.array]
@@ -183,8 +184,8 @@ def load_vision(path: Path, feature_cache_bytes: int) -> tuple[VisionAdapter, An
         raise ModelLoadError(f"{path.name}: the vision model could not be loaded ({e})") from None
     if processor is None:
         raise ModelLoadError(f"{path.name}: no image processor (preprocessor_config.json)")
-    ours = dict(tree_flatten(vlm.parameters()))
-    text_keys = [k for k, _ in tree_flatten(text_model.parameters())]
+    ours: dict[str, Any] = dict(tree_flatten(vlm.parameters()))
+    text_keys = [item[0] for item in tree_flatten(text_model.parameters())]
     missing = [k for k in text_keys if k not in ours]
     if missing:
         raise ModelLoadError(f"{path.name}: the text model's weights {missing[:3]} are not in the vision model")

@@ -126,7 +126,7 @@ def read_vision_spec(path: Path, config: dict[str, Any]) -> VisionSpec | None:
     patch = int(vision.get("patch_size", patch))
     merge = int(vision.get("spatial_merge_size", merge))
     pre = _read_json(path / "preprocessor_config.json")
-    size = pre.get("size") if isinstance(pre.get("size"), dict) else {}
+    size: dict[str, Any] = pre["size"] if isinstance(pre.get("size"), dict) else {}
     min_pixels = int(pre.get("min_pixels") or size.get("shortest_edge") or 56 * 56)
     max_pixels = int(pre.get("max_pixels") or size.get("longest_edge") or 28 * 28 * 1280)
     patch = int(pre.get("patch_size", patch))
