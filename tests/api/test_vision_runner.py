@@ -178,3 +178,23 @@ def test_a_prompt_whose_image_tokens_do_not_match_its_images_fails_alone(setup: 
             break
         runner.step()
     assert text_events[-1].finish_reason == "length"
+
+
+def test_cancel_while_the_image_is_read_frees_it_and_others_go_on(setup: Setup) -> None:
+    _, image = setup.image(6)
+    runner = setup.runner(prefill_step_size=8)
+    vision_events: list[TokenEvent] = []
+    text_events: list[TokenEvent] = []
+    runner.add(vision_request("v", setup.prompt(image), image), vision_events.append)
+    runner.add(GenerationRequest("t", "m", setup.tokenizer.encode("hello"), N, ignore_eos=True), text_events.append)
+    runner.step()
+    runner.step()  # positions, then the image through the tower: the prompt is still being read
+    assert not vision_events
+    runner.cancel("v")
+    assert vision_events[-1].finish_reason == "cancelled"
+    for _ in range(200):
+        if text_events and text_events[-1].finish_reason:
+            break
+        runner.step()
+    assert text_events[-1].finish_reason == "length"
+    assert not runner.has_work() and runner.kv_bytes() == 0
