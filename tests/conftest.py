@@ -63,6 +63,19 @@ def trained_llm_dir(model_cache_root: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture(scope="session")
+def tiny_vlm_dir(model_cache_root: Path) -> Callable[[str], Path]:
+    """``tiny_vlm_dir(family)``: a random-weight tiny vision model (qwen2_vl, qwen2_5_vl, qwen3_vl, gemma3) that
+    ``mlx_vlm.load`` and mlx-lm's text classes both read (see ``tests.fixtures.vlm``)."""
+
+    def get(family: str) -> Path:
+        from tests.fixtures import vlm
+
+        return vlm.cached_random_vlm(family, root=model_cache_root)
+
+    return get
+
+
+@pytest.fixture(scope="session")
 def models_root(
     tmp_path_factory: pytest.TempPathFactory,
     random_llm_dir: Path,
