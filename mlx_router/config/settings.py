@@ -23,6 +23,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlx_router.vision.limits import MediaLimits
+
 logger = logging.getLogger(__name__)
 
 PressureLevel = Literal["normal", "moderate", "high", "critical"]
@@ -168,6 +170,7 @@ class ServerConfig(_Section):
     max_body_mb: float = Field(32.0, gt=0, description="Largest request body accepted (413 beyond).")
     cors_origins: list[str] = Field(default_factory=list, description="Browser origins allowed (CORS).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    media: MediaLimits = Field(default_factory=MediaLimits, description="Limits on images and PDFs in requests.")
 
 
 class ModelSettings(_Section):
@@ -245,6 +248,7 @@ class Settings(BaseModel):
         keys = [f"{k}" for k in (self.model_extra or {}) if not k.startswith("_")]
         keys += [f"defaults.{k}" for k in self.defaults.unknown_keys()]
         keys += [f"server.{k}" for k in self.server.unknown_keys()]
+        keys += [f"server.media.{k}" for k in self.server.media.unknown_keys()]
         for name, m in self.models.items():
             keys += [f"models.{name}.{k}" for k in m.unknown_keys()]
         return keys

@@ -19,7 +19,7 @@ LAUNCHD_LABEL = "com.mlx-router.server"
 SYSTEMD_UNIT = "mlx-router.service"
 
 # Directories a service's PATH gets after the interpreter's bin folder: launchd and systemd start jobs with
-# a minimal PATH, and pdf2image needs poppler's `pdftoppm` (Homebrew puts it in /opt/homebrew/bin).
+# a minimal PATH, and tools a user adds may live in Homebrew's /opt/homebrew/bin.
 SYSTEM_PATHS = {
     "launchd": ("/opt/homebrew/bin", "/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"),
     "systemd": ("/usr/local/bin", "/usr/bin", "/bin"),
