@@ -117,3 +117,11 @@ class ModelUnloadedError(_RetryableError):
     status = 503
     type = "server_error"
     code = "model_unloaded"
+
+
+class ServiceUnavailableError(_RetryableError):
+    """The server cannot take the request now: its engine is restarting, or the server is shutting down (503)."""
+
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"

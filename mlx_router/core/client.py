@@ -3,7 +3,9 @@
 Everything here runs on the event loop, which never waits on MLX: a command returns a future the engine's reply
 resolves, a generation is a queue its events are put on. When the engine process exits unexpectedly, every
 command and generation in flight fails with a retryable error and a new engine is started; models load again on
-their next request.
+their next request. A command issued while the engine is being replaced waits for the new one (at most
+`ENGINE_WAIT` seconds, then a 503); a message that could not be delivered is never dropped silently: the engine is
+taken for gone at once, and what was sent to it fails or waits for its successor.
 """
 
 from __future__ import annotations
@@ -12,22 +14,31 @@ import asyncio
 import itertools
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from mlx_router.config.settings import Settings
 from mlx_router.core.params import GenerationRequest, TokenEvent
 from mlx_router.core.transport import Transport, make_transport
 from mlx_router.core.wire import Message, event_from_tuple
-from mlx_router.errors import ModelUnloadedError
+from mlx_router.errors import ModelUnloadedError, RouterError, ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
 
 RESTART_DELAY = 1.0  # seconds before a crashed engine is started again
+MAX_RESTART_DELAY = 30.0  # the longest wait between attempts when new engines keep failing to start
+ENGINE_WAIT = 60.0  # the longest a command waits for a restarting engine before it is refused with 503
+SEND_ATTEMPTS = 3  # engines a command is offered to before it is refused (each new one died before taking it)
+
+EngineState = Literal["running", "restarting", "failed", "stopped"]
 
 
 def empty_report(device_memory: int | None = None) -> dict[str, Any]:
     """What is known before the engine's first report, and after it exits: no models, no MLX memory."""
     return {"models": {}, "mlx": (0, 0, 0), "device_memory": device_memory}
+
+
+def _error_event(error: BaseException) -> TokenEvent:
+    return TokenEvent([], finish_reason="error", error=error)
 
 
 class EngineClient:
@@ -46,21 +57,28 @@ class EngineClient:
         self._calls: dict[int, asyncio.Future[Any]] = {}
         self._streams: dict[str, asyncio.Queue[TokenEvent]] = {}
         self._stopping = False
+        self._closed: RouterError | None = None  # set by `abort`: everything from now on fails with it
+        self._failed_starts = 0  # new engines in a row that exited before their first report
         self.report: dict[str, Any] = empty_report()
         self.restarts = 0
-        self._ready: asyncio.Future[None] = loop.create_future()
+        self.waiting = 0  # commands waiting for a restarting engine
+        self._ready: asyncio.Future[None] = loop.create_future()  # the current engine's first report
         self._transport = self._new_transport()
+        self._lost: Transport | None = None  # the current transport, once its engine is known to be gone
 
     def _new_transport(self) -> Transport:
+        transport: Transport | None = None
+
         def deliver(msg: Message) -> None:
             if not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._dispatch, msg)
+                self._loop.call_soon_threadsafe(self._dispatch, transport, msg)
 
         def on_exit(code: int | None) -> None:
             if not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._engine_exited, code)
+                self._loop.call_soon_threadsafe(self._engine_exited, transport, code)
 
-        return self._factory(self._settings, deliver, on_exit)
+        transport = self._factory(self._settings, deliver, on_exit)
+        return transport
 
     def start(self) -> None:
         self._transport.start()
@@ -75,35 +93,93 @@ class EngineClient:
 
     @property
     def alive(self) -> bool:
-        return self._transport.alive
+        return self._lost is None and self._transport.alive
 
     @property
     def pid(self) -> int | None:
         """The process MLX runs in."""
         return self._transport.pid
 
+    @property
+    def state(self) -> EngineState:
+        """`running`; `restarting` after a crash, until the new engine reports; `failed` while a new engine that
+        did not start waits for its next attempt; `stopped` once the server shuts down."""
+        if self._stopping or self._closed is not None:
+            return "stopped"
+        if not self._ready.done():
+            return "restarting"
+        return "failed" if self._ready.exception() is not None else "running"
+
     # -- commands ------------------------------------------------------------------------------------------
     async def call(self, name: str, **kwargs: Any) -> Any:
-        """Run a command on the engine and wait for its answer (its exception is raised here)."""
-        call_id = next(self._ids)
-        fut: asyncio.Future[Any] = self._loop.create_future()
-        self._calls[call_id] = fut
-        self._transport.send(("call", call_id, name, kwargs))
-        try:
-            return await fut
-        finally:
-            self._calls.pop(call_id, None)
+        """Run a command on the engine and wait for its answer (its exception is raised here).
+
+        Waits for a restarting engine; a command the engine never received (it had just died) goes to the next.
+        """
+        for _ in range(SEND_ATTEMPTS):
+            transport = await self._running_engine()
+            call_id = next(self._ids)
+            fut: asyncio.Future[Any] = self._loop.create_future()
+            self._calls[call_id] = fut
+            try:
+                if transport.send(("call", call_id, name, kwargs)):
+                    return await fut
+            finally:
+                self._calls.pop(call_id, None)
+            self._engine_gone(transport, None)
+        raise ServiceUnavailableError("the engine keeps stopping; try again shortly", retry_after=5)
 
     def post(self, name: str, **kwargs: Any) -> None:
-        """A command without an answer."""
-        self._transport.send(("post", name, kwargs))
+        """A command without an answer; dropped when there is no engine (nothing of it is left to act on)."""
+        if self.state != "running":
+            return
+        transport = self._transport
+        if not transport.send(("post", name, kwargs)):
+            self._engine_gone(transport, None)
+
+    async def _running_engine(self) -> Transport:
+        """The engine's transport once it runs; raises 503 when it cannot come back within ENGINE_WAIT."""
+        if self._closed is not None:
+            raise self._closed
+        if not self._ready.done():
+            self.waiting += 1
+            try:
+                async with asyncio.timeout(ENGINE_WAIT):
+                    await asyncio.shield(self._ready)
+            except TimeoutError:
+                raise ServiceUnavailableError(
+                    f"the engine is restarting and did not come back within {ENGINE_WAIT:g}s", retry_after=10
+                ) from None
+            except RouterError:
+                raise
+            except Exception:  # it exited while starting: refused now rather than waited on
+                raise ServiceUnavailableError("the engine could not be restarted", retry_after=10) from None
+            finally:
+                self.waiting -= 1
+        elif self._ready.exception() is not None:
+            raise ServiceUnavailableError("the engine could not be restarted; trying again", retry_after=10)
+        if self._closed is not None:
+            raise self._closed
+        return self._transport
 
     # -- generations ---------------------------------------------------------------------------------------
     def open(self, model_id: str, req: GenerationRequest) -> asyncio.Queue[TokenEvent]:
-        """Start `req` on the engine; its events arrive on the queue returned. `close` when done with it."""
+        """Start `req` on the engine; its events arrive on the queue returned. `close` when done with it.
+
+        Without an engine the queue holds a retryable error at once: the model the request was admitted for
+        went with the engine that had it.
+        """
         queue: asyncio.Queue[TokenEvent] = asyncio.Queue()
+        if self._closed is not None:
+            queue.put_nowait(_error_event(self._closed))
+            return queue
+        if self.state != "running":
+            queue.put_nowait(_error_event(ModelUnloadedError("the engine restarted; try again", retry_after=2)))
+            return queue
         self._streams[req.request_id] = queue
-        self.post("add", model_id=model_id, request=req)
+        transport = self._transport
+        if not transport.send(("post", "add", {"model_id": model_id, "request": req})):
+            self._engine_gone(transport, None)  # fails this stream with the others
         return queue
 
     def close(self, model_id: str, request_id: str, cancel: bool) -> None:
@@ -112,8 +188,19 @@ class EngineClient:
         if cancel:
             self.post("cancel", model_id=model_id, request_id=request_id)
 
+    def abort(self, error: RouterError) -> None:
+        """Fail every command and generation in flight with `error`, and every later one (the server is
+        shutting down: its running requests end with this error rather than with a cut connection)."""
+        self._closed = error
+        self._fail_in_flight(error)
+        if not self._ready.done():
+            self._ready.set_exception(error)
+            self._ready.exception()  # retrieved: nobody may be waiting on it
+
     # -- from the engine (event loop) ----------------------------------------------------------------------
-    def _dispatch(self, msg: Message) -> None:
+    def _dispatch(self, transport: Transport | None, msg: Message) -> None:
+        if transport is not self._transport or self._lost is transport:
+            return  # from an engine already taken for gone: its successor owns the state now
         kind = msg[0]
         if kind == "events":
             for request_id, event in msg[1]:
@@ -123,6 +210,7 @@ class EngineClient:
         elif kind == "report":
             self.report = msg[1]
             if not self._ready.done():
+                self._failed_starts = 0
                 self._ready.set_result(None)
         elif kind == "reply":
             _, call_id, ok, value = msg
@@ -133,26 +221,47 @@ class EngineClient:
                 else:
                     fut.set_exception(value)
 
-    def _engine_exited(self, code: int | None) -> None:
-        if self._stopping:
+    def _engine_exited(self, transport: Transport | None, code: int | None) -> None:
+        if transport is self._transport:
+            self._engine_gone(transport, code)
+
+    def _engine_gone(self, transport: Transport, code: int | None) -> None:
+        """The engine behind `transport` is gone (it exited, or a message to it could not be delivered)."""
+        if self._stopping or transport is not self._transport or self._lost is transport:
             return
-        if not self._ready.done():  # it never started: starting it again would fail the same way
-            self._ready.set_exception(RuntimeError(f"the engine process exited while starting (exit code {code})"))
+        self._lost = transport
+        how = f"exit code {code}" if code is not None else "its pipe is closed"
+        if not self._ready.done() and self.restarts == 0:  # the first engine never started: nothing to go back to
+            self._ready.set_exception(RuntimeError(f"the engine process exited while starting ({how})"))
             return
-        logger.error("the engine exited unexpectedly (exit code %s); starting a new one", code)
-        error = ModelUnloadedError("the engine stopped unexpectedly; try again", retry_after=2)
+        if not self._ready.done():  # a new engine died before its first report: its waiters are refused
+            self._failed_starts += 1
+            self._ready.set_exception(RuntimeError(f"the new engine exited while starting ({how})"))
+            self._ready.exception()
+            delay = min(MAX_RESTART_DELAY, RESTART_DELAY * 2**self._failed_starts)
+            logger.error("the new engine exited while starting (%s); trying again in %.0fs", how, delay)
+        else:
+            delay = RESTART_DELAY
+            logger.error("the engine exited unexpectedly (%s); starting a new one", how)
+            self._fail_in_flight(ModelUnloadedError("the engine stopped unexpectedly; try again", retry_after=2))
+            self.report = empty_report(self.report.get("device_memory"))
+            self.restarts += 1
+            self._ready = self._loop.create_future()  # commands from now on wait for the next engine
+        self._loop.call_later(delay, self._restart)
+
+    def _fail_in_flight(self, error: RouterError) -> None:
         for fut in self._calls.values():
             if not fut.done():
                 fut.set_exception(error)
         for queue in self._streams.values():
-            queue.put_nowait(TokenEvent([], finish_reason="error", error=error))
+            queue.put_nowait(_error_event(error))
         self._streams.clear()
-        self.report = empty_report(self.report.get("device_memory"))
-        self.restarts += 1
-        self._loop.call_later(RESTART_DELAY, self._restart)
 
     def _restart(self) -> None:
-        if self._stopping:
+        if self._stopping or self._closed is not None:
             return
+        if self._ready.done():  # the last attempt failed: its successor gets a fresh future to be waited on
+            self._ready = self._loop.create_future()
         self._transport = self._new_transport()
+        self._lost = None
         self._transport.start()

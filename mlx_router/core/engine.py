@@ -44,7 +44,6 @@ class Generation:
         self._queue = engine.client.open(model_id, req)
         self._finished = False
         self._closed = False
-        engine.in_flight += 1
 
     async def events(self) -> AsyncIterator[TokenEvent]:
         """The events up to and including the one with a finish_reason."""
@@ -57,7 +56,6 @@ class Generation:
         if self._closed:
             return
         self._closed = True
-        self._engine.in_flight -= 1
         self._engine.client.close(self._model_id, self._request_id, cancel=not self._finished)
 
 
@@ -67,21 +65,26 @@ class Engine:
     def __init__(self, manager: MLXModelManager, client: EngineClient) -> None:
         self.manager = manager
         self.client = client
-        self.in_flight = 0
 
     def start(self, model_id: str, req: GenerationRequest) -> Generation:
         """Queue `req` on its (loaded) model now; read its events from the handle, and close it when done."""
         return Generation(self, model_id, req)
 
     def health(self) -> dict[str, Any]:
-        """Loaded models with their running and queued counts; memory; requests in flight."""
-        models = [_slot_health(slot) for slot in self.manager.slots()]
+        """Loaded models with their running and queued counts; memory; requests in flight.
+
+        Requests in flight are every admitted request not yet answered, wherever it waits: for its model's load,
+        for a restarting engine, or in the engine's batch."""
+        slots = self.manager.slots()
+        models = [_slot_health(slot) for slot in slots]
         snap = self.manager.monitor.snapshot()
         return {
             "worker_alive": self.client.alive,
+            "engine_state": self.client.state,
             "engine_pid": self.client.pid,
             "engine_restarts": self.client.restarts,
-            "requests_in_flight": self.in_flight,
+            "requests_in_flight": sum(slot.refs for slot in slots),
+            "requests_waiting_for_engine": self.client.waiting,
             "models": models,
             "memory": {
                 "total_gb": round(snap.total_gb, 2),

@@ -34,7 +34,9 @@ LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class Transport(Protocol):
     def start(self) -> None: ...
 
-    def send(self, msg: Message) -> None: ...
+    def send(self, msg: Message) -> bool:
+        """Hand `msg` to the engine; False when it cannot be (the engine is gone), never a silent drop."""
+        ...
 
     def stop(self) -> None: ...
 
@@ -56,8 +58,9 @@ class ThreadTransport:
     def start(self) -> None:
         self._host.start()
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message) -> bool:
         self._host.handle(msg)
+        return True
 
     def stop(self) -> None:
         self._host.stop()
@@ -94,13 +97,14 @@ class ProcessTransport:
         self._reader.start()
         logger.info("engine process started (pid %s)", self._proc.pid)
 
-    def send(self, msg: Message) -> None:
+    def send(self, msg: Message) -> bool:
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         with self._send_lock:
             try:
                 self._conn.send_bytes(data)
-            except (OSError, ValueError):  # the engine is gone; the reader reports it
-                pass
+            except (OSError, ValueError):  # the engine is gone (its end of the pipe is closed)
+                return False
+        return True
 
     def stop(self, timeout: float = 30.0) -> None:
         self._stopping = True
@@ -139,7 +143,10 @@ class ProcessTransport:
 
 def run_engine_process(conn: Connection, settings: Settings, log_level: int) -> None:
     """The engine process: an `EngineHost` fed from the pipe until the server says stop or goes away."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group; the server stops us
+    # Ctrl-C reaches the whole process group, and systemd sends SIGTERM to the whole unit: the server stops the
+    # engine itself once its requests are drained (or the pipe closes when the server is gone).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     logging.basicConfig(level=log_level, format=LOG_FORMAT)
     from mlx_router.core.host import EngineHost
 
