@@ -174,7 +174,7 @@ class MediaDecoder:
     @staticmethod
     def _split_data_uri(url: str, label: str, param: str | None) -> tuple[str, str]:
         """(MIME type, base64 text) of a data: URI; only base64 ones are accepted."""
-        match = _DATA_URI.match(url)
+        match = _DATA_URI.match(url[:512])  # the header only: never scan megabytes for a missing comma
         if match is None or "base64" not in [p.strip().lower() for p in match.group(2).split(";")]:
             raise InvalidRequestError(
                 f"{label} is not a base64 data: URI (data:<type>;base64,<data>)", param=param, code="invalid_image_url"

@@ -106,7 +106,9 @@ class MediaBudget:
         with self._lock:
             self._file_parts += 1
             n = self._file_parts
-        return f"file {n} ({filename})" if filename else f"file {n}"
+        if not filename:
+            return f"file {n}"
+        return f"file {n} ({filename[:80]}{'...' if len(filename) > 80 else ''})"
 
     def charge_bytes(self, n: int, label: str, *, param: str | None = None, dry_run: bool = False) -> None:
         """Add `n` bytes of media to the request, or refuse past `max_request_media_mb`; `dry_run` checks only."""

@@ -65,6 +65,7 @@ class RenderJob:
             "max_pages": limits.max_pdf_pages,
             "max_pixels": limits.max_image_pixels,
             "dpi": limits.pdf_dpi,
+            "timeout_s": limits.pdf_timeout_s,
         }
 
 
@@ -90,6 +91,7 @@ class _Worker:
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             env=env,
+            start_new_session=True,  # a Ctrl-C meant for the server is the server's to handle (it closes us)
         )
         assert self.process.stdin is not None and self.process.stdout is not None
         self._in = self.process.stdin.fileno()
@@ -252,6 +254,9 @@ class PdfRenderer:
                 if worker.process.poll() is None:
                     return worker
                 worker.kill()
+        return self._start_worker()
+
+    def _start_worker(self) -> _Worker:
         worker = _Worker(self._memory_limit)
         try:
             worker.wait_ready(WORKER_START_TIMEOUT_S)
@@ -260,6 +265,13 @@ class PdfRenderer:
             message = "the PDF renderer could not start (is pypdfium2 installed?)"
             raise RouterError(message, code="pdf_unavailable") from e
         return worker
+
+    def warm(self) -> None:
+        """Start a worker now (blocks ~0.1-0.3 s), so that the first PDF does not wait for one."""
+        with self._lock:
+            if self._idle or self._closed:
+                return
+        self._return_worker(self._start_worker())
 
     def _return_worker(self, worker: _Worker) -> None:
         with self._lock:

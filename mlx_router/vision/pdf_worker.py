@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import struct
 import sys
 from typing import Any, BinaryIO
@@ -157,6 +158,11 @@ def _limit_memory(limit: int) -> None:
         pass  # not enforceable on this platform (macOS): the timeout and the process boundary still hold
 
 
+def _alarm(seconds: int) -> None:
+    if hasattr(signal, "alarm"):
+        signal.alarm(seconds)  # SIGALRM's default action ends the process
+
+
 def main(argv: list[str]) -> None:
     """Serve jobs from stdin until it closes."""
     requests = os.fdopen(os.dup(0), "rb")
@@ -174,6 +180,8 @@ def main(argv: list[str]) -> None:
         if frame is None:
             return
         job, data = frame
+        # The parent kills a worker that overruns; should the parent itself be gone, this ends the worker anyway.
+        _alarm(math.ceil(float(job.get("timeout_s", 60))) + 10)
         try:
             run_job(job, data, replies)
         except JobError as e:
@@ -183,6 +191,7 @@ def main(argv: list[str]) -> None:
         except Exception as e:  # noqa: BLE001  (any failure on hostile data is that PDF's fault)
             replies.write(encode_frame({"error": "invalid", "detail": f"{type(e).__name__}: {e}"}))
         replies.flush()
+        _alarm(0)
 
 
 if __name__ == "__main__":

@@ -230,6 +230,8 @@ def test_base64_forms(decoder: MediaDecoder) -> None:
         assert isinstance(decoder.decode_image_url(uri, budget), DecodedImage)
     assert refused(decoder.decode_image_url, "data:image/png;base64,@@@notbase64@@@", budget).code == "invalid_base64"
     assert refused(decoder.decode_image_url, "data:image/png,%89PNG", budget).code == "invalid_image_url"
+    no_comma = "data:image/png;base64" + "A" * 1_000_000
+    assert refused(decoder.decode_image_url, no_comma, budget).code == "invalid_image_url"
 
 
 # --- limits ----------------------------------------------------------------------------------------------------
