@@ -27,6 +27,7 @@ from mlx_router.parsing.pipeline import OutputPipeline
 from mlx_router.parsing.registry import get_reasoning_parser, get_tool_parser
 from mlx_router.parsing.tools.base import ToolChoiceMode
 from mlx_router.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice
+from mlx_router.serving.media import ChatMedia, MediaPreparer
 from mlx_router.serving.offload import INLINE_ENCODE_CHARS, INLINE_RENDER_CHARS, run_sized
 from mlx_router.serving.params import output_limit, sampling_params
 from mlx_router.serving.profiles import ModelProfile, ProfileStore
@@ -83,11 +84,20 @@ class PreparedChat:
         return OutputPipeline(reasoning, tools)
 
 
-def template_messages(messages: list[ChatMessage]) -> list[dict[str, Any]]:
-    """OpenAI messages as the dicts chat templates read (developer is system; text parts joined)."""
+def template_messages(
+    messages: list[ChatMessage], contents: dict[int, list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
+    """OpenAI messages as the dicts chat templates read (developer is system; text parts joined). `contents`:
+    content lists that replace those of the messages at their indexes (parts with images, `serving/media.py`)."""
     out: list[dict[str, Any]] = []
-    for m in messages:
-        d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
+    for index, m in enumerate(messages):
+        content: Any = m.text()
+        if contents and index in contents:
+            parts = contents[index]
+            # text alone (a PDF's text layer for a text model) is joined as text parts always are
+            texts_only = all(p.get("type") == "text" for p in parts)
+            content = "".join(str(p.get("text") or "") for p in parts) if texts_only else parts
+        d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": content}
         if m.name:
             d["name"] = m.name
         if m.tool_calls:
@@ -118,21 +128,22 @@ class ChatPreparer:
         self._settings = settings
         self._profiles = profiles
         self._monitor = monitor
+        self._media = MediaPreparer(settings)
 
     async def prepare(self, req: ChatCompletionRequest) -> PreparedChat:
         received = time.monotonic()
         profile = await self._profiles.get(req.model)
+        media = ChatMedia()
         if any(m.has_media() for m in req.messages):
-            # Never drop an image silently: a model that is not marked for vision refuses it, and image
-            # input itself (the vision pipeline) is not built yet.
-            if not profile.settings.supports_vision:
-                raise InvalidRequestError(f"{req.model} does not accept images or files", param="messages")
-            raise InvalidRequestError("image and file input is not supported by this server yet", param="messages")
+            media = await self._media.prepare(req.model, req.messages, profile.vision)
         plan = self._tool_plan(req, profile)
         kwargs = self._template_kwargs(req, profile)
         chars = sum(len(m.text() or "") for m in req.messages)
-        prompt_text = await run_sized(chars, INLINE_RENDER_CHARS, self._render, profile, req, plan, kwargs)
+        prompt_text = await run_sized(chars, INLINE_RENDER_CHARS, self._render, profile, req, plan, kwargs, media)
         tokens = await run_sized(len(prompt_text), INLINE_ENCODE_CHARS, profile.prompts.encode, prompt_text)
+        if media.images and profile.vision is not None:
+            counts = [profile.vision.token_count(i.width, i.height) for i in media.images]
+            tokens = profile.vision.expand(tokens, counts)
         limit = output_limit(
             req.output_limit(),
             profile.settings,
@@ -154,6 +165,10 @@ class ChatPreparer:
             grammar=grammar,
             ignore_eos=req.ignore_eos,
             received=received,
+            images=media.image_inputs(),
+            encode_bytes=max((profile.vision.encode_bytes(i.width, i.height) for i in media.images), default=0)
+            if profile.vision is not None
+            else 0,
         )
         return PreparedChat(
             gen.request_id,
@@ -176,10 +191,12 @@ class ChatPreparer:
         kwargs.update(req.chat_template_kwargs or {})
         return kwargs
 
-    def _render(self, profile: ModelProfile, req: ChatCompletionRequest, plan: ToolPlan, kwargs: dict) -> str:
+    def _render(
+        self, profile: ModelProfile, req: ChatCompletionRequest, plan: ToolPlan, kwargs: dict, media: ChatMedia
+    ) -> str:
         try:
             return profile.renderer.render(
-                template_messages(req.messages),
+                template_messages(req.messages, media.contents),
                 tools=plan.tools or None,
                 add_generation_prompt=True,
                 **kwargs,
