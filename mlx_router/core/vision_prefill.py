@@ -17,7 +17,7 @@ import mlx.core as mx
 from mlx_lm.generate import BatchGenerator
 
 from mlx_router.core.solo import BatchHandover
-from mlx_router.vision.adapter import ImageSpan, VisionAdapter
+from mlx_router.vision.adapter import Features, ImageSpan, VisionAdapter
 
 ROPE_SHIFT = "rope_shift"  # attribute of a request's first layer cache: its RoPE offset shift in the batch
 
@@ -65,7 +65,7 @@ class VisionSequence:
         self._chunk = chunk
         self._max_tokens = max_tokens
         self._to_encode = [s for s in spans if s.end > cached]
-        self._features: dict[int, mx.array] = {}  # by span start: held while this prompt is read
+        self._features: dict[int, Features] = {}  # by span start: held while this prompt is read
         self._positions: mx.array | None = None
         self._shift = 0
         self.fresh = True
@@ -92,7 +92,9 @@ class VisionSequence:
             n = min(self._chunk, self._end - self._done)
             lo, hi = self._done, self._done + n
             embeds = self._adapter.embeddings(self._prompt, lo, hi, self._spans, self._features)
-            self._adapter.prefill(self._prompt[lo:hi], embeds, self._cache, self._positions)
+            self._adapter.prefill(
+                self._prompt, lo, hi, embeds, self._cache, self._positions, self._spans, self._features
+            )
             self._done = hi
 
     def handover(self) -> BatchHandover:

@@ -37,17 +37,30 @@ class ImageSpan:
     image: ImageInput
 
 
+@dataclass(frozen=True)
+class Features:
+    """What the vision tower makes of one image: a row per image token, and (Qwen3-VL) the "deepstack"
+    features the language model adds to its first layers' hidden states at the image's positions."""
+
+    main: mx.array
+    deepstack: tuple[mx.array, ...] = ()
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.main.nbytes + sum(d.nbytes for d in self.deepstack))
+
+
 class FeatureCache:
     """Vision-tower outputs by image digest, least recently used out, bounded in bytes."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max = max_bytes
-        self._items: OrderedDict[str, mx.array] = OrderedDict()
+        self._items: OrderedDict[str, Features] = OrderedDict()
         self.nbytes = 0
         self.hits = 0
         self.misses = 0
 
-    def get(self, digest: str) -> mx.array | None:
+    def get(self, digest: str) -> Features | None:
         item = self._items.get(digest)
         if item is None:
             self.misses += 1
@@ -56,7 +69,7 @@ class FeatureCache:
         self._items.move_to_end(digest)
         return item
 
-    def put(self, digest: str, features: mx.array) -> None:
+    def put(self, digest: str, features: Features) -> None:
         if features.nbytes > self._max or digest in self._items:
             return
         self._items[digest] = features
@@ -77,6 +90,7 @@ class VisionAdapter:
         self.vlm = vlm
         self._processor = image_processor
         self.image_token_id = int(config.get("image_token_id", config.get("image_token_index", -1)))
+        self._family = str(config.get("model_type", ""))
         self.features = FeatureCache(feature_cache_bytes)
 
     # -- images --------------------------------------------------------------------------------------------
@@ -97,22 +111,24 @@ class VisionAdapter:
             raise InvalidRequestError(f"the prompt holds {len(runs)} images' tokens for {len(images)} images")
         return [ImageSpan(s, e, img) for (s, e), img in zip(runs, images, strict=True)]
 
-    def encode(self, span: ImageSpan) -> mx.array:
+    def encode(self, span: ImageSpan) -> Features:
         """The image's features (one row per token), from the cache or the vision tower."""
         image = span.image
         cached = self.features.get(image.digest)
-        if cached is not None and cached.shape[0] == span.end - span.start:
+        if cached is not None and cached.main.shape[0] == span.end - span.start:
             return cached
         pixels, grid = self._pixels(image)
         tower = self.vlm.vision_tower
         dtype = tower.patch_embed.proj.weight.dtype
-        features = tower(mx.array(pixels).astype(dtype), mx.array(grid), output_hidden_states=False)
-        if isinstance(features, tuple):
-            features = features[0]
-        mx.eval(features)
-        if features.shape[0] != span.end - span.start:
+        if self._family == "qwen3_vl":
+            main, deepstack = tower(mx.array(pixels).astype(dtype), mx.array(grid))
+            features = Features(main, tuple(deepstack))
+        else:
+            features = Features(tower(mx.array(pixels).astype(dtype), mx.array(grid), output_hidden_states=False))
+        mx.eval(features.main, *features.deepstack)
+        if features.main.shape[0] != span.end - span.start:
             raise InvalidRequestError(
-                f"an image of {image.width}x{image.height} gave {features.shape[0]} features for "
+                f"an image of {image.width}x{image.height} gave {features.main.shape[0]} features for "
                 f"{span.end - span.start} tokens"
             )
         self.features.put(image.digest, features)
@@ -141,29 +157,52 @@ class VisionAdapter:
         return position_ids, int(shift)
 
     def embeddings(
-        self, prompt: Sequence[int], start: int, end: int, spans: Sequence[ImageSpan], features: dict[int, mx.array]
+        self, prompt: Sequence[int], start: int, end: int, spans: Sequence[ImageSpan], features: dict[int, Features]
     ) -> mx.array:
         """Input embeddings of prompt[start:end] (1, n, hidden), image features (by span start, from `encode`)
         in place of image tokens."""
         embed = self.vlm.language_model.model.embed_tokens(mx.array([list(prompt[start:end])]))
-        for span in spans:
-            if span.end <= start or span.start >= end:
-                continue
+        for span, lo, hi in _overlaps(spans, start, end):
             found = features.get(span.start)
             if found is None:
                 found = features[span.start] = self.encode(span)
-            features_ = found.astype(embed.dtype)
-            lo, hi = max(span.start, start), min(span.end, end)
-            embed[0, lo - start : hi - start] = features_[lo - span.start : hi - span.start]
+            embed[0, lo - start : hi - start] = found.main[lo - span.start : hi - span.start].astype(embed.dtype)
         return embed
 
-    def prefill(self, tokens: Sequence[int], embeds: mx.array, cache: list[Any], position_ids: mx.array) -> None:
-        """Run a chunk of the prompt through mlx-vlm's language model into `cache` (lm-head output unused)."""
-        self.vlm.language_model(mx.array([list(tokens)]), inputs_embeds=embeds, cache=cache, position_ids=position_ids)
+    def prefill(
+        self,
+        prompt: Sequence[int],
+        start: int,
+        end: int,
+        embeds: mx.array,
+        cache: list[Any],
+        position_ids: mx.array,
+        spans: Sequence[ImageSpan],
+        features: dict[int, Features],
+    ) -> None:
+        """Run prompt[start:end] through mlx-vlm's language model into `cache` (its lm-head output is never
+        evaluated); Qwen3-VL's deepstack features go in beside, cut to the chunk."""
+        kwargs: dict[str, Any] = {}
+        inside = list(_overlaps(spans, start, end))
+        layers = max((len(features[s.start].deepstack) for s, _, _ in inside if s.start in features), default=0)
+        if layers:
+            mask = mx.array([[t == self.image_token_id for t in prompt[start:end]]])
+            kwargs["visual_pos_masks"] = mask
+            kwargs["deepstack_visual_embeds"] = [
+                mx.concatenate([features[s.start].deepstack[k][lo - s.start : hi - s.start] for s, lo, hi in inside])
+                for k in range(layers)
+            ]
+        ids = mx.array([list(prompt[start:end])])
+        self.vlm.language_model(ids, inputs_embeds=embeds, cache=cache, position_ids=position_ids, **kwargs)
         mx.eval([c.state for c in cache])
 
     def close(self) -> None:
         self.features.clear()
+
+
+def _overlaps(spans: Sequence[ImageSpan], start: int, end: int) -> list[tuple[ImageSpan, int, int]]:
+    """The images with tokens in prompt[start:end], each with the part of it there."""
+    return [(s, max(s.start, start), min(s.end, end)) for s in spans if s.end > start and s.start < end]
 
 
 def load_vision(path: Path, feature_cache_bytes: int) -> tuple[VisionAdapter, Any, dict[str, Any]]:

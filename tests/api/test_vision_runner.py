@@ -101,7 +101,7 @@ def tokens_and_logprobs(events: list[TokenEvent]) -> tuple[list[int], list[float
     return [t for e in events for t in e.tokens], [lp.logprob for e in events for lp in (e.logprobs or [])]
 
 
-@pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl"])
+@pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
 def setup(request: pytest.FixtureRequest, tiny_vlm_dir) -> Setup:
     return Setup(tiny_vlm_dir(request.param))
 
