@@ -16,6 +16,7 @@ from mlx_router import __version__
 from mlx_router.config.settings import ConfigError, Settings, load_settings
 
 logger = logging.getLogger("mlx_router")
+STARTUP_FAILURE = 3  # uvicorn's exit status when the server did not start
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(uvicorn: Any, app: Any, settings: Settings, level: str) -> None:
-    uvicorn.run(
+    from mlx_router.api.drain import drain
+    from mlx_router.server import DrainingServer
+
+    config = uvicorn.Config(
         app,
         host=settings.server.ip,
         port=settings.server.port,
@@ -100,6 +104,11 @@ def _serve(uvicorn: Any, app: Any, settings: Settings, level: str) -> None:
         # without sending a response", seen in this project's tests). Idle connections cost next to nothing.
         timeout_keep_alive=75,
     )
+    # SIGTERM drains the app first (mlx_router/server.py); uvicorn.run would cut running requests without a word.
+    server = DrainingServer(config, lambda seconds, hurry: drain(app, seconds, hurry), settings.server.drain_seconds)
+    server.run()
+    if not server.started:  # the port was taken, or the app did not start: as uvicorn.run exits
+        raise SystemExit(STARTUP_FAILURE)
 
 
 if __name__ == "__main__":

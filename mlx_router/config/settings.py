@@ -170,6 +170,9 @@ class ServerConfig(_Section):
     max_body_mb: float = Field(32.0, gt=0, description="Largest request body accepted (413 beyond).")
     cors_origins: list[str] = Field(default_factory=list, description="Browser origins allowed (CORS).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    drain_seconds: float = Field(
+        20.0, ge=0, description="On SIGTERM, how long running requests may go on before they are ended with an error."
+    )
     media: MediaLimits = Field(default_factory=MediaLimits, description="Limits on images and PDFs in requests.")
 
 

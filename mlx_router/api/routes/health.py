@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 
 from mlx_router import __version__
 from mlx_router.api.deps import ServicesDep
@@ -18,8 +18,10 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/v1/health")
-async def detailed_health(s: ServicesDep) -> dict[str, Any]:
+async def detailed_health(s: ServicesDep, request: Request) -> dict[str, Any]:
     report = s.engine.health()
     report["status"] = "ok" if report["worker_alive"] else "degraded"
+    if request.app.state.gate.closed:  # shutting down: new requests are refused
+        report["status"] = "draining"
     report["version"] = __version__
     return report
