@@ -21,7 +21,9 @@ async def health() -> dict[str, str]:
 async def detailed_health(s: ServicesDep, request: Request) -> dict[str, Any]:
     report = s.engine.health()
     report["status"] = "ok" if report["worker_alive"] else "degraded"
-    if request.app.state.gate.closed:  # shutting down: new requests are refused
+    gate = request.app.state.gate
+    report["http_requests_active"] = gate.active  # every request being served, wherever it is, health aside
+    if gate.closed:  # shutting down: new requests are refused
         report["status"] = "draining"
     report["version"] = __version__
     return report
