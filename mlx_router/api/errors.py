@@ -45,7 +45,8 @@ def validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
         return "the request body is not valid JSON", None
     if first.get("type") == "missing" and not loc:
         return "the request body is missing", None
-    param = ".".join(loc) or None
+    # A check of the whole body (a model validator) names the field it refused in its context.
+    param = ".".join(loc) or (first.get("ctx") or {}).get("param") or None
     msg = first.get("msg", "invalid value")
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]

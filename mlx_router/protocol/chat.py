@@ -16,6 +16,33 @@ from mlx_router.protocol.common import (
     Usage,
 )
 
+# Arguments the server itself passes to chat templates: a request may not set them (nor the names transformers'
+# apply_chat_template takes for itself). serving/templates.py's RESERVED_TEMPLATE_KWARGS is the same set.
+RESERVED_TEMPLATE_KWARGS = frozenset(
+    {
+        "messages",
+        "conversation",
+        "tools",
+        "documents",
+        "add_generation_prompt",
+        "continue_final_message",
+        "tokenize",
+        "return_dict",
+        "return_tensors",
+        "return_assistant_tokens_mask",
+        "chat_template",
+        "padding",
+        "truncation",
+        "max_length",
+        "tokenizer_kwargs",
+        "processor_kwargs",
+        "bos_token",
+        "eos_token",
+        "pad_token",
+        "unk_token",
+    }
+)
+
 ContentPartType = Literal["text", "image_url", "input_image", "file", "input_audio", "refusal"]
 
 
@@ -111,6 +138,14 @@ class ChatCompletionRequest(SamplingFields):
     def _schema_given(cls, v: ResponseFormat | None) -> ResponseFormat | None:
         if v is not None and v.type == "json_schema" and (v.json_schema is None or v.json_schema.schema_ is None):
             raise ValueError("json_schema.schema is required when type is json_schema")
+        return v
+
+    @field_validator("chat_template_kwargs")
+    @classmethod
+    def _kwargs_not_reserved(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        reserved = sorted(set(v or ()) & RESERVED_TEMPLATE_KWARGS)
+        if reserved:
+            raise ValueError(f"may not set {', '.join(reserved)}: the server sets them")
         return v
 
     def output_limit(self) -> int | None:

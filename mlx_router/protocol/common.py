@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 16
+MAX_SEED = 2**64 - 1  # seeds are PRNG keys of 64 bits
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class OpenAIModel(BaseModel):
@@ -73,13 +77,28 @@ class SamplingFields(OpenAIModel):
     presence_penalty: float | None = Field(None, ge=-2, le=2)
     frequency_penalty: float | None = Field(None, ge=-2, le=2)
     logit_bias: dict[str, float] | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=0, le=MAX_SEED)
     stop: str | list[str] | None = None
     n: int | None = Field(None, ge=1)
     stream: bool | None = None
     stream_options: StreamOptions | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says (benchmarks)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        # JSON may escape half of a UTF-16 pair ("\ud800"); such text has no UTF-8 form, so tokenizers and
+        # encoders would fail on it deep inside the server. Refused here, naming the field.
+        where = lone_surrogate_path(data)
+        if where is not None:
+            raise PydanticCustomError(
+                "lone_surrogate",
+                "the text holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), "
+                "which is not valid Unicode",
+                {"param": where},
+            )
+        return data
 
     @field_validator("stop")
     @classmethod
@@ -100,6 +119,26 @@ class SamplingFields(OpenAIModel):
             return []
         stops = [self.stop] if isinstance(self.stop, str) else list(self.stop)
         return [s for s in stops if s]
+
+
+def lone_surrogate_path(value: Any) -> str | None:
+    """The dotted path of the first string (or object key) in `value` that holds a lone surrogate, or None.
+    Walked with a stack of its own: JSON may nest deeper than Python's recursion allows."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, item = stack.pop()
+        if isinstance(item, str):
+            if not item.isascii() and _SURROGATE.search(item) is not None:
+                return path or "(body)"
+        elif isinstance(item, dict):
+            for key, child in reversed(item.items()):
+                where = f"{path}.{key}" if path else str(key)
+                if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key) is not None:
+                    return where.encode("utf-8", "backslashreplace").decode()  # the path must be valid text
+                stack.append((where, child))
+        elif isinstance(item, list):
+            stack.extend((f"{path}.{i}" if path else str(i), child) for i, child in reversed(list(enumerate(item))))
+    return None
 
 
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "error"]
