@@ -76,6 +76,15 @@ def tiny_vlm_dir(model_cache_root: Path) -> Callable[[str], Path]:
 
 
 @pytest.fixture(scope="session")
+def trained_vlm_dir(model_cache_root: Path) -> Path:
+    """A tiny qwen2_vl trained to name the colour (red, green, blue, yellow, white, black) of a solid-colour image
+    for one prompt (``tests.fixtures.vlm_training.colour_messages``); built in ~20 s on the first run."""
+    from tests.fixtures import vlm
+
+    return vlm.cached_trained_vlm(model_cache_root)
+
+
+@pytest.fixture(scope="session")
 def models_root(
     tmp_path_factory: pytest.TempPathFactory,
     random_llm_dir: Path,

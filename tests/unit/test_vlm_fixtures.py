@@ -218,3 +218,23 @@ def test_precomputed_image_features_go_in_as_cached_image_features(
         assert mx.array_equal(fresh.deepstack_visual_embeds[0], deepstack[0])
     else:
         assert fresh.deepstack_visual_embeds is None
+
+
+def test_trained_vlm_names_the_colour_of_images_it_never_saw(trained_vlm_dir: Path) -> None:
+    from tests.fixtures import vlm_training
+    from tests.fixtures.cache import build_info
+
+    model, processor = _load(trained_vlm_dir)
+    tok = processor.tokenizer
+    info = build_info(trained_vlm_dir)
+    # the prompt it was trained on, as a server renders OpenAI parts (image_url renders like image)
+    image_url = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    messages = vlm_training.colour_messages(image_url)
+    rendered = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=True, return_dict=False)
+    assert list(rendered) == info["prompt_ids"] == tok.encode(vlm_training.prompt_text(tok), add_special_tokens=False)
+    answers = {}
+    for colour in vlm_training.COLOURS:
+        # a size, shade and noise seed outside the training set
+        image = vlm_training.colour_image(colour, 80, 120, shade=-15, noise=8, seed=99)
+        answers[colour] = vlm_training.answer(model, processor, image)
+    assert answers == {colour: colour for colour in vlm_training.COLOURS}
