@@ -67,13 +67,14 @@ class VisionSequence:
         self._to_encode = [s for s in spans if s.end > cached]
         self._features: dict[int, Features] = {}  # by span start: held while this prompt is read
         self._positions: mx.array | None = None
+        self._placed = False  # positions computed (none for families without mrope)
         self._shift = 0
         self.fresh = True
 
     @property
     def prefilled(self) -> bool:
         """Every image is in the cache: the rest is text for the batch."""
-        return self._positions is not None and self._done >= self._end
+        return self._placed and self._done >= self._end
 
     def cache_nbytes(self) -> int:
         return int(sum(c.nbytes for c in self._cache))
@@ -81,8 +82,9 @@ class VisionSequence:
     def step(self) -> None:
         """One image through the vision tower, or one chunk of the prompt through the language model."""
         self.fresh = False
-        if self._positions is None:
+        if not self._placed:
             self._positions, self._shift = self._adapter.positions(self._prompt, self._spans)
+            self._placed = True
             return
         if self._to_encode:
             span = self._to_encode.pop(0)

@@ -140,6 +140,9 @@ class ChatPreparer:
         kwargs = self._template_kwargs(req, profile)
         chars = sum(len(m.text() or "") for m in req.messages)
         prompt_text = await run_sized(chars, INLINE_RENDER_CHARS, self._render, profile, req, plan, kwargs, media)
+        if media.images and profile.vision is not None:
+            counts = [profile.vision.token_count(i.width, i.height) for i in media.images]
+            prompt_text = profile.vision.expand_text(prompt_text, counts)
         tokens = await run_sized(len(prompt_text), INLINE_ENCODE_CHARS, profile.prompts.encode, prompt_text)
         if media.images and profile.vision is not None:
             counts = [profile.vision.token_count(i.width, i.height) for i in media.images]

@@ -91,6 +91,8 @@ class VisionAdapter:
         self._processor = image_processor
         self.image_token_id = int(config.get("image_token_id", config.get("image_token_index", -1)))
         self._family = str(config.get("model_type", ""))
+        floats = [p for _, p in tree_flatten(vlm.vision_tower.parameters()) if mx.issubdtype(p.dtype, mx.floating)]
+        self._tower_dtype = floats[0].dtype if floats else mx.float32  # pixels go in as the tower's weights are
         self.features = FeatureCache(feature_cache_bytes)
 
     # -- images --------------------------------------------------------------------------------------------
@@ -119,10 +121,16 @@ class VisionAdapter:
             return cached
         pixels, grid = self._pixels(image)
         tower = self.vlm.vision_tower
-        dtype = tower.patch_embed.proj.weight.dtype
+        dtype = self._tower_dtype
         if self._family == "qwen3_vl":
             main, deepstack = tower(mx.array(pixels).astype(dtype), mx.array(grid))
             features = Features(main, tuple(deepstack))
+        elif self._family == "gemma3":
+            # the projector's output, scaled down as mlx-vlm's merge does (its language model scales all
+            # input embeddings up by the same factor)
+            hidden = tower(mx.array(pixels).transpose(0, 2, 3, 1).astype(dtype), output_hidden_states=True)[0]
+            scale = float(self.vlm.config.hidden_size) ** 0.5  # mlx-vlm divides by the top-level size
+            features = Features(self.vlm.multi_modal_projector(hidden)[0] / scale)
         else:
             features = Features(tower(mx.array(pixels).astype(dtype), mx.array(grid), output_hidden_states=False))
         mx.eval(features.main, *features.deepstack)
@@ -144,12 +152,15 @@ class VisionAdapter:
 
         picture = Image.frombytes("RGB", (image.width, image.height), image.rgb)
         out = self._processor(images=[picture], return_tensors="np")
-        grid = np.asarray(out["image_grid_thw"]).astype(np.int64).tolist()
+        grid = np.asarray(out["image_grid_thw"]).astype(np.int64).tolist() if "image_grid_thw" in out else []
         return np.asarray(out["pixel_values"]), grid
 
     # -- prompts -------------------------------------------------------------------------------------------
-    def positions(self, prompt: Sequence[int], spans: Sequence[ImageSpan]) -> tuple[mx.array, int]:
-        """The prompt's mrope position ids (3, 1, L) and the RoPE shift of the text after its last image."""
+    def positions(self, prompt: Sequence[int], spans: Sequence[ImageSpan]) -> tuple[mx.array | None, int]:
+        """The prompt's mrope position ids (3, 1, L) and the RoPE shift of the text after its last image (none
+        and 0 for families whose images take one position per token)."""
+        if self._family == "gemma3":
+            return None, 0
         grids = mx.array([self.grid(s.image) for s in spans])
         ids = mx.array([list(prompt)])
         position_ids, deltas = self.vlm.language_model.get_rope_index(ids, grids, None, None)
@@ -176,7 +187,7 @@ class VisionAdapter:
         end: int,
         embeds: mx.array,
         cache: list[Any],
-        position_ids: mx.array,
+        position_ids: mx.array | None,
         spans: Sequence[ImageSpan],
         features: dict[int, Features],
     ) -> None:
@@ -192,8 +203,10 @@ class VisionAdapter:
                 mx.concatenate([features[s.start].deepstack[k][lo - s.start : hi - s.start] for s, lo, hi in inside])
                 for k in range(layers)
             ]
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
         ids = mx.array([list(prompt[start:end])])
-        self.vlm.language_model(ids, inputs_embeds=embeds, cache=cache, position_ids=position_ids, **kwargs)
+        self.vlm.language_model(ids, inputs_embeds=embeds, cache=cache, **kwargs)
         mx.eval([c.state for c in cache])
 
     def close(self) -> None:

@@ -26,7 +26,11 @@ HANDOVER_FAMILIES: dict[str, tuple[int, int]] = {
     "qwen2_vl": (14, 2),
     "qwen2_5_vl": (14, 2),
     "qwen3_vl": (16, 2),
+    "gemma3": (14, 4),
 }
+# Gemma 3's processor writes each image as text around a fixed number of soft tokens, before tokenizing (the
+# newlines merge with the template's in BPE, so the expansion must happen on the text).
+GEMMA_BOI, GEMMA_SOFT, GEMMA_EOI = "<start_of_image>", "<image_soft_token>", "<end_of_image>"
 MAX_ASPECT_RATIO = 200  # the processors refuse more
 
 
@@ -42,6 +46,7 @@ class VisionSpec:
     max_pixels: int
     tower_heads: int = 16
     tower_width: int = 1280
+    fixed: tuple[int, int, int] | None = None  # (width, height, tokens): every image resized to one size (Gemma)
 
     @property
     def factor(self) -> int:
@@ -50,6 +55,8 @@ class VisionSpec:
     def target_size(self, width: int, height: int, cap_pixels: int | None = None) -> tuple[int, int]:
         """(width, height) the model sees this image at: the processor's own resize, with the pixel cap
         (`cap_pixels`, a model setting) applied first when it is tighter than the model's own bound."""
+        if self.fixed is not None:
+            return self.fixed[0], self.fixed[1]
         if min(width, height) <= 0:
             raise InvalidRequestError("an image has no pixels", param="messages", code="invalid_image")
         if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
@@ -64,24 +71,39 @@ class VisionSpec:
 
     def token_count(self, width: int, height: int) -> int:
         """Prompt tokens of an image already at its target size."""
+        if self.fixed is not None:
+            return self.fixed[2]
         return (width // self.factor) * (height // self.factor)
 
     def encode_bytes(self, width: int, height: int) -> int:
         """Memory the vision tower's activations may take for this image (attention over all its patches, in
         float32, dominates): counted against the memory budget like a KV cache while it is encoded."""
         patches = (width // self.patch_size) * (height // self.patch_size)
+        if self.fixed is not None:
+            return 4 * patches * (self.tower_heads * patches + 16 * self.tower_width) + 4 * self.fixed[2] * 1024
         return 4 * patches * (self.tower_heads * patches + 16 * self.tower_width)
 
+    def expand_text(self, text: str, counts: Sequence[int]) -> str:
+        """The prompt text with each image placeholder written out, for families that expand text (Gemma);
+        others are expanded on the ids (`expand`)."""
+        if self.fixed is None:
+            return text
+        pieces = text.split(GEMMA_BOI)
+        if len(pieces) - 1 != len(counts):
+            raise _placeholder_mismatch(len(pieces) - 1, len(counts))
+        out = [pieces[0]]
+        for count, piece in zip(counts, pieces[1:], strict=True):
+            out.append(f"\n\n{GEMMA_BOI}{GEMMA_SOFT * count}{GEMMA_EOI}\n\n{piece}")
+        return "".join(out)
+
     def expand(self, ids: Sequence[int], counts: Sequence[int]) -> list[int]:
-        """The prompt with each image's single placeholder repeated once per token of that image."""
+        """The prompt with each image's single placeholder repeated once per token of that image (families whose
+        text was expanded already are returned as they are)."""
+        if self.fixed is not None:
+            return list(ids)
         places = [i for i, t in enumerate(ids) if t == self.image_token_id]
         if len(places) != len(counts):
-            raise InvalidRequestError(
-                f"the chat template placed {len(places)} image placeholders for {len(counts)} images; "
-                "this model's template does not place every image",
-                param="messages",
-                code="image_placeholders",
-            )
+            raise _placeholder_mismatch(len(places), len(counts))
         out: list[int] = []
         last = 0
         for place, count in zip(places, counts, strict=True):
@@ -90,6 +112,15 @@ class VisionSpec:
             last = place + 1
         out.extend(ids[last:])
         return out
+
+
+def _placeholder_mismatch(places: int, images: int) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"the chat template placed {places} image placeholders for {images} images; "
+        "this model's template does not place every image",
+        param="messages",
+        code="image_placeholders",
+    )
 
 
 def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
@@ -123,6 +154,8 @@ def read_vision_spec(path: Path, config: dict[str, Any]) -> VisionSpec | None:
         return None
     patch, merge = HANDOVER_FAMILIES[family]
     vision = config["vision_config"]
+    if family == "gemma3":
+        return _gemma_spec(path, config, token, vision)
     patch = int(vision.get("patch_size", patch))
     merge = int(vision.get("spatial_merge_size", merge))
     pre = _read_json(path / "preprocessor_config.json")
@@ -134,6 +167,27 @@ def read_vision_spec(path: Path, config: dict[str, Any]) -> VisionSpec | None:
     heads = int(vision.get("num_heads", 16))
     width = int(vision.get("embed_dim", vision.get("hidden_size", 1280)))
     return VisionSpec(family, token, patch, merge, min_pixels, max_pixels, heads, width)
+
+
+def _gemma_spec(path: Path, config: dict[str, Any], token: int, vision: dict[str, Any]) -> VisionSpec:
+    pre = _read_json(path / "preprocessor_config.json")
+    size = pre["size"] if isinstance(pre.get("size"), dict) else {}
+    width, height = int(size.get("width", 896)), int(size.get("height", 896))
+    proc = _read_json(path / "processor_config.json")
+    tokens = int(proc.get("image_seq_length") or pre.get("image_seq_length") or config.get("mm_tokens_per_image", 256))
+    patch = int(vision.get("patch_size", 14))
+    heads = int(vision.get("num_attention_heads", 16))
+    return VisionSpec(
+        "gemma3",
+        token,
+        patch,
+        1,
+        width * height,
+        width * height,
+        heads,
+        int(vision.get("hidden_size", 1152)),
+        fixed=(width, height, tokens),
+    )
 
 
 def _read_json(path: Path) -> dict[str, Any]:

@@ -51,12 +51,15 @@ def vlm_path(tiny_vlm_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(tmp_path_factory: pytest.TempPathFactory, vlm_path: Path, random_llm_dir: Path) -> Iterator[TestClient]:
+def client(
+    tmp_path_factory: pytest.TempPathFactory, vlm_path: Path, random_llm_dir: Path, tiny_vlm_dir
+) -> Iterator[TestClient]:
     root = tmp_path_factory.mktemp("vision-models")
     (root / VLM).symlink_to(vlm_path, target_is_directory=True)
+    (root / "tiny-gemma").symlink_to(tiny_vlm_dir("gemma3"), target_is_directory=True)
     (root / "tiny-a").symlink_to(random_llm_dir, target_is_directory=True)
     settings = parse_settings(
-        {"defaults": {"model_directory": str(root), "scan_hf_cache": False, "max_tokens": 32, "cache_size": 2}}
+        {"defaults": {"model_directory": str(root), "scan_hf_cache": False, "max_tokens": 32, "cache_size": 3}}
     )
     with TestClient(create_app(settings)) as c:
         yield c
@@ -81,11 +84,13 @@ def target(pil: Image.Image, path: Path) -> Image.Image:
 
 def test_models_say_which_take_images(client: TestClient) -> None:
     cards = {m["id"]: m for m in client.get("/v1/models").json()["data"]}
-    assert cards[VLM]["supports_vision"] is True
+    assert cards[VLM]["supports_vision"] is True and cards["tiny-gemma"]["supports_vision"] is True
     assert cards["tiny-a"]["supports_vision"] is False
 
 
-def test_answer_equals_mlx_vlm_streamed_or_not(client: TestClient, vlm_path: Path) -> None:
+@pytest.mark.parametrize("model", [VLM, "tiny-gemma"])
+def test_answer_equals_mlx_vlm_streamed_or_not(client: TestClient, model: str, tiny_vlm_dir) -> None:
+    vlm_path = tiny_vlm_dir("qwen2_vl" if model == VLM else "gemma3")
     pil = picture(7)
     messages = [{"role": "user", "content": [image_part(pil), {"type": "text", "text": "Describe it"}]}]
     text = rendered(
@@ -94,7 +99,7 @@ def test_answer_equals_mlx_vlm_streamed_or_not(client: TestClient, vlm_path: Pat
     ref_tokens, ref_logprobs, ref_ids = reference(vlm_path, target(pil, vlm_path), text)
     ref_tokens, ref_logprobs = ref_tokens[:N], ref_logprobs[:N]
 
-    r = client.post(CHAT, json=chat(VLM, messages, logprobs=True))
+    r = client.post(CHAT, json=chat(model, messages, logprobs=True))
     assert r.status_code == 200, r.text
     out = r.json()
     assert out["usage"]["prompt_tokens"] == len(ref_ids)  # image tokens counted
@@ -105,7 +110,7 @@ def test_answer_equals_mlx_vlm_streamed_or_not(client: TestClient, vlm_path: Pat
     expected = AutoTokenizer.from_pretrained(str(vlm_path)).decode(ref_tokens)
     assert out["choices"][0]["message"]["content"] == expected.lstrip()  # the answer's leading space is dropped
 
-    with client.stream("POST", CHAT, json=chat(VLM, messages, stream=True)) as s:
+    with client.stream("POST", CHAT, json=chat(model, messages, stream=True)) as s:
         assert s.status_code == 200
         pieces = []
         for line in s.iter_lines():

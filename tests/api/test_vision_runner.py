@@ -20,6 +20,7 @@ from mlx_router.vision.media import DecodedImage
 from mlx_router.vision.spec import read_vision_spec
 
 TEXT = "<|im_start|>user\n<|vision_start|><|image_pad|><|vision_end|>Describe it<|im_end|>\n<|im_start|>assistant\n"
+GEMMA_TEXT = "<bos><start_of_turn>user\n<start_of_image>Describe it<end_of_turn>\n<start_of_turn>model\n"
 N = 10
 
 
@@ -36,6 +37,7 @@ class Setup:
         self.tokenizer = load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
         self.adapter, self.text_model, _ = load_vision(path, 1 << 28)
         self.path = path
+        self.text = GEMMA_TEXT if config["model_type"] == "gemma3" else TEXT
 
     def image(self, seed: int) -> tuple[Image.Image, ImageInput]:
         pil = picture(seed)
@@ -44,9 +46,10 @@ class Setup:
         d = DecodedImage.from_pil(pil)
         return pil, ImageInput(d.digest, d.width, d.height, d.rgb)
 
-    def prompt(self, image: ImageInput, text: str = TEXT) -> list[int]:
-        base = self.tokenizer.encode(text, add_special_tokens=False)
-        return self.spec.expand(base, [self.spec.token_count(image.width, image.height)])
+    def prompt(self, image: ImageInput, text: str | None = None) -> list[int]:
+        counts = [self.spec.token_count(image.width, image.height)]
+        expanded = self.spec.expand_text(text or self.text, counts)
+        return self.spec.expand(self.tokenizer.encode(expanded, add_special_tokens=False), counts)
 
     def runner(self, **config: object) -> ModelRunner:
         cfg = RunnerConfig(**{"prefix_cache_bytes": 0, **config})  # type: ignore[arg-type]
@@ -60,17 +63,13 @@ def reference(path: Path, pil: Image.Image, text: str = TEXT) -> tuple[list[int]
     from mlx_vlm.utils import prepare_inputs
 
     model, processor = load(str(path))
-    inputs = prepare_inputs(processor, images=[pil], prompts=[text], image_token_index=model.config.image_token_id)
+    token = getattr(model.config, "image_token_id", None) or model.config.image_token_index
+    inputs = prepare_inputs(processor, images=[pil], prompts=[text], image_token_index=token)
     ids = inputs["input_ids"]
     tokens, logprobs = [], []
+    extra = {"image_grid_thw": inputs["image_grid_thw"]} if "image_grid_thw" in inputs else {}
     steps = generate_step(
-        ids,
-        model,
-        inputs["pixel_values"],
-        inputs.get("attention_mask"),
-        temperature=0.0,
-        max_tokens=N,
-        image_grid_thw=inputs["image_grid_thw"],
+        ids, model, inputs["pixel_values"], inputs.get("attention_mask"), temperature=0.0, max_tokens=N, **extra
     )
     for token, lp in steps:
         tokens.append(int(token))
@@ -101,7 +100,7 @@ def tokens_and_logprobs(events: list[TokenEvent]) -> tuple[list[int], list[float
     return [t for e in events for t in e.tokens], [lp.logprob for e in events for lp in (e.logprobs or [])]
 
 
-@pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+@pytest.fixture(scope="module", params=["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "gemma3"])
 def setup(request: pytest.FixtureRequest, tiny_vlm_dir) -> Setup:
     return Setup(tiny_vlm_dir(request.param))
 
@@ -109,7 +108,7 @@ def setup(request: pytest.FixtureRequest, tiny_vlm_dir) -> Setup:
 @pytest.mark.parametrize(("chunk", "company"), [(512, 0), (16, 0), (16, 3)])
 def test_image_prompt_matches_mlx_vlm(setup: Setup, chunk: int, company: int) -> None:
     pil, image = setup.image(1)
-    ref_tokens, ref_logprobs, ref_ids = reference(setup.path, pil)
+    ref_tokens, ref_logprobs, ref_ids = reference(setup.path, pil, setup.text)
     prompt = setup.prompt(image)
     assert prompt == ref_ids  # the HTTP side's expansion is the processor's
     texts = [
@@ -149,7 +148,7 @@ def test_second_turn_reuses_the_image_prefix_and_another_image_does_not(setup: S
     first = setup.prompt(image)
     (turn1,) = run(runner, [vision_request("a", first, image)])
     reply, _ = tokens_and_logprobs(turn1)
-    follow = setup.tokenizer.encode("<|im_end|>\n<|im_start|>user\nAnd now?<|im_end|>\n<|im_start|>assistant\n")
+    follow = setup.tokenizer.encode("\nAnd now?\n", add_special_tokens=False)
     second = first + reply + follow
     misses = setup.adapter.features.misses
     (turn2,) = run(runner, [vision_request("b", second, image)])
