@@ -91,7 +91,8 @@ class VisionAdapter:
         self._processor = image_processor
         self.image_token_id = int(config.get("image_token_id", config.get("image_token_index", -1)))
         self._family = str(config.get("model_type", ""))
-        floats = [p for _, p in tree_flatten(vlm.vision_tower.parameters()) if mx.issubdtype(p.dtype, mx.floating)]
+        params: list[Any] = [item[1] for item in tree_flatten(vlm.vision_tower.parameters())]
+        floats = [p for p in params if mx.issubdtype(p.dtype, mx.floating)]
         self._tower_dtype = floats[0].dtype if floats else mx.float32  # pixels go in as the tower's weights are
         self.features = FeatureCache(feature_cache_bytes)
 
