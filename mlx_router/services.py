@@ -37,11 +37,12 @@ class Services:
     completions: CompletionService
 
     async def aclose(self) -> None:
-        """Stop the engine (it unloads every model first), off the event loop."""
+        """Stop the engine (it unloads every model first) and the PDF workers, off the event loop."""
         try:
             await asyncio.to_thread(self.client.stop)
         except Exception:  # shutting down: log and go on
             logger.exception("error while stopping the engine")
+        await asyncio.to_thread(self.chat_preparer.close)
 
 
 def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Services:

@@ -130,6 +130,10 @@ class ChatPreparer:
         self._monitor = monitor
         self._media = MediaPreparer(settings)
 
+    def close(self) -> None:
+        """End the media decoder's PDF workers."""
+        self._media.close()
+
     async def prepare(self, req: ChatCompletionRequest) -> PreparedChat:
         received = time.monotonic()
         profile = await self._profiles.get(req.model)

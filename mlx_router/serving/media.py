@@ -44,6 +44,9 @@ class MediaPreparer:
         self._settings = settings
         self._decoder = MediaDecoder(settings.server.media)
 
+    def close(self) -> None:
+        self._decoder.close()
+
     async def prepare(self, model_id: str, messages: list[ChatMessage], vision: Any) -> ChatMedia:
         """`vision`: the model's VisionSpec, or None for a model without images."""
         ms = self._settings.model_settings(model_id)
