@@ -106,7 +106,7 @@ def test_mlx_vlm_generates_with_an_image_offline(family: str, tiny_vlm_dir: Call
 
     from mlx_vlm import generate
 
-    from tests.fixtures.vlm import expand_image_placeholders
+    from tests.fixtures.vlm_tokens import expand_image_placeholders
 
     assert os.environ.get("HF_HUB_OFFLINE") == "1"
     path = tiny_vlm_dir(family)
@@ -157,7 +157,7 @@ def test_mlx_lm_text_class_matches_the_vlm_language_model(family: str, tiny_vlm_
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_image_token_count_is_the_processors(family: str, tiny_vlm_dir: Callable[[str], Path]) -> None:
-    from tests.fixtures.vlm import image_token_count
+    from tests.fixtures.vlm_tokens import image_token_count
 
     path = tiny_vlm_dir(family)
     _, processor = _load(path)
@@ -174,7 +174,7 @@ def test_image_token_count_is_the_processors(family: str, tiny_vlm_dir: Callable
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_expanded_placeholders_tokenize_to_the_processors_ids(family: str, tiny_vlm_dir: Callable[[str], Path]) -> None:
-    from tests.fixtures.vlm import expand_image_placeholders
+    from tests.fixtures.vlm_tokens import expand_image_placeholders
 
     path = tiny_vlm_dir(family)
     _, processor = _load(path)
