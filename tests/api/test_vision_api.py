@@ -200,3 +200,34 @@ def test_bad_images_are_400s(client: TestClient, url: str, words: str) -> None:
     assert r.status_code == 400, r.text
     assert words in r.json()["error"]["message"].lower()
     assert client.post(CHAT, json=chat(VLM, [{"role": "user", "content": "still fine"}])).status_code == 200
+
+
+def test_context_limit_counts_image_tokens_before_any_work(client: TestClient, vlm_path: Path) -> None:
+    context = json.loads((vlm_path / "config.json").read_text())["max_position_embeddings"]
+    pil = picture(9, size=(448, 448))
+    messages = [{"role": "user", "content": [image_part(pil), {"type": "text", "text": "hi"}]}]
+    prompt = client.post(CHAT, json=chat(VLM, messages)).json()["usage"]["prompt_tokens"]
+    assert prompt > 60  # the image is most of it
+    r = client.post(CHAT, json=chat(VLM, messages, max_tokens=context - prompt + 1))
+    assert r.status_code == 400 and "context" in r.json()["error"]["message"]
+    with client.stream("POST", CHAT, json=chat(VLM, messages, max_tokens=context - prompt, stream=True)) as s:
+        assert s.status_code == 200  # exactly full: accepted (the stream is closed at once)
+
+
+def test_structured_output_and_seeds_work_on_image_requests(client: TestClient) -> None:
+    messages = [{"role": "user", "content": [image_part(picture(10)), {"type": "text", "text": "as JSON"}]}]
+    schema = {
+        "type": "object",
+        "properties": {"c": {"type": "string", "maxLength": 5}},
+        "required": ["c"],
+        "additionalProperties": False,
+    }
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    r = client.post(CHAT, json=chat(VLM, messages, response_format=fmt, max_tokens=300, ignore_eos=False))
+    assert r.status_code == 200, r.text
+    assert set(json.loads(r.json()["choices"][0]["message"]["content"])) == {"c"}
+    sampled = [
+        client.post(CHAT, json=chat(VLM, messages, temperature=1.0, seed=s)).json()["choices"][0]["message"]["content"]
+        for s in (5, 5, 6)
+    ]
+    assert sampled[0] == sampled[1] != sampled[2]
