@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 MAX_STOP_SEQUENCES = 16
@@ -17,6 +18,16 @@ class OpenAIModel(BaseModel):
     """Base for request bodies: unknown fields are ignored, as OpenAI-compatible clients send extras."""
 
     model_config = ConfigDict(extra="ignore", populate_by_name=True)
+
+
+def _finite_logprob(value: float) -> float:
+    # A token the sampler ruled out has log-probability -inf (and extreme penalties can give NaN); JSON has no
+    # such numbers, so they are written as OpenAI writes an impossible token's: -9999.0.
+    return value if math.isfinite(value) else -9999.0
+
+
+FiniteLogprob = Annotated[float, PlainSerializer(_finite_logprob, return_type=float)]
+"""A log-probability as written in responses: always a finite JSON number."""
 
 
 class ErrorBody(BaseModel):
@@ -49,13 +60,13 @@ class StreamOptions(OpenAIModel):
 
 class TopLogprob(BaseModel):
     token: str
-    logprob: float
+    logprob: FiniteLogprob
     bytes: list[int] | None = None
 
 
 class TokenLogprobOut(BaseModel):
     token: str
-    logprob: float
+    logprob: FiniteLogprob
     bytes: list[int] | None = None
     top_logprobs: list[TopLogprob] = Field(default_factory=list)
 

@@ -6,13 +6,13 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from mlx_router.protocol.common import FinishReason, SamplingFields, Usage
+from mlx_router.protocol.common import FinishReason, FiniteLogprob, SamplingFields, Usage
 
 
 class LegacyLogprobs(BaseModel):
     tokens: list[str] = Field(default_factory=list)
-    token_logprobs: list[float] = Field(default_factory=list)
-    top_logprobs: list[dict[str, float]] | None = None
+    token_logprobs: list[FiniteLogprob] = Field(default_factory=list)
+    top_logprobs: list[dict[str, FiniteLogprob]] | None = None
     text_offset: list[int] = Field(default_factory=list)
 
 

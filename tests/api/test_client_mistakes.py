@@ -88,3 +88,18 @@ def test_protocol_and_renderer_reserve_the_same_names() -> None:
     from mlx_router.protocol.chat import RESERVED_TEMPLATE_KWARGS
 
     assert RESERVED_TEMPLATE_KWARGS == RENDERER_RESERVED
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_impossible_tokens_have_finite_logprobs(app_client: TestClient, stream: bool) -> None:
+    # Found by the fuzzer (test_request_fuzz.py): a near-zero repetition penalty drives logits to infinity,
+    # and a -inf log-probability is not JSON (500 before; streams wrote "-Infinity").
+    extreme = {"repetition_penalty": 1.5e-199, "max_tokens": 3, "stream": stream}
+    r1 = app_client.post("/v1/completions", json={"model": "tiny-a", "prompt": "0 0 0", "logprobs": 2, **extreme})
+    r2 = app_client.post(CHAT, json=chat(logprobs=True, top_logprobs=2, **extreme))
+    for r in (r1, r2):
+        assert r.status_code == 200, r.text
+        bodies = [line[6:] for line in r.text.splitlines() if line.startswith("data: {")] if stream else [r.text]
+        assert bodies
+        for text in bodies:
+            json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in {text}"))
