@@ -191,6 +191,11 @@ class ModelSettings(_Section):
     supports_tools: bool | None = None
     supports_vision: bool | None = None
     vision_max_pixels: int | None = Field(None, ge=3136, description="defaults.vision_max_pixels for this model.")
+    vision_path: Literal["handover", "solo"] | None = Field(
+        None,
+        description="handover: mlx-vlm reads the images, the shared batch decodes (Qwen-VL, Gemma 3); solo: "
+        "mlx-vlm's own generation, one request at a time (any family mlx-vlm knows); null: chosen by family.",
+    )
     pdf_mode: Literal["images", "text", "both"] | None = None
     memory_pressure_max_tokens: dict[PressureLevel, int] = Field(default_factory=dict)
     tool_parser: str | None = None
@@ -234,14 +239,24 @@ class Settings(BaseModel):
         short = model_id.rsplit("/", 1)[-1]
         return self.models.get(short, ModelSettings())
 
-    def vision_enabled(self, entry: Any) -> bool:
-        """Whether `entry` (a discovered ModelEntry) is served with its vision tower: a vision model of a family
-        this server reads images for, unless its `supports_vision` is false."""
-        from mlx_router.vision.spec import HANDOVER_FAMILIES
+    def vision_path(self, entry: Any) -> Literal["handover", "solo"] | None:
+        """How `entry` (a discovered ModelEntry) reads images: "handover" (mlx-vlm prefills, the shared batch
+        decodes), "solo" (mlx-vlm's own generation, one request at a time), or None (a text model, or
+        `supports_vision: false`)."""
+        from mlx_router.vision.spec import HANDOVER_FAMILIES, mlx_vlm_has_family
 
-        if self.model_settings(entry.id).supports_vision is False:
-            return False
-        return entry.vision in HANDOVER_FAMILIES
+        ms = self.model_settings(entry.id)
+        if ms.supports_vision is False or entry.vision is None:
+            return None
+        if ms.vision_path is not None:
+            return ms.vision_path
+        if entry.vision in HANDOVER_FAMILIES:
+            return "handover"
+        return "solo" if mlx_vlm_has_family(entry.vision) else None
+
+    def vision_enabled(self, entry: Any) -> bool:
+        """Whether `entry` is served with its vision tower (see `vision_path`)."""
+        return self.vision_path(entry) is not None
 
     def model_dirs(self) -> list[Path]:
         d = self.defaults.model_directory

@@ -61,6 +61,7 @@ class GenerationRequest:
     internal: bool = False  # the server's own (the warm-up's): not logged
     received: float = 0.0  # time.monotonic() when the HTTP request reached the server (0: unknown)
     images: list[ImageInput] = field(default_factory=list)  # in prompt order
+    prompt_text: str | None = None  # a model mlx-vlm serves alone: the rendered prompt its processor expands
     encode_bytes: int = 0  # memory encoding its largest image takes (admission counts it with the KV cache)
 
 

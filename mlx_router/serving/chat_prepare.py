@@ -173,6 +173,7 @@ class ChatPreparer:
             ignore_eos=req.ignore_eos,
             received=received,
             images=media.image_inputs(),
+            prompt_text=prompt_text if profile.vision is not None and profile.vision.solo else None,
             encode_bytes=max((profile.vision.encode_bytes(i.width, i.height) for i in media.images), default=0)
             if profile.vision is not None
             else 0,

@@ -11,6 +11,7 @@ engine's processor leave the image as it is, so the two sides cannot disagree on
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 from collections.abc import Sequence
@@ -47,6 +48,7 @@ class VisionSpec:
     tower_heads: int = 16
     tower_width: int = 1280
     fixed: tuple[int, int, int] | None = None  # (width, height, tokens): every image resized to one size (Gemma)
+    solo: bool = False  # served by mlx-vlm's own generation: its processor sizes and counts the images
 
     @property
     def factor(self) -> int:
@@ -57,6 +59,8 @@ class VisionSpec:
         (`cap_pixels`, a model setting) applied first when it is tighter than the model's own bound."""
         if self.fixed is not None:
             return self.fixed[0], self.fixed[1]
+        if self.solo:
+            return _within(width, height, cap_pixels)
         if min(width, height) <= 0:
             raise InvalidRequestError("an image has no pixels", param="messages", code="invalid_image")
         if max(width, height) / min(width, height) > MAX_ASPECT_RATIO:
@@ -70,9 +74,11 @@ class VisionSpec:
         return w, h
 
     def token_count(self, width: int, height: int) -> int:
-        """Prompt tokens of an image already at its target size."""
+        """Prompt tokens of an image already at its target size (0: only the engine's processor knows)."""
         if self.fixed is not None:
             return self.fixed[2]
+        if self.solo:
+            return 0
         return (width // self.factor) * (height // self.factor)
 
     def encode_bytes(self, width: int, height: int) -> int:
@@ -86,7 +92,7 @@ class VisionSpec:
     def expand_text(self, text: str, counts: Sequence[int]) -> str:
         """The prompt text with each image placeholder written out, for families that expand text (Gemma);
         others are expanded on the ids (`expand`)."""
-        if self.fixed is None:
+        if self.fixed is None or self.solo:
             return text
         pieces = text.split(GEMMA_BOI)
         if len(pieces) - 1 != len(counts):
@@ -99,7 +105,7 @@ class VisionSpec:
     def expand(self, ids: Sequence[int], counts: Sequence[int]) -> list[int]:
         """The prompt with each image's single placeholder repeated once per token of that image (families whose
         text was expanded already are returned as they are)."""
-        if self.fixed is not None:
+        if self.fixed is not None or self.solo:
             return list(ids)
         places = [i for i, t in enumerate(ids) if t == self.image_token_id]
         if len(places) != len(counts):
@@ -112,6 +118,16 @@ class VisionSpec:
             last = place + 1
         out.extend(ids[last:])
         return out
+
+
+def _within(width: int, height: int, cap: int | None) -> tuple[int, int]:
+    """(width, height) scaled down, aspect kept, to at most `cap` pixels."""
+    if min(width, height) <= 0:
+        raise InvalidRequestError("an image has no pixels", param="messages", code="invalid_image")
+    if cap is None or width * height <= cap:
+        return width, height
+    scale = math.sqrt(cap / (width * height))
+    return max(1, int(width * scale)), max(1, int(height * scale))
 
 
 def _placeholder_mismatch(places: int, images: int) -> InvalidRequestError:
@@ -139,15 +155,34 @@ def smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixe
     return h_bar, w_bar
 
 
+def mlx_vlm_has_family(model_type: str) -> bool:
+    """Whether mlx-vlm has a model package for `model_type`, looked up on disk (mlx-vlm is not imported here:
+    the HTTP side never imports it)."""
+    spec = importlib.util.find_spec("mlx_vlm")
+    if spec is None or not spec.submodule_search_locations:
+        return False
+    name = model_type.lower().replace("-", "_")
+    return any((Path(root) / "models" / name / "__init__.py").is_file() for root in spec.submodule_search_locations)
+
+
 def is_vision_config(config: dict[str, Any]) -> bool:
     """Whether a model's config.json describes a vision-language model (it has a vision tower)."""
     return isinstance(config.get("vision_config"), dict)
 
 
-def read_vision_spec(path: Path, config: dict[str, Any]) -> VisionSpec | None:
-    """The spec of the vision model in `path`, or None when it is not one this server can serve images to."""
+def read_vision_spec(path: Path, config: dict[str, Any], solo: bool = False) -> VisionSpec | None:
+    """The spec of the vision model in `path`, or None when it is not one this server can serve images to.
+    `solo`: a model mlx-vlm serves alone (any family it knows; its processor sizes the images)."""
     family = str(config.get("model_type", ""))
-    if not is_vision_config(config) or family not in HANDOVER_FAMILIES:
+    if not is_vision_config(config):
+        return None
+    if solo:
+        vision = config["vision_config"]
+        heads = int(vision.get("num_attention_heads", vision.get("num_heads", 16)))
+        width = int(vision.get("hidden_size", vision.get("embed_dim", 1024)))
+        patch = int(vision.get("patch_size", 14))
+        return VisionSpec(family, -1, patch, 1, 1, 1 << 40, heads, width, solo=True)
+    if family not in HANDOVER_FAMILIES:
         return None
     token = config.get("image_token_id", config.get("image_token_index"))
     if not isinstance(token, int):

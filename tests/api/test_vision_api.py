@@ -231,3 +231,41 @@ def test_structured_output_and_seeds_work_on_image_requests(client: TestClient) 
         for s in (5, 5, 6)
     ]
     assert sampled[0] == sampled[1] != sampled[2]
+
+
+@pytest.fixture(scope="module")
+def solo_client(tmp_path_factory: pytest.TempPathFactory, vlm_path: Path) -> Iterator[TestClient]:
+    """The Qwen2-VL model served by mlx-vlm's own loop, as any family without a handover is."""
+    root = tmp_path_factory.mktemp("solo-models")
+    (root / "solo-vl").symlink_to(vlm_path, target_is_directory=True)
+    settings = parse_settings(
+        {
+            "defaults": {"model_directory": str(root), "scan_hf_cache": False, "max_tokens": 32},
+            "models": {"solo-vl": {"vision_path": "solo"}},
+        }
+    )
+    with TestClient(create_app(settings)) as c:
+        yield c
+
+
+def test_the_solo_path_answers_as_mlx_vlm_with_images_and_without(solo_client: TestClient, vlm_path: Path) -> None:
+    pil = picture(11)
+    parts = [{"type": "image"}, {"type": "text", "text": "Describe it"}]
+    text = rendered(vlm_path, [{"role": "user", "content": parts}])
+    ref_tokens, ref_logprobs, ref_ids = reference(vlm_path, pil, text)
+    messages = [{"role": "user", "content": [image_part(pil), {"type": "text", "text": "Describe it"}]}]
+    out = solo_client.post(CHAT, json=chat("solo-vl", messages, logprobs=True)).json()
+    assert out["usage"]["prompt_tokens"] == len(ref_ids)  # counted by the engine's processor
+    got = [c["logprob"] for c in out["choices"][0]["logprobs"]["content"]]
+    assert np.allclose(got, ref_logprobs[:N], atol=1e-4)
+    cards = {m["id"]: m for m in solo_client.get("/v1/models").json()["data"]}
+    assert cards["solo-vl"]["supports_vision"] is True
+    plain = solo_client.post(CHAT, json=chat("solo-vl", [{"role": "user", "content": "hello"}]))
+    assert plain.status_code == 200 and plain.json()["usage"]["completion_tokens"] == N
+    with solo_client.stream("POST", CHAT, json=chat("solo-vl", messages, stream=True)) as s:
+        streamed = "".join(
+            (json.loads(line[6:])["choices"] or [{"delta": {}}])[0]["delta"].get("content") or ""
+            for line in s.iter_lines()
+            if line.startswith("data: {")
+        )
+    assert streamed == out["choices"][0]["message"]["content"]
