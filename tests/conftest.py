@@ -65,7 +65,8 @@ def trained_llm_dir(model_cache_root: Path) -> Callable[[str], Path]:
 @pytest.fixture(scope="session")
 def tiny_vlm_dir(model_cache_root: Path) -> Callable[[str], Path]:
     """``tiny_vlm_dir(family)``: a random-weight tiny vision model (qwen2_vl, qwen2_5_vl, qwen3_vl, gemma3) that
-    ``mlx_vlm.load`` and mlx-lm's text classes both read (see ``tests.fixtures.vlm``)."""
+    ``mlx_vlm.load`` and mlx-lm's text classes both read, or ``idefics3`` (SmolVLM), which only mlx-vlm reads
+    (see ``tests.fixtures.vlm``)."""
 
     def get(family: str) -> Path:
         from tests.fixtures import vlm
