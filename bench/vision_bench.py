@@ -89,13 +89,14 @@ def worker_main(model: str) -> None:
     from mlx_vlm.generate import batch_generate, stream_generate
     from mlx_vlm.prompt_utils import apply_chat_template
 
-    vlm, processor = load(model)
+    loaded: Any = load(model)
+    vlm, processor = loaded
     print(json.dumps({"ready": True}), flush=True)
     for line in sys.stdin:
         cmd = json.loads(line)
         uris = [image_uri(s, cmd["size"]) for s in cmd["seeds"]]
         if cmd["op"] == "stream":
-            prompt = apply_chat_template(processor, vlm.config, cmd["prompts"][0], num_images=len(uris))
+            prompt: Any = apply_chat_template(processor, vlm.config, cmd["prompts"][0], num_images=len(uris))
             t0 = time.perf_counter()
             first, last = None, None
             for r in stream_generate(vlm, processor, prompt, image=uris, max_tokens=cmd["max_tokens"], temperature=0.0):
@@ -187,7 +188,8 @@ class Http:
                     continue
                 if r.status_code != 200:
                     raise RuntimeError(f"HTTP {r.status_code}: {(await r.aread())[:300]!r}")
-                ttft, usage, text = None, {}, []
+                ttft, text = None, []
+                usage: dict[str, Any] = {}
                 async for line in r.aiter_lines():
                     if not line.startswith("data:") or line[5:].strip() == "[DONE]":
                         continue
@@ -308,7 +310,8 @@ class Bench:
             plan = self.systems(("router", "mlx_vlm_server", "mlx_vlm_batch"))
             if a.text_conc and "router" in plan:
                 plan.insert(1, "router+text")
-            for r in range(1, a.agg_rounds + 1):
+            # round 0 (--agg-warm): first-use work at this batch size (kernel compiles on a GPU), saved but apart
+            for r in range(0 if a.agg_warm else 1, a.agg_rounds + 1):
                 for system in plan:
                     self.save({"step": "agg", "system": system, "conc": conc, "round": r, **self._agg(system, conc)})
 
@@ -363,16 +366,26 @@ class Bench:
 def meta(a: argparse.Namespace) -> dict[str, Any]:
     """The machine, the library versions, the commit and the model's shape, for the first row of a run."""
     import platform
-    from importlib.metadata import version
+    from importlib.metadata import PackageNotFoundError, version
+
+    def installed(name: str) -> str:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "-"
 
     cfg = json.loads((Path(a.model) / "config.json").read_text())
     vision = cfg["vision_config"]
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=HERE).stdout
+    try:  # the GPU host gets the working tree without .git
+        git = ["git", "rev-parse", "--short", "HEAD"]
+        commit = subprocess.run(git, capture_output=True, text=True, cwd=HERE, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
     cpu = next((x.split(":", 1)[1].strip() for x in open("/proc/cpuinfo") if x.startswith("model name")), "")
     return {
         "step": "meta",
         "machine": f"{platform.machine()} {cpu}, {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.1f}",
-        "versions": {p: version(p) for p in ("mlx", "mlx-lm", "mlx-vlm", "transformers")},
+        "versions": {p: installed(p) for p in ("mlx", "mlx-cuda-13", "mlx-lm", "mlx-vlm", "transformers")},
         "commit": commit.strip(),
         "shape": {
             "text": [
@@ -439,7 +452,7 @@ def router(a: argparse.Namespace, work: Path) -> Iterator[Http]:
         max_running=a.max_running,
         max_queued=256,
         warm_all=False,
-        batches="1",
+        batches=a.warm_batches,
         router_defaults=a.router_defaults,
         router_log_level="info",
         logs=a.logs,
@@ -463,6 +476,8 @@ def main() -> None:
     ap.add_argument("--conc", default="8", help="concurrent image requests in the agg step")
     ap.add_argument("--text-conc", type=int, default=8, help="text streams beside them (mlx-router; 0: none)")
     ap.add_argument("--agg-rounds", type=int, default=2)
+    ap.add_argument("--agg-warm", action="store_true", help="an agg round 0 at each level first (first-use work)")
+    ap.add_argument("--warm-batches", default="1", help="batch sizes mlx-router warms at load")
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--memory-systems", default="router")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after the burst before RSS is read")

@@ -171,7 +171,8 @@ def _make_model(config: dict[str, Any]) -> Any:
 def count_params(model: Any) -> tuple[int, int]:
     """(text, vision) parameter counts, from shapes (nothing evaluated)."""
     text = vision = 0
-    for name, value in tree_flatten(model.parameters()):
+    leaves: list[tuple[str, Any]] = tree_flatten(model.parameters())  # type: ignore[assignment]
+    for name, value in leaves:
         if name.startswith("vision_tower"):
             vision += int(value.size)
         else:

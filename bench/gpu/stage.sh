@@ -15,6 +15,9 @@
 # Run 4 (about 19 minutes of held machines): copy, s4a, s4b, s4c; then copy, s4d on a fresh machine.
 # Run 6 (28 minutes of held machines): copy, s6a (524 s), s6b (200 s), s6e (130 s); then copy, s6f (324 s) on a
 # fresh machine (s6f's fused projections are in commit e2e6e96, reverted since: check it out to run s6f).
+# Vision (issue 15; not run yet): copy, setup-8b (installs the usual wheels), vprep (carry .whl/vision: mlx-vlm's
+# wheels, bench/gpu/vision-wheels.txt; builds the random Qwen2.5-VL-7B), vis7b (the benchmark). See
+# /work/notes/vision-bench.md for the exact calls.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 # One kernel cache for every program of the session (raw mlx-lm, mlx_lm.server, mlx-router): a kernel one of
@@ -265,6 +268,26 @@ case "$1" in
       2>&1 | grep -v '^\$\|^{' | tail -10
     grep -h "warmed" "$OUT/0.5b-router.log"
     grep -h "step_stats: step" "$OUT/0.5b-router.log" | awk '$7 > 1000' | cut -c1-200 ;;
+  vprep)
+    # vision, after setup: mlx-vlm and what it imports (.whl/vision, carried in this call), then the random
+    # Qwen2.5-VL-7B (its real shape, text 4-bit, the rest bfloat16; seeded), and a check that both load it
+    python3 -m pip install -q --no-deps --no-compile --upgrade --target /tmp/site .whl/vision/*.whl || exit 1
+    python3 -c "import mlx_vlm.server.app, mlx_vlm.generate, mlx_router.vision.adapter; print('mlx-vlm imports')" || exit 1
+    bash bench/gpu/models.sh qwen2_5_vl_7b | tail -3 || exit 1
+    du -sh /tmp/models/qwen2_5_vl_7b ;;
+  vis7b)
+    # vision: one 1024x1024 image per request (1,369 tokens at the processor's own bound, which the router is given
+    # too), ~100 text tokens, 64 new tokens: first token at 1 stream (mlx-router, mlx_vlm.server, mlx-vlm's
+    # stream_generate), aggregate at 8 and 32 streams (mlx-router alone and beside 8 text streams,
+    # mlx_vlm.server, batch_generate; an unmeasured-for-the-figures round 0 takes first-use compiles), the second
+    # turn about the same image, engine RSS around a burst of 32
+    export HF_HUB_OFFLINE=1
+    timeout 570 python3 bench/vision_bench.py /tmp/models/qwen2_5_vl_7b --name qwen2_5_vl_7b --size 1024 \
+      --images 1 --rounds 3 --conc 8,32 --text-conc 8 --agg-rounds 2 --agg-warm --burst 32 \
+      --memory-systems router,mlx_vlm_server --max-running 48 --warm-batches 1,8,16,32 \
+      --router-defaults '{"vision_max_pixels": 12845056, "dense_matmul_min_rows": 256}' --logs "$OUT" \
+      --out "$OUT/vision.jsonl" 2>&1 | grep -v '^{' | tail -20
+    python3 bench/vision_summary.py "$OUT/vision.jsonl" ;;
   raw8b-all)
     bash bench/gpu/models.sh 8b > /dev/null || exit 1
     $B /tmp/models/8b --name 8b --steps raw --out "$OUT/run.jsonl" 2>&1 | tail -8 ;;

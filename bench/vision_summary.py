@@ -1,0 +1,95 @@
+"""The figures of a vision_bench.py run, as markdown: medians over rounds (round 0, first-use work, left out).
+
+usage: vision_summary.py RESULTS.jsonl [--model NAME]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+from collections import defaultdict
+from typing import Any
+
+
+def median(values: list[float]) -> float | None:
+    values = [v for v in values if v is not None]
+    return round(statistics.median(values), 1) if values else None
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}" if a and b else "-"
+
+
+def ttft_table(rows: list[dict[str, Any]]) -> list[str]:
+    by: dict[tuple[int, str], list[float]] = defaultdict(list)
+    for r in rows:
+        by[(r["images"], r["system"])].append(r["ttft_ms"])
+    out = [
+        "| images | mlx-router ms | mlx_vlm.server ms | mlx-vlm stream_generate ms | router / stream_generate "
+        "| router / server | rounds |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for n in sorted({k[0] for k in by}):
+        rt, sv, ip = (median(by[(n, s)]) for s in ("router", "mlx_vlm_server", "mlx_vlm_inprocess"))
+        rounds = max(len(by[(n, s)]) for s in ("router", "mlx_vlm_server", "mlx_vlm_inprocess"))
+        out.append(f"| {n} | {rt} | {sv} | {ip} | {ratio(rt, ip)} | {ratio(rt, sv)} | {rounds} |")
+    return out
+
+
+def agg_table(rows: list[dict[str, Any]]) -> list[str]:
+    by: dict[tuple[int, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        if r.get("round", 1) >= 1:
+            by[(r["conc"], r["system"])].append(r)
+    out = [
+        "| streams | system | image tok/s | text tok/s | all tok/s | image TTFT p50 ms | errors | rounds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for (conc, system), rs in sorted(by.items()):
+        if system == "mlx_vlm_batch":
+            img, text, both, ttft = median([r["agg_tok_s"] for r in rs]), None, None, None
+            errors = 0
+        else:
+            img = median([r["image"]["agg_tok_s"] for r in rs if "image" in r])
+            text = median([r["text"]["agg_tok_s"] for r in rs if "text" in r])
+            both = median([r["all"]["agg_tok_s"] for r in rs if "all" in r]) if "+" in system else None
+            ttft = median([r["image"]["ttft_p50_ms"] for r in rs if "image" in r])
+            errors = sum(r["errors"] for r in rs)
+        out.append(f"| {conc} | {system} | {img} | {text or ''} | {both or ''} | {ttft or ''} | {errors} | {len(rs)} |")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--model", default="")
+    a = ap.parse_args()
+    rows = [json.loads(x) for x in open(a.results) if x.strip()]
+    rows = [r for r in rows if not a.model or r.get("model") == a.model]
+    steps: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in rows:
+        steps[r["step"]].append(r)
+    lines: list[str] = []
+    for m in steps["meta"]:
+        lines.append(f"machine: {m['machine']}; {m['versions']}; commit {m['commit']}; shape {m['shape']}")
+    if steps["ttft"]:
+        lines += ["", "First token, 1 stream (median over rounds)", *ttft_table(steps["ttft"])]
+    if steps["agg"]:
+        lines += ["", "Aggregate, one image per request (median over rounds >= 1)", *agg_table(steps["agg"])]
+    for r in steps["turns"]:
+        lines.append(
+            f"turns {r['system']} round {r['round']}: {r['turn1_ttft_ms']} -> {r['turn2_ttft_ms']} ms "
+            f"(ratio {r['ratio']}; prompt {r['turn1_prompt_tokens']} -> {r['turn2_prompt_tokens']} tokens)"
+        )
+    for r in steps["memory"]:
+        lines.append(
+            f"memory {r['system']}: RSS {r['rss_before_mb']} MB before, {r['rss_peak_mb']} peak, "
+            f"{r['rss_after_mb']} after {r['burst']} image requests (held {r['held_mb']} MB); "
+            f"{r['errors']} errors, {r.get('image', {}).get('agg_tok_s')} tok/s"
+        )
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
