@@ -311,6 +311,11 @@ def test_solo_family_prompt_and_image_expansion(tiny_vlm_dir: Callable[[str], Pa
     # ... and, as the real one, it drops string content: a server must send content as a list of parts
     as_string = tok.apply_chat_template([{"role": "user", "content": "Hi"}], tokenize=False, add_generation_prompt=True)
     assert as_string == "<|im_start|>User: <end_of_utterance>\nAssistant:"
+    # ... and image_url parts (only type "image" writes <image>)
+    image_url = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    with_url = [{"role": "user", "content": [image_url, {"type": "text", "text": "Hi"}]}]
+    rendered = tok.apply_chat_template(with_url, tokenize=False, add_generation_prompt=True)
+    assert rendered == "<|im_start|>User: Hi<end_of_utterance>\nAssistant:"
     # every image, whatever its size, becomes one fixed run of 16 <image> between <fake_token_around_image>s
     prompt = _prompt(processor, n_images=2, text="Which is bigger?")
     sizes = [(1, 1), (2000, 100)]
