@@ -157,6 +157,10 @@ class SoloVisionRunner:
 
         req = job.req
         extra: dict[str, Any] = {}
+        language = getattr(self.model, "language_model", None)
+        for stale in ("_position_ids", "_rope_deltas"):  # Qwen-VL keeps the last image prompt's positions
+            if getattr(language, stale, None) is not None:
+                setattr(language, stale, None)
         if req.images:
             from PIL import Image
 

@@ -234,10 +234,11 @@ def test_structured_output_and_seeds_work_on_image_requests(client: TestClient) 
 
 
 @pytest.fixture(scope="module")
-def solo_client(tmp_path_factory: pytest.TempPathFactory, vlm_path: Path) -> Iterator[TestClient]:
+def solo_client(tmp_path_factory: pytest.TempPathFactory, vlm_path: Path, tiny_vlm_dir) -> Iterator[TestClient]:
     """The Qwen2-VL model served by mlx-vlm's own loop, as any family without a handover is."""
     root = tmp_path_factory.mktemp("solo-models")
     (root / "solo-vl").symlink_to(vlm_path, target_is_directory=True)
+    (root / "smol").symlink_to(tiny_vlm_dir("idefics3"), target_is_directory=True)
     settings = parse_settings(
         {
             "defaults": {"model_directory": str(root), "scan_hf_cache": False, "max_tokens": 32},
@@ -269,3 +270,18 @@ def test_the_solo_path_answers_as_mlx_vlm_with_images_and_without(solo_client: T
             if line.startswith("data: {")
         )
     assert streamed == out["choices"][0]["message"]["content"]
+
+
+def test_a_family_without_a_text_class_is_served_alone_as_mlx_vlm(solo_client: TestClient, tiny_vlm_dir) -> None:
+    path = tiny_vlm_dir("idefics3")
+    pil = picture(12, size=(64, 64))
+    parts = [{"type": "image"}, {"type": "text", "text": "Describe it"}]
+    ref_tokens, ref_logprobs, ref_ids = reference(path, pil, rendered(path, [{"role": "user", "content": parts}]))
+    cards = {m["id"]: m for m in solo_client.get("/v1/models").json()["data"]}
+    assert cards["smol"]["supports_vision"] is True
+    messages = [{"role": "user", "content": [image_part(pil), {"type": "text", "text": "Describe it"}]}]
+    r = solo_client.post(CHAT, json=chat("smol", messages, logprobs=True))
+    assert r.status_code == 200, r.text
+    out = r.json()
+    assert out["usage"]["prompt_tokens"] == len(ref_ids)
+    assert np.allclose([c["logprob"] for c in out["choices"][0]["logprobs"]["content"]], ref_logprobs[:N], atol=1e-4)
