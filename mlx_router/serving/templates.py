@@ -58,6 +58,10 @@ _SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "pad_token", "unk_token")
 # print them with `tojson` or walk them with `items()`, and a JSON string would come out encoded twice. The
 # exception is a template that glues the JSON text into the prompt with `+` (DeepSeek V3/R1's own).
 _TOJSON_ARGUMENTS = re.compile(r"arguments['\"\]]*\s*\|\s*tojson")
+# A template that reads a message's content only as a list of parts (SmolVLM's indexes `content[0]['type']` and
+# loops over the parts, and renders a plain string as nothing); it is handed every content as parts.
+_PARTS_ONLY = re.compile(r"""(?:message\[['"]content['"]\]|message\.content)(?:\[0\]|\s*%\})""")
+_PARTS_LOOP = re.compile(r"""for\s+\w+\s+in\s+(?:message\[['"]content['"]\]|message\.content)\s*%\}""")
 _CONCAT_ARGUMENTS = re.compile(r"\+\s*[\w.\[\]'\"]*arguments['\"\]]*\s*(?:\+|\}\})")
 
 
@@ -167,7 +171,19 @@ def _join_text_parts(parts: Sequence[Any]) -> str:
     )
 
 
-def _normalize_content(content: Any, keep_media: bool) -> Any:
+def wants_parts(source: str) -> bool:
+    """Whether a template reads content only as a list of parts (it indexes or loops over it and never tests
+    for a string)."""
+    return "is string" not in source and bool(_PARTS_ONLY.search(source) or _PARTS_LOOP.search(source))
+
+
+def _normalize_content(content: Any, keep_media: bool, parts: bool = False) -> Any:
+    if parts:  # every content as a list of parts, text kept apart as sent
+        if isinstance(content, str):
+            return [{"type": "text", "text": content}] if content else []
+        if isinstance(content, list):
+            return [dict(part) if isinstance(part, Mapping) else part for part in content]
+        return content
     if not isinstance(content, list):
         return content
     text_only = all(isinstance(part, Mapping) and part.get("type") == "text" for part in content)
@@ -203,11 +219,14 @@ def _as_dict(item: Any, index: int, where: str = "messages") -> dict[str, Any]:
     raise TemplateRenderError(f"{where}[{index}] must be an object")
 
 
-def normalize_messages(messages: Sequence[Any], *, parse_arguments: bool, keep_media: bool) -> list[dict[str, Any]]:
+def normalize_messages(
+    messages: Sequence[Any], *, parse_arguments: bool, keep_media: bool, parts: bool = False
+) -> list[dict[str, Any]]:
     """Copies of `messages` in the shape chat templates expect; the caller's objects are not changed.
 
     `parse_arguments` turns JSON-string tool-call arguments into objects (for templates that `tojson` them);
-    `keep_media` keeps content lists that hold non-text parts, otherwise only their text is kept.
+    `keep_media` keeps content lists that hold non-text parts, otherwise only their text is kept; `parts` hands
+    every content as a list of parts (templates that read nothing else, `wants_parts`).
     """
     result = []
     for index, raw in enumerate(messages):
@@ -221,7 +240,7 @@ def normalize_messages(messages: Sequence[Any], *, parse_arguments: bool, keep_m
         message.setdefault("content", "")
         if message["role"] == "developer":
             message["role"] = "system"  # OpenAI's newer name; templates know only "system"
-        message["content"] = _normalize_content(message["content"], keep_media)
+        message["content"] = _normalize_content(message["content"], keep_media, parts)
         if "reasoning_content" not in message:
             for alias in ("reasoning", "thinking"):
                 if isinstance(message.get(alias), str):
@@ -290,6 +309,7 @@ class ChatTemplateRenderer:
             else:
                 raise UnknownTemplateError(template)
             self._parse_arguments = wants_parsed_arguments(self._source)
+        self._parts = wants_parts(self._source)
         # The tokenizer's own template goes through its apply_chat_template when it has one.
         self._use_tokenizer = self._origin == "tokenizer" and callable(
             getattr(hf_tokenizer, "apply_chat_template", None)
@@ -329,7 +349,10 @@ class ChatTemplateRenderer:
         if reserved:
             raise TemplateRenderError(f"chat_template_kwargs may not set {', '.join(reserved)}")
         chat = normalize_messages(
-            messages, parse_arguments=self._parse_arguments, keep_media=self._origin == "tokenizer"
+            messages,
+            parse_arguments=self._parse_arguments,
+            keep_media=self._origin == "tokenizer",
+            parts=self._parts,
         )
         tool_list = [_as_dict(tool, index, "tools") for index, tool in enumerate(tools)] if tools else None
         try:

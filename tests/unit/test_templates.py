@@ -533,3 +533,19 @@ def test_family_templates_inline_match_transformers(qwen_tokenizer: Any, path: P
     finally:
         qwen_tokenizer.chat_template = original
         qwen_tokenizer.bos_token = original_bos
+
+
+def test_a_template_that_reads_only_parts_gets_every_content_as_parts() -> None:
+    source = (Path(__file__).parents[1] / "fixtures" / "templates" / "vision" / "idefics3.jinja").read_text()
+    renderer = ChatTemplateRenderer(fake_tokenizer(), source)
+    chat = [
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": "Hi"},
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "And this?"}]},
+    ]
+    assert renderer.render(chat) == (
+        "<|im_start|>User: Hello there<end_of_utterance>\nAssistant: Hi<end_of_utterance>\n"
+        "User:<image>And this?<end_of_utterance>\nAssistant:"
+    )
+    # templates that take strings keep getting strings
+    assert ChatTemplateRenderer(fake_tokenizer(), "chatml").render([{"role": "user", "content": "x"}]).count("x") == 1
