@@ -14,7 +14,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from mlx_router import __version__
 from mlx_router.api.drain import RequestGate, RequestGateMiddleware
 from mlx_router.api.errors import install_error_handlers
-from mlx_router.api.middleware import APIKeyMiddleware, BodyLimitMiddleware
+from mlx_router.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
 from mlx_router.api.routes import chat, completions, health, models
 from mlx_router.config.settings import Settings
 from mlx_router.services import build_services
@@ -56,6 +56,7 @@ def create_app(settings: Settings) -> FastAPI:
             allow_headers=["*"],
         )
     app.add_middleware(BodyLimitMiddleware, max_bytes=int(settings.server.max_body_mb * 1024**2))
+    app.add_middleware(HostCheckMiddleware, allowed=settings.server.allowed_hosts)  # outermost: first to run
     # Outermost: a server shutting down refuses before any other work, and counts every request it serves.
     app.state.gate = RequestGate()
     app.add_middleware(RequestGateMiddleware, gate=app.state.gate)

@@ -170,6 +170,12 @@ class ServerConfig(_Section):
     max_body_mb: float = Field(32.0, gt=0, description="Largest request body accepted (413 beyond).")
     cors_origins: list[str] = Field(default_factory=list, description="Browser origins allowed (CORS).")
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names the server answers to besides loopback ones (localhost, 127.0.0.1, [::1]); "
+        "requests arriving on a loopback address that name another host get 421, which stops DNS rebinding. "
+        "When set, requests on other addresses are checked too; '*' accepts any name, '*.example.com' a domain.",
+    )
     drain_seconds: float = Field(
         20.0, ge=0, description="On SIGTERM, how long running requests may go on before they are ended with an error."
     )
