@@ -4,8 +4,8 @@
 worker thread and the model pool, takes messages from the HTTP side (`handle`, any thread) and answers through
 `send`, a callable the transport gives it. Messages are plain tuples of picklable values:
 
-  in:  ("call", call_id, name, kwargs)   load, unload, memory: answered by ("reply", call_id, ok, value)
-       ("post", name, kwargs)            add, cancel, unload_idle: no answer
+  in:  ("call", call_id, name, kwargs)   check, load, evict, unload, memory: answered by ("reply", ...)
+       ("post", name, kwargs)            add, cancel: no answer
   out: ("events", [(request_id, event tuple), ...])   every event of one worker iteration, in one message
        ("reply", call_id, ok, value)
        ("report", report)                models and memory, after a command and at most every 0.1 s while busy
@@ -99,11 +99,15 @@ class EngineHost:
 
     def _call(self, call_id: int, name: str, kwargs: dict[str, Any]) -> None:
         try:
-            if name == "load":
-                value: Any = self.pool.load(kwargs["entry"], kwargs["usage"])
+            value: Any = None
+            if name == "check":
+                self.pool.check(kwargs["entry"])
+            elif name == "load":
+                value = self.pool.load(kwargs["entry"], kwargs.get("evict", ()))
+            elif name == "evict":
+                self.pool.evict(kwargs["model_ids"])
             elif name == "unload":
                 self.pool.unload(kwargs["model_id"])
-                value = None
             elif name == "memory":
                 value = self._memory(bool(kwargs.get("clear_cache")))
             else:
@@ -125,9 +129,6 @@ class EngineHost:
             runner = self.pool.runner(kwargs["model_id"])
             if runner is not None:
                 runner.cancel(kwargs["request_id"])
-        elif name == "unload_idle":
-            self.pool.unload_idle(kwargs["keep"], kwargs["usage"])
-            self._report()
         else:
             logger.error("engine: unknown command %r", name)
 

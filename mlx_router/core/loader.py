@@ -67,6 +67,29 @@ def open_tokenizer(path: Path) -> Any:
         raise ModelLoadError(f"{path.name}: the tokenizer could not be loaded ({e})") from None
 
 
+def check_weights(path: Path, text_model: bool = True) -> None:
+    """Catch what would fail a load without reading the weights: safetensors files that are missing, whose
+    headers are not safetensors or point past the file's end (a truncated download), and, for a text model,
+    tensors whose names or shapes do not match what its config builds. ModelLoadError says what is wrong.
+
+    MLX reads only the headers (arrays load lazily) and builds the model without evaluating it: milliseconds,
+    no memory, so a load that cannot succeed fails before anything is evicted for it.
+    """
+    try:
+        if text_model:
+            load_model(path, lazy=True)
+        else:  # a vision model's classes are mlx-vlm's: its files' headers are what can be checked here
+            files = sorted(path.glob("*.safetensors"))
+            if not files:
+                raise FileNotFoundError(f"No safetensors found in {path}")
+            for file in files:
+                mx.load(str(file))
+    except Exception as e:
+        raise ModelLoadError(f"{path.name}: the weights could not be loaded ({e})") from None
+    finally:
+        gc.collect()
+
+
 def kv_bytes_per_token(model: Any) -> int:
     """Bytes of KV cache one token costs, from the model's shape (0 when the shape is not the usual one)."""
     args = getattr(model, "args", None)

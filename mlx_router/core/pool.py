@@ -1,17 +1,18 @@
 """The loaded models of the engine: loading, eviction, unloading and warm-up, on the MLX worker thread only.
 
 This is the half of model management that touches MLX; `MLXModelManager` (the HTTP side) keeps requests'
-references and admission, and asks for loads and unloads. Running on the one worker thread makes every state
-change of a model serial: concurrent first requests queue behind one load, and a second load of a ready model
-is a no-op. What the HTTP side knows that matters here (which models hold requests, when each was last used)
-comes with each command as `Usage`.
+references and admission, and asks for checks, loads and evictions. Running on the one worker thread makes
+every state change of a model serial: concurrent first requests queue behind one load, and a second load of a
+ready model is a no-op. Which models to evict is the HTTP side's decision (it alone knows which models hold
+admitted requests); a load is told whom to evict, checks the model's files first, and refuses rather than load
+past the budget or `cache_size`.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,16 +20,17 @@ from mlx_router.config.discovery import ModelEntry
 from mlx_router.config.memory import estimate_model_bytes
 from mlx_router.config.settings import Settings
 from mlx_router.core.dense_rows import prepare_quantized_layers
-from mlx_router.core.eviction import PoolEntry, plan_eviction
+from mlx_router.core.eviction import PoolEntry, RoomPlan, plan_room
 from mlx_router.core.loader import (
     LoadedModel,
+    check_weights,
     free_memory,
     load_vision_weights,
     load_weights,
     open_tokenizer,
     read_config,
 )
-from mlx_router.core.params import ModelState, Usage
+from mlx_router.core.params import ModelState
 from mlx_router.core.resource_monitor import GB, ResourceMonitor
 from mlx_router.core.runner import ModelRunner, RunnerConfig
 from mlx_router.core.warmup import warm_up, warmup_plan
@@ -76,6 +78,7 @@ class ModelPool:
         self._grammar_processors = grammar_processors  # (tokenizer, loaded model) -> (grammar -> processor)
         self.models: dict[str, PooledModel] = {}
         self._layers_timed: dict[str, int] = {}  # quantized-layer thresholds timed at a model's first load
+        self._checked: dict[str, Any] = {}  # the model last checked -> its tokenizer, for the load that follows
 
     def busy(self) -> bool:
         return any(m.runner is not None and m.runner.has_work() for m in self.models.values())
@@ -85,14 +88,31 @@ class ModelPool:
         return m.runner if m is not None and m.state == "ready" else None
 
     # -- loading -------------------------------------------------------------------------------------------
-    def load(self, entry: ModelEntry, usage: Usage) -> LoadResult:
+    def check(self, entry: ModelEntry) -> None:
+        """What can be checked before anything is evicted for this model: its config, its tokenizer, its
+        weights' headers (and, for a text model, their names and shapes). Raises ModelLoadError."""
+        self._checked.clear()
+        read_config(entry.path)
+        tokenizer = open_tokenizer(entry.path)
+        check_weights(entry.path, text_model=not self.settings.vision_enabled(entry))
+        self._checked[entry.id] = tokenizer
+
+    def load(self, entry: ModelEntry, evict: Sequence[str] = ()) -> LoadResult:
+        """Load the model after unloading the idle models in `evict` (the HTTP side's choice); refused with a
+        503 when it would still not fit. The model is checked first unless `check` just did."""
         m = self.models.setdefault(entry.id, PooledModel(entry.id))
         if m.state == "ready" and m.runner is not None:
             return LoadResult(m.cost_bytes, m.kv_per_token)
-        read_config(entry.path)  # fail before evicting anything
-        tokenizer = open_tokenizer(entry.path)
+        if entry.id not in self._checked:
+            try:
+                self.check(entry)
+            except ModelLoadError as e:
+                m.state, m.error = "failed", e.message
+                raise
+        tokenizer = self._checked.pop(entry.id)
         cost = estimate_model_bytes(entry, self.settings)
-        self._make_room(entry.id, cost, usage)
+        self.evict([victim for victim in evict if victim != entry.id], reason=f"to make room for {entry.id}")
+        self._check_room(entry.id, cost)
         m.state, m.error, m.cost_bytes = "loading", None, cost
         try:
             loaded = self._load_weights(entry, tokenizer)
@@ -142,26 +162,17 @@ class ModelPool:
             idle_gather_ms=d.idle_gather_ms,
         )
 
-    def _make_room(self, model_id: str, cost: int, usage: Usage) -> None:
-        entries = [
-            PoolEntry(
-                m.model_id,
-                m.cost_bytes + (m.runner.kv_bytes() if m.runner else 0),
-                usage.get(m.model_id, (0, 0.0))[1],
-                busy=usage.get(m.model_id, (0, 0.0))[0] > 0 or (m.runner is not None and m.runner.has_work()),
-            )
+    def _check_room(self, model_id: str, cost: int) -> None:
+        """Refuse a load that would not fit beside the models loaded now (none of them is evicted here)."""
+        loaded = [
+            PoolEntry(m.model_id, m.cost_bytes + (m.runner.kv_bytes() if m.runner else 0), 0.0, busy=True)
             for m in self.models.values()
             if m.state == "ready" and m.model_id != model_id
         ]
-        plan = plan_eviction(entries, cost, self.monitor.budget_bytes(), self.settings.defaults.cache_size)
-        if plan is None:
-            raise InsufficientMemoryError(
-                f"{model_id} needs {cost / GB:.2f} GB and the models in use leave too little; try again later",
-                retry_after=10,
-            )
-        for victim in plan:
-            logger.info("evicting %s to make room for %s", victim, model_id)
-            self.unload(victim)
+        budget, cache_size = self.monitor.budget_bytes(), self.settings.defaults.cache_size
+        plan = plan_room(loaded, cost, budget, cache_size)
+        if plan.limit is not None:
+            raise InsufficientMemoryError(_refusal(model_id, cost, budget, cache_size, plan), retry_after=10)
 
     def _warm_up(self, m: PooledModel) -> None:
         """Run the model through the paths requests take, alone and at each configured batch size (see
@@ -200,19 +211,14 @@ class ModelPool:
         m.state = "stopped"
         logger.info("unloaded %s", model_id)
 
-    def unload_idle(self, keep: str, usage: Usage) -> None:
-        """Memory pressure is high: unload every idle model but `keep`, least recently used first."""
-        idle = [
-            m
-            for m in self.models.values()
-            if m.state == "ready"
-            and m.model_id != keep
-            and usage.get(m.model_id, (0, 0.0))[0] == 0
-            and not (m.runner is not None and m.runner.has_work())
-        ]
-        for m in sorted(idle, key=lambda m: usage.get(m.model_id, (0, 0.0))[1]):
-            logger.warning("memory pressure: unloading idle model %s", m.model_id)
-            self.unload(m.model_id)
+    def evict(self, model_ids: Sequence[str], reason: str = "") -> None:
+        """Unload models the HTTP side found idle (no request of theirs is admitted: work they still hold
+        here is what cancelled requests left, and ends with them)."""
+        for model_id in model_ids:
+            m = self.models.get(model_id)
+            if m is not None and m.state == "ready":
+                logger.info("evicting %s %s", model_id, reason or "(idle)")
+                self.unload(model_id)
 
     def unload_all(self) -> None:
         for model_id in list(self.models):
@@ -236,3 +242,19 @@ class ModelPool:
                 "prefix_bytes": m.runner.prefix_bytes() if m.runner is not None else 0,
             }
         return out
+
+
+def _refusal(model_id: str, cost: int, budget: int, cache_size: int, plan: RoomPlan) -> str:
+    """The refusal's message names the limit: the budget, `cache_size`, or the memory of the models in use."""
+    if plan.limit == "budget":
+        return (
+            f"{model_id} needs {cost / GB:.2f} GB (its weights x safety_margin), more than the whole memory budget "
+            f"({budget / GB:.2f} GB, memory_budget_gb)"
+        )
+    in_use = ", ".join(plan.busy_models) or "none"
+    if plan.limit == "cache_size":
+        return f"cache_size is {cache_size} and every loaded model is in use ({in_use}); try again shortly"
+    return (
+        f"{model_id} needs {cost / GB:.2f} GB and the models in use ({in_use}) hold {plan.busy_bytes / GB:.2f} GB "
+        f"of the {budget / GB:.2f} GB memory budget; try again shortly"
+    )

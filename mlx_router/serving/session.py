@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 from mlx_router.core.engine import Engine, Generation
-from mlx_router.core.manager import ModelSlot
+from mlx_router.core.manager import LoadJob, ModelSlot
 from mlx_router.core.params import GenerationRequest, TokenLogprob
 from mlx_router.errors import RequestTimeoutError, RouterError
 from mlx_router.serving.text import TextAssembler
@@ -66,6 +66,7 @@ class GenerationSession:
         self.first_token_at: float | None = None
         self._posted_at: float | None = None  # when the request went to the engine, its model loaded
         self._generation: Generation | None = None
+        self._load: LoadJob | None = None  # the load of the model this request waits for
         request.deadline = self._started + timeout
 
     async def __aenter__(self) -> GenerationSession:
@@ -74,9 +75,18 @@ class GenerationSession:
         try:
             kv_tokens = len(self.request.prompt_tokens) + self.request.max_tokens
             self._reserved = manager.admit(self._slot, kv_tokens, self.request.encode_bytes)
+            if self._slot.state != "ready":
+                # What refuses the load (files that cannot load, no room with every idle model evicted) is
+                # known before the response starts, so a stream gets its HTTP status, not 200 and an error
+                async with asyncio.timeout_at(self._loop_deadline()):
+                    self._load = await manager.prepare_load(self.request.model_id)
+        except TimeoutError:
+            self._release()
+            raise RequestTimeoutError(
+                f"loading {self.request.model_id} did not start within the server's timeout of {self._timeout:g}s"
+            ) from None
         except BaseException:
-            manager.release(self._slot)
-            self._slot = None
+            self._release()
             raise
         if self._slot.state == "ready":
             # Queued on the engine now, before the response starts: under a burst every hop through the event
@@ -88,6 +98,9 @@ class GenerationSession:
     async def __aexit__(self, *exc: object) -> None:
         if self._generation is not None:
             self._generation.close()
+        self._release()
+
+    def _release(self) -> None:
         if self._slot is not None:
             self._engine.manager.release(self._slot, self._reserved)
             self._slot = None
@@ -117,7 +130,7 @@ class GenerationSession:
     async def _run(self) -> AsyncIterator[TextChunk]:
         generation = self._generation
         if generation is None:
-            await self._engine.manager.ensure_loaded(self.request.model_id)
+            await self._engine.manager.ensure_loaded(self.request.model_id, self._load)
             generation = self._start()
         try:
             async for chunk in self._chunks(generation):
@@ -130,8 +143,8 @@ class GenerationSession:
         async for event in generation.events():
             if event.error is not None:
                 raise _as_router_error(event.error)
-            if event.prompt_tokens:
-                self.usage.cached_tokens = event.cached_tokens
+            if event.prompt_tokens:  # the engine's count (a model mlx-vlm serves alone expands images there)
+                self.usage.prompt_tokens, self.usage.cached_tokens = event.prompt_tokens, event.cached_tokens
             if event.tokens and self.first_token_at is None:
                 self.first_token_at = time.monotonic()
             self.usage.completion_tokens += len(event.tokens)

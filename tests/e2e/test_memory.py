@@ -66,3 +66,134 @@ def test_unloading_gives_the_memory_back_to_the_system(wide_llm_dir, random_llm_
             assert loaded - base > 0.8 * weights  # the model was really there
         print(f"engine RSS {base:.0f} MB at start; held after each unload: {[round(h) for h in held]} MB")
         assert max(held) < 0.35 * weights, (held, weights)
+
+
+KB = 1024
+
+
+@pytest.fixture(scope="module")
+def third_llm_dir(model_cache_root: Path) -> Path:
+    from tests.fixtures import models
+
+    return models.cached_random_llm("qwen", seed=2, root=model_cache_root)
+
+
+@pytest.fixture()
+def three_models(tmp_path, random_llm_dir, random_llm_dir_b, third_llm_dir) -> Path:
+    return link_models(
+        tmp_path / "models", {"tiny-a": random_llm_dir, "tiny-b": random_llm_dir_b, "tiny-c": third_llm_dir}
+    )
+
+
+def chat(model: str, max_tokens: int = 8, stream: bool = False, **extra: object) -> dict:
+    return {"model": model, "messages": HI, "max_tokens": max_tokens, "stream": stream, "temperature": 0, **extra}
+
+
+def post(srv: RouterServer, body: dict) -> tuple[int, dict[str, str], object]:
+    """(status, headers, what came back): a stream's events (parsed JSON; "[DONE]" as is), else the JSON body."""
+    import json
+
+    with httpx.stream("POST", srv.base_url + "/v1/chat/completions", json=body, timeout=60) as r:
+        if not body.get("stream") or r.status_code != 200:
+            r.read()
+            return r.status_code, dict(r.headers), r.json()
+        events: list[object] = []
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                data = line[len("data: ") :]
+                events.append(data if data == "[DONE]" else json.loads(data))
+        return r.status_code, dict(r.headers), events
+
+
+def stream_error(events: object) -> dict | None:
+    """The error event of a stream that started with 200, if any."""
+    for ev in events if isinstance(events, list) else []:
+        if isinstance(ev, dict) and "error" in ev:
+            return ev["error"]
+    return None
+
+
+def models_of(srv: RouterServer) -> dict[str, dict]:
+    return {m["id"]: m for m in srv.health()["models"]}
+
+
+def test_a_burst_for_two_models_never_evicts_one_under_its_admitted_requests(three_models, tmp_path):
+    """Item 9: with cache_size 1, one request to A, then 16 concurrent requests alternating C and A (half of
+    them streams), sent 30 ms apart so that C's load is on its way while A's requests arrive. Every request is
+    either served whole or refused before its response starts with a 503 that names cache_size; none is cut by
+    its model's eviction (before: A's requests got 503 model_unloaded, streams as 200 and an error event)."""
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    with RouterServer(tmp_path / "srv", base_config(three_models, cache_size=1)) as srv:
+        assert post(srv, chat("tiny-a"))[0] == 200
+        bodies = [chat("tiny-c" if i % 2 == 0 else "tiny-a", stream=i % 4 >= 2) for i in range(16)]
+        with ThreadPoolExecutor(16) as pool:
+            sent = []
+            for body in bodies:
+                sent.append((body, pool.submit(post, srv, body)))
+                time.sleep(0.03)
+            outcomes = [(body, fut.result()) for body, fut in sent]
+        cut = [
+            (body["model"], body["stream"], status, got)
+            for body, (status, _, got) in outcomes
+            if (status == 200 and stream_error(got) is not None)
+            or (status != 200 and got["error"]["code"] == "model_unloaded")
+        ]
+        assert not cut  # admitted, then dropped with their model
+        served = 0
+        for body, (status, headers, got) in outcomes:
+            if status == 200:
+                assert not body["stream"] or got[-1] == "[DONE]"
+                served += 1
+                continue
+            assert (status, got["error"]["code"]) == (503, "insufficient_memory"), (body, status, got)
+            assert "cache_size" in got["error"]["message"], got
+            assert int(headers["retry-after"]) >= 1
+        assert served >= 1
+        assert srv.health()["requests_in_flight"] == 0
+
+
+def test_a_model_serving_a_request_is_not_evicted_for_another(three_models, tmp_path):
+    """Items 9 and 12: while A streams, requests for C get 503 naming cache_size as their HTTP status (a
+    stream too, not 200 and an error event); A's stream runs to its end; once A is idle, C loads."""
+    import threading
+
+    with RouterServer(tmp_path / "srv", base_config(three_models, cache_size=1)) as srv:
+        long_stream: dict = {}
+        first_token = threading.Event()
+
+        def run_long() -> None:
+            import json
+
+            body = chat("tiny-a", max_tokens=1500, stream=True, ignore_eos=True)
+            with httpx.stream("POST", srv.base_url + "/v1/chat/completions", json=body, timeout=120) as r:
+                long_stream["status"] = r.status_code
+                events = []
+                for line in r.iter_lines():
+                    if line.startswith("data: ") and line != "data: [DONE]":
+                        events.append(json.loads(line[6:]))
+                        if any(c.get("delta", {}).get("content") for c in events[-1].get("choices", [])):
+                            first_token.set()
+                    elif line == "data: [DONE]":
+                        events.append("[DONE]")
+                long_stream["events"] = events
+            first_token.set()
+
+        runner = threading.Thread(target=run_long)
+        runner.start()
+        assert first_token.wait(60)
+        for stream in (True, False):
+            status, headers, got = post(srv, chat("tiny-c", stream=stream))
+            assert status == 503, got
+            assert got["error"]["code"] == "insufficient_memory"
+            assert "cache_size is 1" in got["error"]["message"] and "tiny-a" in got["error"]["message"]
+            assert int(headers["retry-after"]) >= 1
+        assert models_of(srv)["tiny-a"]["state"] == "ready"
+        runner.join(120)
+        events = long_stream["events"]
+        assert long_stream["status"] == 200 and stream_error(events) is None and events[-1] == "[DONE]"
+        finish = [c["finish_reason"] for ev in events if isinstance(ev, dict) for c in ev["choices"]]
+        assert finish[-1] == "length"
+        assert post(srv, chat("tiny-c"))[0] == 200  # A is idle now: it is evicted for C
+        assert models_of(srv)["tiny-a"]["state"] == "stopped"
