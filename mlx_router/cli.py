@@ -90,9 +90,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve(uvicorn: Any, app: Any, settings: Settings, level: str) -> None:
+    from mlx_router.api.connections import bounded_http_protocol, raise_fd_limit
     from mlx_router.api.drain import drain
     from mlx_router.server import DrainingServer
 
+    raise_fd_limit(settings.server.max_connections)
     config = uvicorn.Config(
         app,
         host=settings.server.ip,
@@ -103,6 +105,8 @@ def _serve(uvicorn: Any, app: Any, settings: Settings, level: str) -> None:
         # 5 s default the server may close one just as a request goes out on it ("Server disconnected
         # without sending a response", seen in this project's tests). Idle connections cost next to nothing.
         timeout_keep_alive=75,
+        # uvicorn bounds neither open connections nor the time a request head may take (api/connections.py)
+        http=bounded_http_protocol(settings.server.max_connections, settings.server.request_head_timeout),
     )
     # SIGTERM drains the app first (mlx_router/server.py); uvicorn.run would cut running requests without a word.
     server = DrainingServer(config, lambda seconds, hurry: drain(app, seconds, hurry), settings.server.drain_seconds)

@@ -176,6 +176,17 @@ class ServerConfig(_Section):
         "requests arriving on a loopback address that name another host get 421, which stops DNS rebinding. "
         "When set, requests on other addresses are checked too; '*' accepts any name, '*.example.com' a domain.",
     )
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        description="Open connections at once; a request on a connection beyond them gets 503 with Retry-After.",
+    )
+    request_head_timeout: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds a connection may take to send a whole request head (line and headers) once it "
+        "starts one or opens; slower ones are closed.",
+    )
     drain_seconds: float = Field(
         20.0, ge=0, description="On SIGTERM, how long running requests may go on before they are ended with an error."
     )
