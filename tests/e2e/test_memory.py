@@ -197,3 +197,88 @@ def test_a_model_serving_a_request_is_not_evicted_for_another(three_models, tmp_
         assert finish[-1] == "length"
         assert post(srv, chat("tiny-c"))[0] == 200  # A is idle now: it is evicted for C
         assert models_of(srv)["tiny-a"]["state"] == "stopped"
+
+
+def gb(n_bytes: float) -> float:
+    """`required_memory_gb` that makes a model cost `n_bytes` with the default safety_margin of 1.2."""
+    return n_bytes / 1.2 / 1024**3
+
+
+def test_kv_admission_evicts_idle_models_it_needs_the_room_of(three_models, tmp_path):
+    """Item 10: budget 1000 KB, cache_size 2, an idle 850 KB model loaded. A request for a 600 KB model whose
+    KV cache reserves ~170 KB fits alone; it is served, the idle model evicted (before: 503 on every retry,
+    forever, since admission counted the idle model as taken). Then the same with the model loaded: two
+    models of 500 and 400 KB are loaded, and a request that needs KV room past the budget evicts the idle one."""
+    models = {"tiny-b": {"required_memory_gb": gb(850 * KB)}, "tiny-a": {"required_memory_gb": gb(600 * KB)}}
+    cfg = base_config(three_models, memory_budget_gb=1000 * KB / 1024**3, cache_size=2)
+    cfg["models"] = models
+    with RouterServer(tmp_path / "srv", cfg) as srv:
+        assert post(srv, chat("tiny-b", max_tokens=2))[0] == 200
+        for stream in (True, False):  # a second time: once loaded, it stays served
+            status, _, got = post(srv, chat("tiny-a", max_tokens=300, stream=stream))
+            assert status == 200 and stream_error(got) is None, got
+        states = {m: s["state"] for m, s in models_of(srv).items()}
+        assert states == {"tiny-a": "ready", "tiny-b": "stopped"}
+
+    cfg["models"] = {"tiny-a": {"required_memory_gb": gb(500 * KB)}, "tiny-b": {"required_memory_gb": gb(400 * KB)}}
+    with RouterServer(tmp_path / "srv2", cfg) as srv:
+        assert post(srv, chat("tiny-a", max_tokens=2))[0] == 200
+        assert post(srv, chat("tiny-b", max_tokens=2))[0] == 200
+        assert {m["state"] for m in models_of(srv).values()} == {"ready"}
+        status, _, got = post(srv, chat("tiny-a", max_tokens=300, stream=True))
+        assert status == 200 and stream_error(got) is None, got
+        states = {m: s["state"] for m, s in models_of(srv).items()}
+        assert states == {"tiny-a": "ready", "tiny-b": "stopped"}
+
+
+def broken_copies(root: Path, source: Path) -> list[str]:
+    """Copies of `source` that cannot load, each in its own way."""
+    import json
+    import shutil
+
+    def copy(name: str) -> Path:
+        shutil.copytree(source.resolve(), root / name)
+        return root / name
+
+    (copy("garbage") / "model.safetensors").write_bytes(b"this is not a safetensors file")
+    weights = copy("truncated") / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])  # an interrupted download
+    config = copy("misshapen") / "config.json"
+    config.write_text(json.dumps(dict(json.loads(config.read_text()), intermediate_size=256)))
+    return ["garbage", "truncated", "misshapen"]
+
+
+def test_a_model_that_cannot_load_evicts_nothing(tmp_path, random_llm_dir):
+    """Items 11 and 12: with cache_size 1 and a good model loaded and idle, requests for model folders whose
+    weights are garbage, cut short or of the wrong shapes fail with 500 model_load_failed, as their
+    HTTP status for streams too; the good model stays loaded and is never loaded again (before: each such
+    request evicted it first)."""
+    root = link_models(tmp_path / "models", {"tiny-a": random_llm_dir})
+    broken = broken_copies(root, random_llm_dir)
+    with RouterServer(tmp_path / "srv", base_config(root, cache_size=1)) as srv:
+        assert post(srv, chat("tiny-a"))[0] == 200
+        for name in broken:
+            for stream in (True, False):
+                status, _, got = post(srv, chat(name, stream=stream))
+                assert status == 500, (name, stream, got)
+                assert got["error"]["code"] == "model_load_failed" and name in got["error"]["message"], got
+                good = models_of(srv)["tiny-a"]
+                assert (good["state"], good["loads"]) == ("ready", 1), (name, good)
+        assert post(srv, chat("tiny-a"))[0] == 200
+
+
+def test_a_model_larger_than_the_budget_is_refused_before_the_stream_starts(three_models, tmp_path):
+    """Item 12: a model that can never fit, and a request whose KV cache alone is past the budget, get 503 with
+    Retry-After as their HTTP status, streams too, and the message names memory_budget_gb (before: 200 and an
+    error event that blamed the models in use)."""
+    cfg = base_config(three_models, memory_budget_gb=1000 * KB / 1024**3)
+    cfg["models"] = {"tiny-c": {"required_memory_gb": gb(2000 * KB)}, "tiny-a": {"required_memory_gb": gb(600 * KB)}}
+    with RouterServer(tmp_path / "srv", cfg) as srv:
+        for model, max_tokens in (("tiny-c", 8), ("tiny-a", 3000)):
+            for stream in (True, False):
+                status, headers, got = post(srv, chat(model, max_tokens=max_tokens, stream=stream))
+                assert status == 503, (model, stream, got)
+                assert got["error"]["code"] == "insufficient_memory"
+                assert "memory_budget_gb" in got["error"]["message"], got
+                assert int(headers["retry-after"]) >= 1
+        assert post(srv, chat("tiny-a", stream=True))[0] == 200
