@@ -92,9 +92,15 @@ class ModelPool:
         """What can be checked before anything is evicted for this model: its config, its tokenizer, its
         weights' headers (and, for a text model, their names and shapes). Raises ModelLoadError."""
         self._checked.clear()
-        read_config(entry.path)
-        tokenizer = open_tokenizer(entry.path)
-        check_weights(entry.path, text_model=not self.settings.vision_enabled(entry))
+        try:
+            read_config(entry.path)
+            tokenizer = open_tokenizer(entry.path)
+            check_weights(entry.path, text_model=not self.settings.vision_enabled(entry))
+        except ModelLoadError as e:  # health shows why
+            m = self.models.setdefault(entry.id, PooledModel(entry.id))
+            if m.state != "ready":
+                m.state, m.error = "failed", e.message
+            raise
         self._checked[entry.id] = tokenizer
 
     def load(self, entry: ModelEntry, evict: Sequence[str] = ()) -> LoadResult:
@@ -104,11 +110,7 @@ class ModelPool:
         if m.state == "ready" and m.runner is not None:
             return LoadResult(m.cost_bytes, m.kv_per_token)
         if entry.id not in self._checked:
-            try:
-                self.check(entry)
-            except ModelLoadError as e:
-                m.state, m.error = "failed", e.message
-                raise
+            self.check(entry)
         tokenizer = self._checked.pop(entry.id)
         cost = estimate_model_bytes(entry, self.settings)
         self.evict([victim for victim in evict if victim != entry.id], reason=f"to make room for {entry.id}")

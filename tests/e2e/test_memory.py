@@ -14,6 +14,8 @@ import pytest
 from tests.e2e.conftest import base_config
 from tests.server_process import RouterServer
 
+pytestmark = pytest.mark.e2e
+
 HI = [{"role": "user", "content": "Tell me a story about a robot."}]
 MB = 1024**2
 
@@ -264,6 +266,8 @@ def test_a_model_that_cannot_load_evicts_nothing(tmp_path, random_llm_dir):
                 assert got["error"]["code"] == "model_load_failed" and name in got["error"]["message"], got
                 good = models_of(srv)["tiny-a"]
                 assert (good["state"], good["loads"]) == ("ready", 1), (name, good)
+            failed = models_of(srv)[name]
+            assert failed["state"] == "failed" and failed["error"], failed  # health says why
         assert post(srv, chat("tiny-a"))[0] == 200
 
 
@@ -282,3 +286,19 @@ def test_a_model_larger_than_the_budget_is_refused_before_the_stream_starts(thre
                 assert "memory_budget_gb" in got["error"]["message"], got
                 assert int(headers["retry-after"]) >= 1
         assert post(srv, chat("tiny-a", stream=True))[0] == 200
+
+
+def test_memory_pressure_unloads_the_idle_models(three_models, tmp_path):
+    """At critical pressure (a threshold far above this machine's memory) a request unloads every idle model
+    but its own, and models without a `critical` cap are refused with 503."""
+    cfg = base_config(three_models, memory_threshold_gb=1e6, cache_size=3)
+    cfg["models"] = {m: {"memory_pressure_max_tokens": {"critical": 4}} for m in ("tiny-a", "tiny-b")}
+    with RouterServer(tmp_path / "srv", cfg) as srv:
+        assert srv.health()["memory"]["pressure"] == "critical"
+        assert post(srv, chat("tiny-a"))[0] == 200
+        status, _, got = post(srv, chat("tiny-b", stream=True))
+        assert status == 200 and stream_error(got) is None
+        states = {m: s["state"] for m, s in models_of(srv).items()}
+        assert states == {"tiny-a": "stopped", "tiny-b": "ready"}
+        status, headers, got = post(srv, chat("tiny-c", stream=True))
+        assert status == 503 and "critical" in got["error"]["message"] and int(headers["retry-after"]) >= 1
