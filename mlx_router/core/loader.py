@@ -39,10 +39,12 @@ class LoadedModel:
     kv_bytes_per_token: int
     load_seconds: float
     vision: Any = None  # a vision model's VisionAdapter (`vision/adapter.py`); `model` is then its text model
+    solo_processor: Any = None  # a vision model mlx-vlm serves alone: its processor; `model` is mlx-vlm's model
 
 
-def read_config(path: Path) -> dict[str, Any]:
-    """The model's config, checked for what loading needs; ModelLoadError says what is wrong."""
+def read_config(path: Path, text_classes: bool = True) -> dict[str, Any]:
+    """The model's config, checked for what loading needs (`text_classes`: that mlx-lm has classes for it; not
+    so for a vision model mlx-vlm serves alone); ModelLoadError says what is wrong."""
     try:
         config = load_config(path)
     except FileNotFoundError:
@@ -51,6 +53,8 @@ def read_config(path: Path) -> dict[str, Any]:
         raise ModelLoadError(f"{path.name}: config.json is not valid JSON ({e})") from None
     if "model_type" not in config:
         raise ModelLoadError(f"{path.name}: config.json has no model_type")
+    if not text_classes:
+        return config
     try:
         _get_classes(config)
     except ValueError as e:
@@ -60,7 +64,7 @@ def read_config(path: Path) -> dict[str, Any]:
 
 def open_tokenizer(path: Path) -> Any:
     """The model's tokenizer (mlx-lm's TokenizerWrapper, with every EOS id from the model's config)."""
-    config = read_config(path)
+    config = read_config(path, text_classes=False)
     try:
         return load_tokenizer(path, eos_token_ids=config.get("eos_token_id"))
     except Exception as e:  # tokenizers fail in many ways; the client needs the reason, not a trace
@@ -164,6 +168,38 @@ def load_vision_weights(model_id: str, path: Path, tokenizer: Any, feature_cache
         vision=vision,
     )
     logger.info("loaded %s with its vision tower in %.2fs (%.2f GB)", model_id, loaded.load_seconds, weight_bytes / 1e9)
+    return loaded
+
+
+def load_solo_vision(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
+    """A vision model mlx-vlm serves alone: its model and processor (on the MLX thread)."""
+    from mlx_vlm.utils import load_model as load_vlm_model
+    from mlx_vlm.utils import load_processor
+
+    t0 = time.perf_counter()
+    config = read_config(path, text_classes=False)
+    try:
+        model = load_vlm_model(path, lazy=False)
+        processor = load_processor(path, True, eos_token_ids=config.get("eos_token_id"))
+    except Exception as e:
+        gc.collect()
+        mx.clear_cache()
+        raise ModelLoadError(f"{model_id}: the vision model could not be loaded ({e})") from None
+    weight_bytes = sum(p.stat().st_size for p in path.glob("*.safetensors"))
+    loaded = LoadedModel(
+        model_id=model_id,
+        path=path,
+        model=model,
+        tokenizer=tokenizer,
+        config=config,
+        weight_bytes=weight_bytes,
+        kv_bytes_per_token=kv_bytes_per_token(getattr(model, "language_model", model)),
+        load_seconds=time.perf_counter() - t0,
+        solo_processor=processor,
+    )
+    logger.info(
+        "loaded %s (mlx-vlm, served alone) in %.2fs (%.2f GB)", model_id, loaded.load_seconds, weight_bytes / 1e9
+    )
     return loaded
 
 

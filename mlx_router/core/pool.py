@@ -25,6 +25,7 @@ from mlx_router.core.loader import (
     LoadedModel,
     check_weights,
     free_memory,
+    load_solo_vision,
     load_vision_weights,
     load_weights,
     open_tokenizer,
@@ -33,6 +34,7 @@ from mlx_router.core.loader import (
 from mlx_router.core.params import ModelState
 from mlx_router.core.resource_monitor import GB, ResourceMonitor
 from mlx_router.core.runner import ModelRunner, RunnerConfig
+from mlx_router.core.vision_solo import SoloVisionRunner
 from mlx_router.core.warmup import warm_up, warmup_plan
 from mlx_router.core.worker import MLXWorker
 from mlx_router.errors import InsufficientMemoryError, ModelLoadError, ModelUnloadedError
@@ -47,7 +49,7 @@ class PooledModel:
     model_id: str
     state: ModelState = "stopped"
     loaded: LoadedModel | None = None
-    runner: ModelRunner | None = None
+    runner: ModelRunner | SoloVisionRunner | None = None
     cost_bytes: int = 0
     error: str | None = None
     loads: int = 0  # successful loads since start
@@ -83,7 +85,7 @@ class ModelPool:
     def busy(self) -> bool:
         return any(m.runner is not None and m.runner.has_work() for m in self.models.values())
 
-    def runner(self, model_id: str) -> ModelRunner | None:
+    def runner(self, model_id: str) -> ModelRunner | SoloVisionRunner | None:
         m = self.models.get(model_id)
         return m.runner if m is not None and m.state == "ready" else None
 
@@ -93,7 +95,7 @@ class ModelPool:
         weights' headers (and, for a text model, their names and shapes). Raises ModelLoadError."""
         self._checked.clear()
         try:
-            read_config(entry.path)
+            read_config(entry.path, text_classes=self.settings.vision_path(entry) != "solo")
             tokenizer = open_tokenizer(entry.path)
             check_weights(entry.path, text_model=not self.settings.vision_enabled(entry))
         except ModelLoadError as e:  # health shows why
@@ -121,6 +123,20 @@ class ModelPool:
         except ModelLoadError as e:
             m.state, m.error, m.cost_bytes = "failed", e.message, 0
             raise
+        m.loaded, m.kv_per_token = loaded, loaded.kv_bytes_per_token
+        m.loads += 1
+        m.runner = self._runner(entry, loaded, tokenizer)
+        self._warm_up(m)
+        self.worker.attach(entry.id, m.runner)
+        m.state = "ready"
+        return LoadResult(m.cost_bytes, m.kv_per_token)
+
+    def _runner(self, entry: ModelEntry, loaded: LoadedModel, tokenizer: Any) -> ModelRunner | SoloVisionRunner:
+        grammar = self._grammar_processors(tokenizer, loaded) if self._grammar_processors else None
+        if loaded.solo_processor is not None:
+            return SoloVisionRunner(
+                entry.id, loaded.model, loaded.solo_processor, tokenizer, self._runner_config(), grammar
+            )
         d = self.settings.defaults
         layers = prepare_quantized_layers(
             loaded.model,
@@ -132,22 +148,13 @@ class ModelPool:
         )
         if layers:
             logger.info("%s: %s", entry.id, layers)
-        m.loaded, m.kv_per_token = loaded, loaded.kv_bytes_per_token
-        m.loads += 1
-        m.runner = ModelRunner(
-            entry.id,
-            loaded.model,
-            tokenizer,
-            self._runner_config(),
-            grammar_processor=self._grammar_processors(tokenizer, loaded) if self._grammar_processors else None,
-            vision=loaded.vision,
+        return ModelRunner(
+            entry.id, loaded.model, tokenizer, self._runner_config(), grammar_processor=grammar, vision=loaded.vision
         )
-        self._warm_up(m)
-        self.worker.attach(entry.id, m.runner)
-        m.state = "ready"
-        return LoadResult(m.cost_bytes, m.kv_per_token)
 
     def _load_weights(self, entry: ModelEntry, tokenizer: Any) -> LoadedModel:
+        if self.settings.vision_path(entry) == "solo":
+            return load_solo_vision(entry.id, entry.path, tokenizer)
         if self.settings.vision_enabled(entry):
             cache_bytes = int(self.settings.defaults.image_cache_gb * GB)
             return load_vision_weights(entry.id, entry.path, tokenizer, cache_bytes)
@@ -182,8 +189,8 @@ class ModelPool:
         land on a user's request."""
         d = self.settings.defaults
         tokens, sizes = warmup_plan(d.warmup_tokens, d.warmup_batch_sizes, d.max_running_requests)
-        if tokens <= 0 or m.loaded is None or m.runner is None:
-            return
+        if tokens <= 0 or m.loaded is None or not isinstance(m.runner, ModelRunner):
+            return  # a model mlx-vlm serves alone has no batch paths to compile ahead
         t0 = time.perf_counter()
         seed = m.loaded.tokenizer.encode("Hello, who are you? Tell me about the weather and the sea.")
         try:
