@@ -15,7 +15,7 @@ from mlx_router import __version__
 from mlx_router.api.drain import RequestGate, RequestGateMiddleware
 from mlx_router.api.errors import install_error_handlers
 from mlx_router.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
-from mlx_router.api.routes import chat, completions, health, models
+from mlx_router.api.routes import chat, completions, dashboard, health, models, ui
 from mlx_router.config.settings import Settings
 from mlx_router.services import build_services
 
@@ -42,9 +42,10 @@ def create_app(settings: Settings) -> FastAPI:
                 preload.cancel()
             await services.aclose()
 
-    app = FastAPI(title="mlx-router", version=__version__, lifespan=lifespan)
+    # /docs and /redoc come from routes/ui.py, with their scripts served from this server, not a CDN
+    app = FastAPI(title="mlx-router", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
-    for router in (chat.router, completions.router, models.router, health.router):
+    for router in (chat.router, completions.router, models.router, health.router, dashboard.router, ui.router):
         app.include_router(router)
     if settings.server.api_keys:
         app.add_middleware(APIKeyMiddleware, keys=settings.server.api_keys)

@@ -8,11 +8,13 @@ from dataclasses import dataclass
 
 from mlx_router.config.discovery import ModelDiscovery, default_hf_cache_dirs
 from mlx_router.config.settings import Settings
+from mlx_router.core.activity import Activity
 from mlx_router.core.backend_env import configure_backend
 from mlx_router.core.client import EngineClient
 from mlx_router.core.engine import Engine
 from mlx_router.core.manager import MLXModelManager
 from mlx_router.core.resource_monitor import ResourceMonitor
+from mlx_router.log_ring import LogRing
 from mlx_router.serving.chat import ChatService
 from mlx_router.serving.chat_prepare import ChatPreparer
 from mlx_router.serving.completions import CompletionService
@@ -35,6 +37,8 @@ class Services:
     chat_preparer: ChatPreparer
     chat: ChatService
     completions: CompletionService
+    activity: Activity  # tokens and requests as the HTTP side saw them (the dashboard's throughput)
+    log_ring: LogRing  # the recent log records (the dashboard's log)
 
     async def aclose(self) -> None:
         """Stop the engine (it unloads every model first) and the PDF workers, off the event loop."""
@@ -43,9 +47,12 @@ class Services:
         except Exception:  # shutting down: log and go on
             logger.exception("error while stopping the engine")
         await asyncio.to_thread(self.chat_preparer.close)
+        self.log_ring.uninstall()
 
 
 def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Services:
+    log_ring = LogRing()
+    log_ring.install()  # first, so that the dashboard's log shows the start-up
     hf_dirs = default_hf_cache_dirs() if settings.defaults.scan_hf_cache else []
     discovery = ModelDiscovery(settings.model_dirs(), hf_dirs)
     applied = configure_backend(settings.defaults.cudnn_attention)
@@ -58,7 +65,8 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
         settings.defaults, mlx=lambda: client.report["mlx"], device_memory=lambda: client.report["device_memory"]
     )
     manager = MLXModelManager(settings, discovery, client, monitor)
-    engine = Engine(manager, client)
+    activity = Activity()
+    engine = Engine(manager, client, activity)
     profiles = ProfileStore(settings, manager)
     return Services(
         settings=settings,
@@ -71,4 +79,6 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
         chat_preparer=ChatPreparer(settings, profiles, monitor),
         chat=ChatService(settings, engine),
         completions=CompletionService(settings, engine, profiles, monitor),
+        activity=activity,
+        log_ring=log_ring,
     )

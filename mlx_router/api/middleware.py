@@ -18,7 +18,8 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-OPEN_PATHS = ("/health", "/docs", "/openapi.json", "/redoc")
+OPEN_PATHS = ("/health", "/docs", "/openapi.json", "/redoc", "/", "/ui")
+OPEN_PREFIXES = ("/ui/", "/docs/")  # the pages' static files; the data they show needs the key
 
 
 async def _send_error(send: Send, error: RouterError) -> None:
@@ -139,14 +140,21 @@ def _replay(body: bytes, receive: Receive) -> Receive:
 
 
 class APIKeyMiddleware:
-    """Requires `Authorization: Bearer <key>` (or `x-api-key`) on every path but health and docs."""
+    """Requires `Authorization: Bearer <key>` (or `x-api-key`) on every path but health and the pages (docs,
+    dashboard), which hold no data."""
 
     def __init__(self, app: ASGIApp, keys: list[str]) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path", "") in OPEN_PATHS or scope.get("method") == "OPTIONS":
+        path = scope.get("path", "")
+        if (
+            scope["type"] != "http"
+            or path in OPEN_PATHS
+            or path.startswith(OPEN_PREFIXES)
+            or scope.get("method") == "OPTIONS"
+        ):
             await self.app(scope, receive, send)
             return
         given = b""

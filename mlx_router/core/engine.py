@@ -11,6 +11,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
+from mlx_router.core.activity import Activity
 from mlx_router.core.client import EngineClient
 from mlx_router.core.manager import MLXModelManager, ModelSlot
 from mlx_router.core.params import GenerationRequest, TokenEvent
@@ -44,27 +45,42 @@ class Generation:
         self._queue = engine.client.open(model_id, req)
         self._finished = False
         self._closed = False
+        self._activity = None if req.internal else engine.activity  # the warm-up is not the users' activity
+        if self._activity is not None:
+            self._activity.request_started(model_id)
 
     async def events(self) -> AsyncIterator[TokenEvent]:
         """The events up to and including the one with a finish_reason."""
         while not self._finished and not self._closed:
             event = _coalesce(await self._queue.get(), self._queue)
             self._finished = event.finish_reason is not None
+            if self._activity is not None:
+                self._count(self._activity, event)
             yield event
+
+    def _count(self, activity: Activity, event: TokenEvent) -> None:
+        if event.prompt_tokens:
+            activity.prompt_done(self._model_id, event.prompt_tokens, event.cached_tokens)
+        activity.tokens(self._model_id, len(event.tokens))
+        if event.finish_reason is not None:
+            activity.request_ended(self._model_id, event.finish_reason)
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
         self._engine.client.close(self._model_id, self._request_id, cancel=not self._finished)
+        if not self._finished and self._activity is not None:
+            self._activity.request_ended(self._model_id, "cancelled")
 
 
 class Engine:
     """Runs generations in the engine and streams their tokens back."""
 
-    def __init__(self, manager: MLXModelManager, client: EngineClient) -> None:
+    def __init__(self, manager: MLXModelManager, client: EngineClient, activity: Activity | None = None) -> None:
         self.manager = manager
         self.client = client
+        self.activity = activity
 
     def start(self, model_id: str, req: GenerationRequest) -> Generation:
         """Queue `req` on its (loaded) model now; read its events from the handle, and close it when done."""
