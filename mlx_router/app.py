@@ -15,11 +15,16 @@ from mlx_router import __version__
 from mlx_router.api.drain import RequestGate, RequestGateMiddleware
 from mlx_router.api.errors import install_error_handlers
 from mlx_router.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
+from mlx_router.api.request_log import RequestLogMiddleware
 from mlx_router.api.routes import chat, completions, dashboard, health, models, ui
+from mlx_router.api.routes.metrics import APIKeyMiddlewareOpenMetrics
+from mlx_router.api.routes.metrics import router as metrics_router
 from mlx_router.config.settings import Settings
+from mlx_router.core.resource_monitor import ResourceMonitor
 from mlx_router.services import build_services
 
 logger = logging.getLogger(__name__)
+MEMORY_WATCH_SECONDS = 5.0
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -32,12 +37,14 @@ def create_app(settings: Settings) -> FastAPI:
         t0 = time.perf_counter()
         await services.client.ready()
         logger.info("engine ready in %.2fs", time.perf_counter() - t0)
+        memory_watch = asyncio.create_task(_watch_memory(services.monitor))
         preload = None
         if settings.defaults.model:
             preload = asyncio.create_task(_preload(services, settings.defaults.model))
         try:
             yield
         finally:
+            memory_watch.cancel()
             if preload is not None:
                 preload.cancel()
             await services.aclose()
@@ -45,10 +52,12 @@ def create_app(settings: Settings) -> FastAPI:
     # /docs and /redoc come from routes/ui.py, with their scripts served from this server, not a CDN
     app = FastAPI(title="mlx-router", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
+    app.include_router(metrics_router)
     for router in (chat.router, completions.router, models.router, health.router, dashboard.router, ui.router):
         app.include_router(router)
     if settings.server.api_keys:
-        app.add_middleware(APIKeyMiddleware, keys=settings.server.api_keys)
+        key_check = APIKeyMiddlewareOpenMetrics if settings.server.metrics_public else APIKeyMiddleware
+        app.add_middleware(key_check, keys=settings.server.api_keys)
     if settings.server.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -61,6 +70,8 @@ def create_app(settings: Settings) -> FastAPI:
     # Outermost: a server shutting down refuses before any other work, and counts every request it serves.
     app.state.gate = RequestGate()
     app.add_middleware(RequestGateMiddleware, gate=app.state.gate)
+    # Outermost of all: every request gets its id and its end line, also one a middleware inside refuses
+    app.add_middleware(RequestLogMiddleware)
     return app
 
 
@@ -72,3 +83,10 @@ async def _preload(services: object, model_id: str) -> None:
         await services.manager.ensure_loaded(model_id)
     except Exception as e:  # the server keeps running; the model shows as failed in /v1/models
         logger.error("could not preload %s: %s", model_id, e)
+
+
+async def _watch_memory(monitor: ResourceMonitor, every: float = MEMORY_WATCH_SECONDS) -> None:
+    """Read memory every few seconds, so that a change of pressure is logged while no request comes too."""
+    while True:
+        await asyncio.sleep(every)
+        monitor.snapshot()

@@ -10,10 +10,12 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from mlx_router import __version__
 from mlx_router.config.settings import ConfigError, Settings, load_settings
+from mlx_router.observability.logs import LogConfig, configure_logging
 
 logger = logging.getLogger("mlx_router")
 STARTUP_FAILURE = 3  # uvicorn's exit status when the server did not start
@@ -31,6 +33,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model-dir", metavar="DIR", help="folder of MLX models (config: defaults.model_directory)")
     p.add_argument("--model", metavar="ID", help="model to load at start-up (config: defaults.model)")
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="logging detail")
+    p.add_argument("--log-dir", metavar="DIR", help="write rotating log files here (config: server.log_dir)")
+    p.add_argument(
+        "--no-console-log", action="store_true", help="log to the files only (config: server.log_console false)"
+    )
     p.add_argument("--no-demo", action="store_true", help="do not build the demo model when no model is found")
     p.add_argument("--version", action="version", version=f"mlx-router {__version__}")
     return p
@@ -47,6 +53,10 @@ def apply_overrides(settings: Settings, args: argparse.Namespace) -> Settings:
         settings.defaults.model = args.model
     if args.log_level:
         settings.server.log_level = args.log_level
+    if args.log_dir:
+        settings.server.log_dir = os.path.expanduser(args.log_dir)
+    if args.no_console_log:
+        settings.server.log_console = False
     return settings
 
 
@@ -69,7 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"mlx-router: invalid configuration\n{e}", file=sys.stderr)
         return 2
     level = "debug" if settings.server.debug else settings.server.log_level
-    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handlers = configure_logging(log_config(settings, level))
     try:
         from mlx_router.startup import prepare_models
 
@@ -82,11 +92,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mlx_router.app import create_app
 
     logger.info("mlx-router %s on http://%s:%d", __version__, settings.server.ip, settings.server.port)
+    if settings.server.log_dir:
+        logger.info("logging to %s", os.path.abspath(settings.server.log_dir))
     try:
         _serve(uvicorn, create_app(settings), settings, level)
     except KeyboardInterrupt:  # Ctrl-C: uvicorn has shut down cleanly and re-raised the signal it caught
         pass
+    finally:
+        for handler in handlers:
+            handler.close()
     return 0
+
+
+def log_config(settings: Settings, level: str) -> LogConfig:
+    """The logging the settings ask for (`server.log_*`)."""
+    s = settings.server
+    return LogConfig(
+        level=level,
+        directory=Path(s.log_dir) if s.log_dir else None,
+        max_bytes=int(s.log_max_mb * 1024**2),
+        backup_count=s.log_backup_count,
+        json_lines=s.log_json,
+        console=s.log_console,
+    )
 
 
 def _serve(uvicorn: Any, app: Any, settings: Settings, level: str) -> None:
@@ -100,6 +128,10 @@ def _serve(uvicorn: Any, app: Any, settings: Settings, level: str) -> None:
         host=settings.server.ip,
         port=settings.server.port,
         log_level=level,
+        # uvicorn's records go through the root logger's handlers (console, files) like the server's own; its
+        # access log is off: every request's end line (observability/requests.py) says more, with the request id
+        log_config=None,
+        access_log=False,
         timeout_graceful_shutdown=10,
         # Clients keep idle connections in pools (the OpenAI SDK, httpx) and reuse them later; with uvicorn's
         # 5 s default the server may close one just as a request goes out on it ("Server disconnected

@@ -15,6 +15,7 @@ from mlx_router.core.engine import Engine
 from mlx_router.core.manager import MLXModelManager
 from mlx_router.core.resource_monitor import ResourceMonitor
 from mlx_router.log_ring import LogRing
+from mlx_router.observability.metrics import RouterMetrics
 from mlx_router.serving.chat import ChatService
 from mlx_router.serving.chat_prepare import ChatPreparer
 from mlx_router.serving.completions import CompletionService
@@ -37,6 +38,7 @@ class Services:
     chat_preparer: ChatPreparer
     chat: ChatService
     completions: CompletionService
+    metrics: RouterMetrics  # this app's Prometheus registry (GET /metrics)
     activity: Activity  # tokens and requests as the HTTP side saw them (the dashboard's throughput)
     log_ring: LogRing  # the recent log records (the dashboard's log)
 
@@ -68,6 +70,8 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
     activity = Activity()
     engine = Engine(manager, client, activity)
     profiles = ProfileStore(settings, manager)
+    metrics = RouterMetrics()
+    metrics.watch(manager, monitor, client)
     return Services(
         settings=settings,
         discovery=discovery,
@@ -79,6 +83,7 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
         chat_preparer=ChatPreparer(settings, profiles, monitor),
         chat=ChatService(settings, engine),
         completions=CompletionService(settings, engine, profiles, monitor),
+        metrics=metrics,
         activity=activity,
         log_ring=log_ring,
     )

@@ -191,6 +191,34 @@ class ServerConfig(_Section):
         20.0, ge=0, description="On SIGTERM, how long running requests may go on before they are ended with an error."
     )
     media: MediaLimits = Field(default_factory=MediaLimits, description="Limits on images and PDFs in requests.")
+    log_dir: str | None = Field(
+        None,
+        description="Folder for rotating log files: mlx_router.log (every record at log_level), mlx_router.error.log "
+        "(warnings and errors) and, with log_json, mlx_router.jsonl; null: the console only. The user service "
+        "passes one (--log-dir).",
+    )
+    log_max_mb: float = Field(10.0, gt=0, description="Size (MB) at which a log file is rotated.")
+    log_backup_count: int = Field(
+        5, ge=1, description="Rotated files kept of each log file (mlx_router.log.1 is the newest of them)."
+    )
+    log_json: bool = Field(
+        False, description="Also write every record as one JSON object a line (mlx_router.jsonl), for log shippers."
+    )
+    log_console: bool = Field(
+        True,
+        description="Log to the console (stderr) too; the launchd service turns it off (--no-console-log): launchd "
+        "never rotates the file it sends stderr to.",
+    )
+    metrics_public: bool = Field(
+        False,
+        description="GET /metrics answers without an API key (for a scraper that has none); with no api_keys "
+        "configured every route is open anyway.",
+    )
+
+    @field_validator("log_dir")
+    @classmethod
+    def _expand_log_dir(cls, v: str | None) -> str | None:
+        return os.path.expanduser(v) if v else v
 
 
 class ModelSettings(_Section):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from collections.abc import Callable
 from typing import Any, Literal
 
@@ -65,6 +66,7 @@ class EngineClient:
         self._ready: asyncio.Future[None] = loop.create_future()  # the current engine's first report
         self._transport = self._new_transport()
         self._lost: Transport | None = None  # the current transport, once its engine is known to be gone
+        self._lost_at = 0.0  # time.monotonic() when the last engine was found gone
 
     def _new_transport(self) -> Transport:
         transport: Transport | None = None
@@ -212,6 +214,11 @@ class EngineClient:
             if not self._ready.done():
                 self._failed_starts = 0
                 self._ready.set_result(None)
+                if self.restarts:
+                    took = time.monotonic() - self._lost_at
+                    logger.info(
+                        "engine restarted (restart %d): ready %.1fs after the last one stopped", self.restarts, took
+                    )
         elif kind == "reply":
             _, call_id, ok, value = msg
             fut = self._calls.get(call_id)
@@ -229,7 +236,7 @@ class EngineClient:
         """The engine behind `transport` is gone (it exited, or a message to it could not be delivered)."""
         if self._stopping or transport is not self._transport or self._lost is transport:
             return
-        self._lost = transport
+        self._lost, self._lost_at = transport, time.monotonic()
         how = f"exit code {code}" if code is not None else "its pipe is closed"
         if not self._ready.done() and self.restarts == 0:  # the first engine never started: nothing to go back to
             self._ready.set_exception(RuntimeError(f"the engine process exited while starting ({how})"))

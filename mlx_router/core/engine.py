@@ -30,6 +30,7 @@ def _coalesce(event: TokenEvent, queue: asyncio.Queue[TokenEvent]) -> TokenEvent
             event.logprobs = (event.logprobs or []) + nxt.logprobs
         if nxt.prompt_tokens and not event.prompt_tokens:
             event.prompt_tokens, event.cached_tokens = nxt.prompt_tokens, nxt.cached_tokens
+            event.queue_seconds = nxt.queue_seconds
         event.finish_reason, event.error = nxt.finish_reason, nxt.error
     return event
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from mlx_router.config.settings import Settings
 from mlx_router.core.params import GenerationRequest, TokenEvent
-from mlx_router.core.pool import ModelPool
-from mlx_router.core.resource_monitor import ResourceMonitor, device_memory_bytes, mlx_readings
+from mlx_router.core.pool import LoadResult, ModelPool
+from mlx_router.core.resource_monitor import GB, ResourceMonitor, device_memory_bytes, mlx_readings
 from mlx_router.core.wire import Message, event_tuple
 from mlx_router.core.worker import MLXWorker
 from mlx_router.errors import InvalidRequestError, ModelUnloadedError, RouterError
@@ -103,7 +103,7 @@ class EngineHost:
             if name == "check":
                 self.pool.check(kwargs["entry"])
             elif name == "load":
-                value = self.pool.load(kwargs["entry"], kwargs.get("evict", ()))
+                value = self._load(kwargs["entry"], kwargs.get("evict", ()))
             elif name == "evict":
                 self.pool.evict(kwargs["model_ids"])
             elif name == "unload":
@@ -116,6 +116,24 @@ class EngineHost:
             self._reply(call_id, False, e if isinstance(e, RouterError) else RuntimeError(f"{type(e).__name__}: {e}"))
         else:
             self._reply(call_id, True, value)
+
+    def _load(self, entry: Any, evict: Any) -> LoadResult:
+        """A load, with one line saying how long it took (weights, warm-up, evictions) and what it holds."""
+        t0 = time.perf_counter()
+        try:
+            result = self.pool.load(entry, evict)
+        except Exception as e:
+            logger.warning("loading %s failed after %.2fs: %s", entry.id, time.perf_counter() - t0, e)
+            raise
+        logger.info(
+            "%s ready in %.2fs: %.2f GB budgeted (weights x safety_margin), KV %.1f kB a token; MLX memory %.2f GB",
+            entry.id,
+            time.perf_counter() - t0,
+            result.cost_bytes / GB,
+            result.kv_per_token / 1024,
+            mlx_readings()[0] / GB,
+        )
+        return result
 
     def _reply(self, call_id: int, ok: bool, value: Any) -> None:
         self._flush()  # events emitted before the reply arrive before it,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,7 @@ class MLXModelManager:
         self._tokenizers: dict[str, Any] = {}
         self._tokenizer_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()  # evictions in flight (a task needs a reference)
+        self.evictions: Counter[str] = Counter()  # model id -> evictions decided here (the metrics read it)
 
     # -- lookup ---------------------------------------------------------------------------------------------
     def resolve(self, model_id: str) -> ModelEntry:
@@ -255,6 +257,7 @@ class MLXModelManager:
     def _evict(self, victims: Iterable[ModelSlot]) -> None:
         """Unload idle models in the engine; they show `unloading` (and take no requests) until it answers."""
         chosen = list(victims)
+        self.evictions.update(s.model_id for s in chosen)
         for s in chosen:
             s.evicting += 1
             s.state = "unloading"
@@ -314,6 +317,7 @@ class MLXModelManager:
             if plan.limit is not None:
                 raise self._refusal(slot, 0, plan)
             evicted = [self._slots[model_id] for model_id in plan.evict]
+            self.evictions.update(plan.evict)
             for s in evicted:
                 s.evicting += 1
             _resolve(job.admitted)

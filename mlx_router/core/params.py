@@ -82,3 +82,4 @@ class TokenEvent:
     prompt_tokens: int = 0
     cached_tokens: int = 0
     error: BaseException | None = None
+    queue_seconds: float = 0.0  # on the first event: how long the engine held the request before its prefill

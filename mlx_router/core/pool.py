@@ -32,7 +32,7 @@ from mlx_router.core.loader import (
     read_config,
 )
 from mlx_router.core.params import ModelState
-from mlx_router.core.resource_monitor import GB, ResourceMonitor
+from mlx_router.core.resource_monitor import GB, ResourceMonitor, mlx_readings
 from mlx_router.core.runner import ModelRunner, RunnerConfig
 from mlx_router.core.vision_solo import SoloVisionRunner
 from mlx_router.core.warmup import warm_up, warmup_plan
@@ -210,6 +210,7 @@ class ModelPool:
         if m is None or m.state != "ready":
             return
         m.state = "unloading"
+        t0, before = time.perf_counter(), mlx_readings()[0]
         self.worker.detach(model_id)
         if m.runner is not None:
             if m.runner.has_work():  # an operator's unload: the running requests end with an error
@@ -218,7 +219,13 @@ class ModelPool:
         m.runner, m.loaded, m.cost_bytes = None, None, 0
         free_memory()
         m.state = "stopped"
-        logger.info("unloaded %s", model_id)
+        logger.info(
+            "unloaded %s in %.2fs (MLX memory active %.2f -> %.2f GB)",
+            model_id,
+            time.perf_counter() - t0,
+            before / GB,
+            mlx_readings()[0] / GB,
+        )
 
     def evict(self, model_ids: Sequence[str], reason: str = "") -> None:
         """Unload models the HTTP side found idle (no request of theirs is admitted: work they still hold

@@ -17,6 +17,7 @@ import psutil
 from mlx_router.config.settings import DefaultsConfig, PressureLevel
 
 GB = 1024**3
+_LEVELS: tuple[PressureLevel, ...] = ("normal", "moderate", "high", "critical")
 logger = logging.getLogger(__name__)
 
 
@@ -106,7 +107,9 @@ class ResourceMonitor:
             pressure=pressure_level(available_gb, swap_percent, self._cfg),
         )
         if self._last is not None and snap.pressure != self._last.pressure:
-            logger.warning(
+            rising = _LEVELS.index(snap.pressure) > _LEVELS.index(self._last.pressure)
+            logger.log(
+                logging.WARNING if rising else logging.INFO,  # easing off is good news
                 "memory pressure %s -> %s (%.1f GB available, swap %.0f%%)",
                 self._last.pressure,
                 snap.pressure,

@@ -70,6 +70,7 @@ class _Active:
     started: bool = False
     added: float = 0.0  # time.perf_counter() when the runner took it
     first_token_ms: float = 0.0
+    scheduled: float = 0.0  # time.perf_counter() when its prefill could begin (it left the queue)
     generated: int = 0
     keys: list[int] | None = None  # a prompt with images: its prefix-cache key (`vision_prefill.image_keys`)
 
@@ -203,6 +204,7 @@ class ModelRunner:
         )
         if self._solo_ok and not self._by_uid:
             self._solo = seq
+            active.scheduled = active.added
         else:
             self._end_solo()
             self._waiting.append(seq)
@@ -340,6 +342,7 @@ class ModelRunner:
     def _step_reading(self, seq: VisionSequence) -> None:
         """One unit of the oldest image prompt's prefill; once its images are in, it joins the batch."""
         active = self._by_uid[seq.uid]
+        active.scheduled = active.scheduled or time.perf_counter()
         t0 = time.perf_counter()
         try:
             with mx.stream(self._stream):
@@ -426,6 +429,7 @@ class ModelRunner:
             stop_sequences=[active.stop],
         )
         active.uid = uid
+        active.scheduled = active.scheduled or time.perf_counter()
         self._by_uid[uid] = active
         self._by_request[active.req.request_id] = uid
         self._in_batch += 1
@@ -459,6 +463,7 @@ class ModelRunner:
             active.first_token_ms = 1000 * (time.perf_counter() - active.added)
             event.prompt_tokens = len(active.req.prompt_tokens)
             event.cached_tokens = active.cached_tokens
+            event.queue_seconds = max(0.0, active.scheduled - active.added)
         if finish is not None:
             if not active.req.internal:
                 _log_finished(active, finish)
@@ -485,9 +490,12 @@ class ModelRunner:
 
 
 def _log_finished(active: _Active, finish: str) -> None:
+    """The engine's view of a finished request (debug: the server's end line for it is the one at info)."""
+    if not logger.isEnabledFor(logging.DEBUG):
+        return
     seconds = time.perf_counter() - active.added
     decode = seconds - active.first_token_ms / 1000
-    logger.info(
+    logger.debug(
         "%s: %d prompt tokens (%d cached), first token after %.0f ms, %d tokens in %.2f s (%.1f tok/s), %s",
         active.req.request_id,
         len(active.req.prompt_tokens),

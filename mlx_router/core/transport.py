@@ -24,11 +24,11 @@ from typing import Protocol
 
 from mlx_router.config.settings import Settings
 from mlx_router.core.wire import Message
+from mlx_router.observability.logs import EngineLogHandler, handle_engine_record
 
 logger = logging.getLogger(__name__)
 
 Deliver = Callable[[Message], None]
-LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class Transport(Protocol):
@@ -135,7 +135,10 @@ class ProcessTransport:
                 msg = pickle.loads(self._conn.recv_bytes())
             except (EOFError, OSError):
                 break
-            self._deliver(msg)
+            if msg[0] == "log":  # the engine's log record, handled here: it never waits for the event loop
+                handle_engine_record(msg[1])
+            else:
+                self._deliver(msg)
         self._proc.join(5)
         if not self._stopping:
             self._on_exit(self._proc.exitcode)
@@ -147,18 +150,25 @@ def run_engine_process(conn: Connection, settings: Settings, log_level: int) -> 
     # engine itself once its requests are drained (or the pipe closes when the server is gone).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    logging.basicConfig(level=log_level, format=LOG_FORMAT)
-    from mlx_router.core.host import EngineHost
-
     lock = threading.Lock()
 
-    def send(msg: Message) -> None:
+    def deliver(msg: Message) -> bool:
         data = pickle.dumps(msg, protocol=pickle.HIGHEST_PROTOCOL)
         with lock:
             try:
                 conn.send_bytes(data)
             except OSError:  # the server is gone: the reading loop below ends the process
-                pass
+                return False
+        return True
+
+    def send(msg: Message) -> None:
+        deliver(msg)
+
+    # The engine's records go to the server, whose handlers (console, files) write them: one writer per file
+    root = logging.getLogger()
+    root.handlers[:] = [EngineLogHandler(deliver)]
+    root.setLevel(log_level)
+    from mlx_router.core.host import EngineHost
 
     host = EngineHost(settings, send)
     host.start()

@@ -16,8 +16,16 @@ def event_tuple(event: TokenEvent) -> tuple[Any, ...]:
     error = event.error
     if error is not None and not isinstance(error, RouterError):
         error = RuntimeError(f"{type(error).__name__}: {error}")  # any exception, in a form that pickles
-    return (event.tokens, event.logprobs, event.finish_reason, event.prompt_tokens, event.cached_tokens, error)
+    return (
+        event.tokens,
+        event.logprobs,
+        event.finish_reason,
+        event.prompt_tokens,
+        event.cached_tokens,
+        error,
+        event.queue_seconds,
+    )
 
 
 def event_from_tuple(t: tuple[Any, ...]) -> TokenEvent:
-    return TokenEvent(t[0], t[1], t[2], t[3], t[4], t[5])
+    return TokenEvent(t[0], t[1], t[2], t[3], t[4], t[5], t[6])

@@ -17,7 +17,7 @@ from typing import TextIO
 from mlx_router.config.settings import ConfigError, load_settings
 from mlx_router.service import launchd, systemd
 from mlx_router.service.actions import Action, execute, run_command
-from mlx_router.service.spec import ServiceError, current_spec, default_platform
+from mlx_router.service.spec import ServiceError, current_spec, default_platform, service_log_dir
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -100,7 +100,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     if status != 0 or args.dry_run:
         return status
     if url is not None:
-        notes = launchd.install_notes(home, uid) if platform == "launchd" else systemd.install_notes()
+        if platform == "launchd":
+            notes = launchd.install_notes(home, uid)
+        else:
+            notes = systemd.install_notes(service_log_dir(platform, home, os.environ))
         print("\n".join([*notes, f"  check it:               curl {url}/v1/health"]), file=out)
     else:
         print("The service is stopped and removed (logs and the config are kept).", file=out)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from mlx_router.service.actions import Action, Command, MakeDir, RemoveFile, WriteFile
-from mlx_router.service.spec import LAUNCHD_LABEL, ServiceSpec
+from mlx_router.service.spec import LAUNCHD_LABEL, ServiceSpec, service_log_dir
 
 THROTTLE_SECONDS = 10
 # launchd's default is 20 s before SIGKILL; the server may take 10 s to finish streams and more to unload.
@@ -25,12 +25,14 @@ def plist_path(home: Path) -> Path:
 
 
 def log_dir(home: Path) -> Path:
-    """Where the agent's stdout and stderr go (launchd does not expand `~`, so paths are absolute)."""
-    return home / "Library" / "Logs" / "mlx-router"
+    """Where the agent's stdout and stderr go, beside the server's own log files (launchd does not expand `~`,
+    so paths are absolute)."""
+    return service_log_dir("launchd", home, {})
 
 
 def log_files(home: Path) -> tuple[Path, Path]:
-    """(stdout log, stderr log); the server logs to stderr, so that is the one to read."""
+    """(stdout log, stderr log): what escapes the server's logging (a crash's last words); its log records go
+    to the rotating mlx_router.log and mlx_router.error.log beside them."""
     return log_dir(home) / "mlx-router.out.log", log_dir(home) / "mlx-router.err.log"
 
 
@@ -97,9 +99,11 @@ def status_command(uid: int) -> Command:
 def install_notes(home: Path, uid: int) -> list[str]:
     """What to tell the user after an install."""
     _, err_log = log_files(home)
+    main_log = log_dir(home) / "mlx_router.log"
     return [
-        f"The agent runs now and starts at every login; logs: {err_log}",
-        f"  follow them:            tail -f {shlex.quote(str(err_log))}",
+        f"The agent runs now and starts at every login; logs: {main_log} (warnings and errors also in "
+        f"mlx_router.error.log, a crash's output in {err_log.name})",
+        f"  follow them:            tail -f {shlex.quote(str(main_log))}",
         f"  restart (config edits): launchctl kickstart -k {_target(uid)}",
         "  stop and remove it:     mlx-router service uninstall (or ./uninstall-launchd.sh)",
     ]

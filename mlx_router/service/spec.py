@@ -40,10 +40,18 @@ class ServiceSpec:
     config: str
     working_dir: str
     environment: tuple[tuple[str, str], ...]
+    log_dir: str | None = None  # the server's rotating log files (observability/logs.py)
+    console_log: bool = True  # also to stderr (launchd writes that to a file it never rotates)
 
     def program_arguments(self) -> list[str]:
-        """argv of the server: `<python> -m mlx_router --config <config>` (serve, the default command)."""
-        return [self.python, "-m", "mlx_router", "--config", self.config]
+        """argv of the server: `<python> -m mlx_router --config <config>` (serve, the default command), with
+        `--log-dir <dir>` and `--no-console-log` where the spec asks for them."""
+        argv = [self.python, "-m", "mlx_router", "--config", self.config]
+        if self.log_dir is not None:
+            argv += ["--log-dir", self.log_dir]
+        if not self.console_log:
+            argv.append("--no-console-log")
+        return argv
 
 
 def check_path(value: str, what: str) -> str:
@@ -62,13 +70,15 @@ def build_spec(
     environ: Mapping[str, str],
     package_root: str,
     site_dirs: Sequence[str],
+    log_dir: str | None = None,
 ) -> ServiceSpec:
     """The spec for `platform` ("launchd" or "systemd").
 
     `python` is used as given, not resolved: a virtualenv's `bin/python` is a symlink to the base
     interpreter, and following it would start Python without the venv's packages. `package_root` (the folder
     holding `mlx_router/`) goes on PYTHONPATH unless it is a site-packages folder, so a source checkout that
-    was never pip-installed still imports from any working folder.
+    was never pip-installed still imports from any working folder. With `log_dir` the server writes rotating
+    log files there; under launchd, whose stderr file is never rotated, they replace the console.
     """
     if platform not in SYSTEM_PATHS:
         raise ServiceError(f"unknown service platform {platform!r}; valid: {', '.join(SYSTEM_PATHS)}")
@@ -89,7 +99,18 @@ def build_spec(
         config=config,
         working_dir=check_path(os.path.dirname(config), "the config folder"),
         environment=tuple(env.items()),
+        log_dir=check_path(log_dir, "the log folder") if log_dir is not None else None,
+        console_log=not (log_dir is not None and platform == "launchd"),
     )
+
+
+def service_log_dir(platform: str, home: Path, environ: Mapping[str, str]) -> Path:
+    """Where the service's server writes its log files: ~/Library/Logs/mlx-router on macOS (beside launchd's
+    own stdout and stderr files), $XDG_STATE_HOME/mlx-router/logs (~/.local/state/...) on Linux."""
+    if platform == "launchd":
+        return home / "Library" / "Logs" / "mlx-router"
+    state = environ.get("XDG_STATE_HOME") or str(home / ".local" / "state")
+    return Path(state) / "mlx-router" / "logs"
 
 
 def current_spec(config: str, platform: str) -> ServiceSpec:
@@ -105,6 +126,7 @@ def current_spec(config: str, platform: str) -> ServiceSpec:
         environ=os.environ,
         package_root=str(Path(mlx_router.__file__).resolve().parent.parent),
         site_dirs=site_dirs,
+        log_dir=str(service_log_dir(platform, Path.home(), os.environ)),
     )
 
 

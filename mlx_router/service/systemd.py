@@ -120,11 +120,13 @@ def status_command() -> Command:
     return _systemctl("status", "--no-pager", "--lines=20", SYSTEMD_UNIT, check=False)
 
 
-def install_notes() -> list[str]:
-    """What to tell the user after an install."""
+def install_notes(log_dir: Path | None = None) -> list[str]:
+    """What to tell the user after an install (`log_dir`: where the server writes its log files)."""
+    files = [f"  log files:              {log_dir / 'mlx_router.log'} (and mlx_router.error.log)"] if log_dir else []
     return [
         "The service runs now and starts with your user session.",
         "  follow its log:         journalctl --user -u mlx-router -f",
+        *files,
         "  restart (config edits): systemctl --user restart mlx-router",
         "  start at boot, without logging in: loginctl enable-linger $USER",
         "  stop and remove it:     mlx-router service uninstall (or python -m mlx_router service uninstall)",

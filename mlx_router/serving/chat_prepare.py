@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -23,6 +22,7 @@ from mlx_router.constraints.grammars import (
 from mlx_router.core.params import GenerationRequest
 from mlx_router.core.resource_monitor import ResourceMonitor
 from mlx_router.errors import InvalidRequestError
+from mlx_router.observability.ids import RequestId
 from mlx_router.parsing.pipeline import OutputPipeline
 from mlx_router.parsing.registry import get_reasoning_parser, get_tool_parser
 from mlx_router.parsing.tools.base import ToolChoiceMode
@@ -134,8 +134,10 @@ class ChatPreparer:
         """End the media decoder's PDF workers."""
         self._media.close()
 
-    async def prepare(self, req: ChatCompletionRequest) -> PreparedChat:
+    async def prepare(self, req: ChatCompletionRequest, rid: RequestId | None = None) -> PreparedChat:
+        """`rid`: the request's id (`X-Request-ID`); the response's id is `chatcmpl-<id>`."""
         received = time.monotonic()
+        rid = rid or RequestId.new()
         profile = await self._profiles.get(req.model)
         media = ChatMedia()
         if any(m.has_media() for m in req.messages):
@@ -163,7 +165,7 @@ class ChatPreparer:
         grammar = self._tool_grammar(plan, profile, think) or self._format_grammar(req, profile, think)
         top = req.top_logprobs or 0
         gen = GenerationRequest(
-            request_id=f"chatcmpl-{uuid.uuid4().hex[:24]}",
+            request_id=rid.engine_id("chatcmpl"),
             model_id=req.model,
             prompt_tokens=tokens,
             max_tokens=limit,
@@ -179,7 +181,7 @@ class ChatPreparer:
             else 0,
         )
         return PreparedChat(
-            gen.request_id,
+            rid.response_id("chatcmpl"),
             int(time.time()),
             req,
             profile,

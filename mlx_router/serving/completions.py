@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -13,6 +12,7 @@ from mlx_router.core.engine import Engine
 from mlx_router.core.params import GenerationRequest, TokenLogprob
 from mlx_router.core.resource_monitor import ResourceMonitor
 from mlx_router.errors import InvalidRequestError
+from mlx_router.observability.ids import RequestId
 from mlx_router.protocol.completions import (
     CompletionChoice,
     CompletionRequest,
@@ -45,8 +45,10 @@ class CompletionService:
         self._profiles = profiles
         self._monitor = monitor
 
-    async def prepare(self, req: CompletionRequest) -> PreparedCompletion:
+    async def prepare(self, req: CompletionRequest, rid: RequestId | None = None) -> PreparedCompletion:
+        """`rid`: the request's id (`X-Request-ID`); the response's id is `cmpl-<id>`."""
         received = time.monotonic()
+        rid = rid or RequestId.new()
         if req.suffix:
             raise InvalidRequestError("suffix (fill-in-the-middle) is not supported", param="suffix")
         profile = await self._profiles.get(req.model)
@@ -72,7 +74,7 @@ class CompletionService:
             profile.context_tokens,
         )
         gen = GenerationRequest(
-            request_id=f"cmpl-{uuid.uuid4().hex[:24]}",
+            request_id=rid.engine_id("cmpl"),
             model_id=req.model,
             prompt_tokens=tokens,
             max_tokens=limit,
@@ -81,7 +83,7 @@ class CompletionService:
             ignore_eos=req.ignore_eos,
             received=received,
         )
-        return PreparedCompletion(gen.request_id, int(time.time()), req, profile, gen, text)
+        return PreparedCompletion(rid.response_id("cmpl"), int(time.time()), req, profile, gen, text)
 
     def session(self, p: PreparedCompletion) -> GenerationSession:
         d = self._settings.defaults

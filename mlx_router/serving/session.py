@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 from mlx_router.core.engine import Engine, Generation
@@ -67,6 +67,10 @@ class GenerationSession:
         self._posted_at: float | None = None  # when the request went to the engine, its model loaded
         self._generation: Generation | None = None
         self._load: LoadJob | None = None  # the load of the model this request waits for
+        self.outcome: str | None = None  # how it ended (`outcome_of`); None while it runs
+        self.last_token_at: float | None = None
+        self.engine_queue_seconds: float | None = None  # its wait in the engine, from its first event
+        self.on_tokens: Callable[[int, float], None] | None = None  # tokens after the first: (count, seconds)
         request.deadline = self._started + timeout
 
     async def __aenter__(self) -> GenerationSession:
@@ -82,11 +86,13 @@ class GenerationSession:
                     self._load = await manager.prepare_load(self.request.model_id)
         except TimeoutError:
             self._release()
+            self.outcome = "timeout"
             raise RequestTimeoutError(
                 f"loading {self.request.model_id} did not start within the server's timeout of {self._timeout:g}s"
             ) from None
-        except BaseException:
+        except BaseException as e:
             self._release()
+            self.outcome = outcome_of(e, admitted=False)
             raise
         if self._slot.state == "ready":
             # Queued on the engine now, before the response starts: under a burst every hop through the event
@@ -112,9 +118,13 @@ class GenerationSession:
                 async for chunk in self._run():
                     yield chunk
         except TimeoutError:
+            self.outcome = "timeout"
             raise RequestTimeoutError(
                 f"the request did not finish within the server's timeout of {self._timeout:g}s"
             ) from None
+        except BaseException as e:  # a failure, or the client gone (the generator closed, the task cancelled)
+            self.outcome = self.outcome or outcome_of(e, admitted=True)
+            raise
         finally:
             self._log_timeline()
 
@@ -145,8 +155,9 @@ class GenerationSession:
                 raise _as_router_error(event.error)
             if event.prompt_tokens:  # the engine's count (a model mlx-vlm serves alone expands images there)
                 self.usage.prompt_tokens, self.usage.cached_tokens = event.prompt_tokens, event.cached_tokens
-            if event.tokens and self.first_token_at is None:
-                self.first_token_at = time.monotonic()
+                self.engine_queue_seconds = event.queue_seconds
+            if event.tokens:
+                self._timed(len(event.tokens))
             self.usage.completion_tokens += len(event.tokens)
             self.token_ids.extend(event.tokens)
             pending.text += self._assembler.add(event.tokens)
@@ -154,17 +165,32 @@ class GenerationSession:
             if event.logprobs:
                 pending.logprobs.extend(event.logprobs)
             if self._assembler.stopped:
-                pending.finish_reason = "stop"
+                pending.finish_reason = self.outcome = "stop"
                 yield pending
                 return  # `_run` closes the generation, which cancels it in the engine
             if event.finish_reason is not None:
                 pending.text += self._assembler.finish()
-                pending.finish_reason = "length" if event.finish_reason == "length" else "stop"
+                pending.finish_reason = self.outcome = "length" if event.finish_reason == "length" else "stop"
                 yield pending
                 return
             if pending.tokens >= self._chunk_tokens and pending.text:
                 yield pending
                 pending = TextChunk(text="", tokens=0)
+
+    def _timed(self, n: int) -> None:
+        now = time.monotonic()
+        if self.first_token_at is None:
+            self.first_token_at = now
+        elif self.on_tokens is not None and self.last_token_at is not None:
+            self.on_tokens(n, now - self.last_token_at)
+        self.last_token_at = now
+
+    @property
+    def queue_seconds(self) -> float | None:
+        """How long it waited before its prefill began: for its model (and the engine), then in the engine."""
+        if self._posted_at is None or self.engine_queue_seconds is None:
+            return None
+        return self._posted_at - self._started + self.engine_queue_seconds
 
     @property
     def text(self) -> str:
@@ -180,9 +206,9 @@ class GenerationSession:
         """Where a request's time to first token went on this side: preparing it (template, tokens),
         waiting for its model, and the engine (its own log line splits that part further)."""
         received, posted, first = self.request.received, self._posted_at, self.first_token_at
-        if not received or posted is None or first is None:
+        if not received or posted is None or first is None or not logger.isEnabledFor(logging.DEBUG):
             return
-        logger.info(
+        logger.debug(
             "%s: prepared in %.0f ms, model ready %.0f ms later, first token %.0f ms after that (%.0f ms in all)",
             self.request.request_id,
             1000 * (self._started - received),
@@ -190,6 +216,26 @@ class GenerationSession:
             1000 * (first - posted),
             1000 * (first - received),
         )
+
+
+def outcome_of(error: BaseException, admitted: bool) -> str:
+    """How a request that raised `error` ended: cancelled (its client left), or by the error's status."""
+    if isinstance(error, asyncio.CancelledError | GeneratorExit):
+        return "cancelled"
+    return status_outcome(error.status if isinstance(error, RouterError) else 500, admitted)
+
+
+def status_outcome(status: int, admitted: bool) -> str:
+    """timeout (504), cancelled (499), refused (429/503 before admission), invalid (other 4xx), else error."""
+    if status == 504:
+        return "timeout"
+    if status == 499:
+        return "cancelled"
+    if status in (429, 503) and not admitted:
+        return "refused"
+    if 400 <= status < 500 and status != 429:
+        return "invalid"
+    return "error"
 
 
 def _as_router_error(error: BaseException) -> RouterError:

@@ -6,7 +6,7 @@
   const KEY_STORAGE = "mlx-router.api-key";
   const POLL_MS = 1000;
   const LOG_POLL_MS = 2000;
-  const MODELS_POLL_MS = 5000;
+  const MODELS_POLL_MS = 30000; // new model folders; a change of a loaded model's state refetches at once
   const LOG_LINES = 500;
 
   const $ = (id) => document.getElementById(id);
@@ -14,6 +14,7 @@
     key: localStorage.getItem(KEY_STORAGE) || "",
     cards: [], // /v1/models
     slots: new Map(), // id -> the model's entry in /v1/health
+    slotStates: "", // the slots' ids and states at the last poll: when they change, the model list is refetched
     pending: new Set(), // ids with a load or unload on its way
     logAfter: 0,
     history: [], // the playground's conversation, as sent to the server
@@ -117,6 +118,11 @@
     $("mem-budget").textContent = gb(mem.budget_gb);
     $("mem-swap").textContent = `${Number(mem.swap_percent).toFixed(0)}%`;
     $("engine").textContent = `${h.engine_state}${h.engine_pid ? ` (pid ${h.engine_pid})` : ""}, ${h.engine_restarts} restarts`;
+    const slotStates = h.models.map((m) => `${m.id}:${m.state}`).join(" ");
+    if (slotStates !== state.slotStates) {
+      state.slotStates = slotStates;
+      refreshModels(); // a model loaded, unloaded or evicted (by anyone): its row follows
+    }
     renderModels();
   }
 

@@ -39,7 +39,7 @@ def sync_api() -> Any:
 
 @pytest.fixture(scope="module")
 def dash_server(
-    tmp_path_factory: pytest.TempPathFactory, trained_llm_dir: Any, trained_vlm_dir: Path, sync_api: Any
+    tmp_path_factory: pytest.TempPathFactory, trained_llm_dir: Any, trained_vlm_dir: Path
 ) -> Iterator[RouterServer]:
     root = tmp_path_factory.mktemp("dash-models")
     (root / "trained-qwen").symlink_to(trained_llm_dir("qwen"), target_is_directory=True)
@@ -77,7 +77,9 @@ def page(sync_api: Any, dash_server: RouterServer, tmp_path: Path) -> Iterator[A
             browser.close()
     assert outside == [], f"the page fetched from outside the server: {outside}"
     assert errors == [], f"script errors on the page: {errors}"
-    assert page.blocked == [], f"the page needs what its policy refuses: {page.blocked}"
+    # ReDoc's footer logo comes from its CDN: the policy refuses it before it is asked for, and nothing else
+    needed = [m for m in page.blocked if "https://cdn.redoc.ly/redoc/logo-mini.svg" not in m]
+    assert needed == [], f"the page needs what its policy refuses: {needed}"
 
 
 def red_png() -> bytes:
@@ -198,6 +200,3 @@ def test_docs_render_offline(page: Any, sync_api: Any, dash_server: RouterServer
     expect(page.locator(".opblock-summary-path").first).to_be_visible()
     page.goto(dash_server.base_url + "/redoc")
     expect(page.locator("h1").first).to_contain_text("mlx-router", timeout=15_000)
-    # ReDoc's footer logo comes from its CDN: the page's policy refuses it before it is asked for
-    assert all("cdn.redoc.ly" in m for m in page.blocked), page.blocked
-    page.blocked.clear()
