@@ -3,6 +3,7 @@ limit (413) and optional API keys (401)."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import ipaddress
 import json
@@ -11,6 +12,7 @@ from typing import Any
 
 from mlx_router.api.errors import router_error_body
 from mlx_router.errors import AuthenticationError, RequestTooLargeError, RouterError
+from mlx_router.heap import trim_heap
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -18,6 +20,7 @@ Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
+TRIM_AFTER_BYTES = 1 << 20  # a request body this large is followed by giving the heap's free pages back
 OPEN_PATHS = ("/health", "/docs", "/openapi.json", "/redoc", "/", "/ui")
 OPEN_PREFIXES = ("/ui/", "/docs/")  # the pages' static files; the data they show needs the key
 
@@ -48,7 +51,9 @@ class _ClientGone(Exception):
 
 class BodyLimitMiddleware:
     """Refuses bodies over `max_bytes` with 413: by Content-Length up front, a chunked body (no length) by
-    reading it here first, a body longer than its Content-Length while the app reads it."""
+    reading it here first, a body longer than its Content-Length while the app reads it. Once a request with a
+    large body is answered, the memory its handling took (JSON, prompt, tokenizer buffers) goes back to the
+    system (mlx_router/heap.py)."""
 
     def __init__(self, app: ASGIApp, max_bytes: int) -> None:
         self.app = app
@@ -58,26 +63,35 @@ class BodyLimitMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        size = 0
+        try:
+            size = await self._handle(scope, receive, send)
+        finally:
+            if size >= TRIM_AFTER_BYTES:
+                await asyncio.to_thread(trim_heap)
+
+    async def _handle(self, scope: Scope, receive: Receive, send: Send) -> int:
+        """Serve the request within the limit; the body's size (as far as it was read) is returned."""
         length = None
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 length = value
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
             await _send_error(send, self._too_large())
-            return
+            return 0
         if length is None:
             # FastAPI answers any failure while it reads a body with a 400, so a chunked body is read (and
             # measured) here, before the app sees it, and handed over whole.
             try:
                 body = await self._read_limited(receive)
             except _ClientGone:  # nobody to answer
-                return
+                return 0
             if body is None:
                 await _send_error(send, self._too_large())
-                return
+                return self.max_bytes
             await self.app(scope, _replay(body, receive), send)
-            return
-        await self._run_counted(scope, receive, send)
+            return len(body)
+        return await self._run_counted(scope, receive, send)
 
     async def _read_limited(self, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes the limit (the rest is left unread)."""
@@ -96,7 +110,7 @@ class BodyLimitMiddleware:
                 break
         return b"".join(chunks)
 
-    async def _run_counted(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _run_counted(self, scope: Scope, receive: Receive, send: Send) -> int:
         received = 0
         started = False
 
@@ -120,6 +134,7 @@ class BodyLimitMiddleware:
         except _BodyTooLarge:
             if not started:
                 await _send_error(send, self._too_large())
+        return received
 
     def _too_large(self) -> RequestTooLargeError:
         return RequestTooLargeError(f"the request body is larger than {self.max_bytes / 1024**2:g} MB")

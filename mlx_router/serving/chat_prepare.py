@@ -149,6 +149,7 @@ class ChatPreparer:
         if media.images and profile.vision is not None:
             counts = [profile.vision.token_count(i.width, i.height) for i in media.images]
             prompt_text = profile.vision.expand_text(prompt_text, counts)
+        profile.prompts.refuse_oversized(prompt_text, profile.context_tokens, "messages")  # before costly encoding
         tokens = await run_sized(len(prompt_text), INLINE_ENCODE_CHARS, profile.prompts.encode, prompt_text)
         if media.images and profile.vision is not None:
             counts = [profile.vision.token_count(i.width, i.height) for i in media.images]

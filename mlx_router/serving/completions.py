@@ -57,9 +57,17 @@ class CompletionService:
         except ValueError as e:
             raise InvalidRequestError(str(e), param="prompt") from None
         if isinstance(prompt, str):
+            profile.prompts.refuse_oversized(prompt, profile.context_tokens, "prompt")  # before costly encoding
             tokens = await run_sized(len(prompt), INLINE_ENCODE_CHARS, profile.tokenizer.encode, prompt)
             text = prompt
         else:
+            context = profile.context_tokens
+            if context is not None and len(prompt) >= context:  # refused before the ids are checked and decoded
+                raise InvalidRequestError(
+                    f"the prompt has {len(prompt)} tokens and this model's context is {context}",
+                    param="prompt",
+                    code="context_length_exceeded",
+                )
             if not prompt or any(not 0 <= t < profile.vocab_size for t in prompt):
                 raise InvalidRequestError("prompt token ids must be non-empty and in the vocabulary", param="prompt")
             tokens, text = list(prompt), profile.tokenizer.decode(prompt)

@@ -32,6 +32,9 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
+from mlx_router.errors import InvalidRequestError
+from mlx_router.serving.token_floor import TokenFloor
+
 MEMO_MIN_CHARS = 256  # shorter stretches are encoded each time: a lookup would save next to nothing
 MEMO_MAX_CHARS = 16_000_000  # text remembered per model: with its ids (4 bytes each), about 32 MB
 
@@ -52,6 +55,20 @@ class PromptEncoder:
         self._split = _splitter(self._added) if self._backend is not None else None
         if self._split is not None and not self._agrees():
             self._backend = self._split = None
+        self.floor = TokenFloor.measure(tokenizer)
+
+    def refuse_oversized(self, text: str, context_tokens: int | None, param: str) -> None:
+        """A 400 (context_length_exceeded) for a text sure to fill `context_tokens` by the tokenizer's floor
+        (serving/token_floor.py), found in milliseconds where tokenizing it would take seconds and gigabytes."""
+        if context_tokens is None or self.floor is None or not self.floor.may_exceed(text, context_tokens):
+            return
+        at_least = self.floor.tokens_at_least(text)
+        if at_least >= context_tokens:
+            raise InvalidRequestError(
+                f"the prompt has at least {at_least} tokens and this model's context is {context_tokens}",
+                param=param,
+                code="context_length_exceeded",
+            )
 
     @property
     def segmented(self) -> bool:
