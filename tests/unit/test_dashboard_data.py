@@ -89,7 +89,12 @@ def test_the_log_ring_takes_records_from_many_threads() -> None:
     log.setLevel(logging.INFO)
     ring.install(log)
     try:
-        threads = [threading.Thread(target=lambda: [log.info("x") for _ in range(500)]) for _ in range(4)]
+
+        def write() -> None:
+            for _ in range(500):
+                log.info("x")
+
+        threads = [threading.Thread(target=write) for _ in range(4)]
         for t in threads:
             t.start()
         for t in threads:
