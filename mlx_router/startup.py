@@ -53,7 +53,7 @@ def prepare_models(settings: Settings, allow_demo: bool = True) -> None:
         logger.error("could not build the demo model (%s); set MLX_ROUTER_CACHE to a writable folder", e)
         return
     settings.add_model_dir(Path(path).parent)
-    logger.warning(
+    logger.info(  # a fresh install's normal start, not a fault
         "no models found in %s: serving the built-in demo model %r (a tiny model trained to answer a few "
         "example prompts; install real MLX models to use the server for real)",
         ", ".join(str(d) for d in settings.model_dirs()[:-1]) or "(no model_directory set)",

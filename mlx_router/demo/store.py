@@ -92,7 +92,7 @@ def _locked(lock_path: Path) -> Iterator[None]:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            logger.warning("another process is building the demo model; waiting for it...")
+            logger.info("another process is building the demo model; waiting for it...")
             fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
@@ -123,7 +123,7 @@ def _build_into_place(final: Path, definition: dict[str, Any]) -> None:
     """Build in a hidden folder beside ``final``, then swap it in (the old build, if any, goes away)."""
     from mlx_router.demo.build import build_demo_model  # imports mlx: only when a build is needed
 
-    logger.warning(
+    logger.info(
         "building the demo model %r in %s (first start only, ~%d s)...",
         DEMO_MODEL_ID,
         final,
@@ -144,4 +144,4 @@ def _build_into_place(final: Path, definition: dict[str, Any]) -> None:
         raise
     finally:
         shutil.rmtree(old, ignore_errors=True)
-    logger.warning("demo model ready in %.1f s: %s", time.perf_counter() - start, final)
+    logger.info("demo model ready in %.1f s: %s", time.perf_counter() - start, final)
