@@ -45,17 +45,23 @@ def prepare_models(settings: Settings, allow_demo: bool = True) -> None:
     if not allow_demo:
         logger.warning("no models found; requests will get 404 until one is installed")
         return
-    from mlx_router.demo import DEMO_MODEL_ID, ensure_demo_model
+    from mlx_router.demo import DEMO_MODEL_ID, VISION_MODEL_ID, ensure_demo_model, ensure_demo_vision_model
 
     try:
         path = ensure_demo_model()
     except OSError as e:  # e.g. an unwritable cache folder: serve without the demo
         logger.error("could not build the demo model (%s); set MLX_ROUTER_CACHE to a writable folder", e)
         return
+    served = [DEMO_MODEL_ID]
+    try:
+        ensure_demo_vision_model()  # beside the text demo, in the same folder
+        served.append(VISION_MODEL_ID)
+    except Exception as e:  # the text demo still serves; say why the vision one is missing
+        logger.error("could not build the vision demo model %r (%s); serving the text demo only", VISION_MODEL_ID, e)
     settings.add_model_dir(Path(path).parent)
     logger.info(  # a fresh install's normal start, not a fault
-        "no models found in %s: serving the built-in demo model %r (a tiny model trained to answer a few "
+        "no models found in %s: serving the built-in demo models %s (tiny models trained to answer a few "
         "example prompts; install real MLX models to use the server for real)",
         ", ".join(str(d) for d in settings.model_dirs()[:-1]) or "(no model_directory set)",
-        DEMO_MODEL_ID,
+        ", ".join(repr(m) for m in served),
     )

@@ -1,9 +1,11 @@
-"""Where the demo model is kept, and building it there once.
+"""Where the demo models are kept, and building them there once.
 
-The model lives in ``<cache>/demo/mlx-router-demo`` (``<cache>`` is ``$MLX_ROUTER_CACHE``, else
-``~/.cache/mlx-router``), so the folder's name is the model id the server lists. A marker file in it records
-which demo definition it was built from (``DEMO_VERSION``, the chats, the template, the recipe): a newer
-definition rebuilds it, and an up-to-date one is returned at once, without importing mlx.
+The text demo lives in ``<cache>/demo/mlx-router-demo`` and the vision demo beside it in
+``<cache>/demo/mlx-router-demo-vision`` (``<cache>`` is ``$MLX_ROUTER_CACHE``, else ``~/.cache/mlx-router``), so
+each folder's name is the model id the server lists. A marker file in each records which definition it was built
+from (a version, the chats or colours, the template, the recipe; the vision demo's also the text demo's, whose
+tokenizer it shares): a newer definition rebuilds it, and an up-to-date one is returned at once, without importing
+mlx.
 
 Builds are atomic and happen once: a process takes an exclusive lock on ``<cache>/demo/.lock``, builds in a
 hidden temporary folder beside the final one (the server's model discovery skips hidden names) and renames
@@ -21,13 +23,14 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from mlx_router.demo.chats import DEMO_MODEL_ID, demo_chats
 from mlx_router.demo.tokenizer import QWEN
+from mlx_router.demo.vision_chats import VISION_MODEL_ID, vision_data
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +39,8 @@ CACHE_ENV = "MLX_ROUTER_CACHE"
 DEMO_VERSION = 1
 MARKER_FILE = "mlx_router_demo.json"
 BUILD_SECONDS_ESTIMATE = 15  # what the progress line announces (8 to 15 s on 2 CPU cores)
+VISION_VERSION = 1
+VISION_BUILD_SECONDS_ESTIMATE = 10
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,20 @@ class DemoRecipe:
     sharp_margin: float = 24.0  # after sharpening: 4k * e^-24 = 2e-7 chance of another token at T=1
 
 
+@dataclass(frozen=True)
+class VisionRecipe:
+    """The knobs of a vision demo build (part of its definition)."""
+
+    hidden: int = 32
+    layers: int = 2
+    vision_width: int = 32
+    max_pixels: int = 84 * 84  # every image becomes 4 to 9 tokens
+    seed: int = 0
+    lr: float = 3e-3
+    min_margin: float = 2.0  # trained margin, on the training chats and on the check's unseen images
+    sharp_margin: float = 24.0
+
+
 def default_cache_dir() -> Path:
     """``$MLX_ROUTER_CACHE``, else ``~/.cache/mlx-router``."""
     return Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "mlx-router").expanduser()
@@ -61,6 +80,11 @@ def demo_model_dir(cache_dir: Path | None = None) -> Path:
     return Path(cache_dir or default_cache_dir()) / "demo" / DEMO_MODEL_ID
 
 
+def vision_model_dir(cache_dir: Path | None = None) -> Path:
+    """Where the vision demo model is (or will be) kept: ``<cache>/demo/mlx-router-demo-vision``."""
+    return Path(cache_dir or default_cache_dir()) / "demo" / VISION_MODEL_ID
+
+
 def demo_definition() -> dict[str, Any]:
     """What a demo build depends on, as a version and a digest of the chats, template and recipe."""
     h = hashlib.sha256()
@@ -68,6 +92,14 @@ def demo_definition() -> dict[str, Any]:
     h.update(QWEN.template_path.read_bytes())
     h.update(json.dumps(asdict(DemoRecipe()), sort_keys=True).encode())
     return {"model": DEMO_MODEL_ID, "version": DEMO_VERSION, "digest": h.hexdigest()[:16]}
+
+
+def vision_definition() -> dict[str, Any]:
+    """What a vision demo build depends on: its version, questions, colours, sizes and recipe, and the text demo's
+    definition (its tokenizer)."""
+    h = hashlib.sha256()
+    h.update(json.dumps([demo_definition(), vision_data(), asdict(VisionRecipe())], sort_keys=True).encode())
+    return {"model": VISION_MODEL_ID, "version": VISION_VERSION, "digest": h.hexdigest()[:16]}
 
 
 def read_marker(model_dir: Path) -> dict[str, Any]:
@@ -106,8 +138,29 @@ def ensure_demo_model(cache_dir: Path | None = None) -> Path:
     ``cache_dir`` replaces the cache root (``$MLX_ROUTER_CACHE`` or ``~/.cache/mlx-router``). The folder's
     parent can be added to the server's model dirs: the folder's name, ``mlx-router-demo``, is the model id.
     """
-    final = demo_model_dir(cache_dir)
-    definition = demo_definition()
+    return _ensure(demo_model_dir(cache_dir), demo_definition(), _build_text_demo, BUILD_SECONDS_ESTIMATE)
+
+
+def ensure_demo_vision_model(cache_dir: Path | None = None) -> Path:
+    """The vision demo model's folder (``mlx-router-demo-vision``, beside the text demo's), built first if it is
+    missing or from an older definition; the text demo, whose tokenizer it uses, is ensured first."""
+    text = ensure_demo_model(cache_dir)
+
+    def build(out: Path) -> dict[str, Any]:
+        from mlx_router.demo.vision_build import build_vision_demo_model  # imports mlx: only when needed
+
+        return build_vision_demo_model(out, text)
+
+    return _ensure(vision_model_dir(cache_dir), vision_definition(), build, VISION_BUILD_SECONDS_ESTIMATE)
+
+
+def _build_text_demo(out: Path) -> dict[str, Any]:
+    from mlx_router.demo.build import build_demo_model  # imports mlx: only when a build is needed
+
+    return build_demo_model(out)
+
+
+def _ensure(final: Path, definition: dict[str, Any], build: Callable[[Path], dict[str, Any]], estimate_s: int) -> Path:
     if _is_current(final, definition):
         return final
     with _locked(final.parent / ".lock"):
@@ -115,25 +168,20 @@ def ensure_demo_model(cache_dir: Path | None = None) -> Path:
             return final
         for stale in final.parent.glob(".build-*"):  # left by a killed build; we hold the lock
             shutil.rmtree(stale, ignore_errors=True)
-        _build_into_place(final, definition)
+        _build_into_place(final, definition, build, estimate_s)
     return final
 
 
-def _build_into_place(final: Path, definition: dict[str, Any]) -> None:
+def _build_into_place(
+    final: Path, definition: dict[str, Any], build: Callable[[Path], dict[str, Any]], estimate_s: int
+) -> None:
     """Build in a hidden folder beside ``final``, then swap it in (the old build, if any, goes away)."""
-    from mlx_router.demo.build import build_demo_model  # imports mlx: only when a build is needed
-
-    logger.info(
-        "building the demo model %r in %s (first start only, ~%d s)...",
-        DEMO_MODEL_ID,
-        final,
-        BUILD_SECONDS_ESTIMATE,
-    )
+    logger.info("building the demo model %r in %s (first start only, ~%d s)...", final.name, final, estimate_s)
     tmp = final.parent / f".build-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     old = final.parent / f".build-old-{uuid.uuid4().hex[:8]}"
     start = time.perf_counter()
     try:
-        facts = build_demo_model(tmp)
+        facts = build(tmp)
         marker = {**definition, **facts, "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
         (tmp / MARKER_FILE).write_text(json.dumps(marker, indent=2), encoding="utf-8")
         if final.exists():

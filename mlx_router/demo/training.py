@@ -106,7 +106,7 @@ class _Group:
     batches: list[_Batch]
 
 
-class _PrefixCache:
+class PrefixCache:
     """Stands in for an mlx_lm KV cache while training: the first call through a layer stores the prefix's
     keys/values, later calls see them (broadcast to their batch) in front of their own. Gradients flow."""
 
@@ -188,7 +188,7 @@ def _group(data: list[Encoded], min_shared: int = 32) -> list[_Group]:
 
 def _hidden(model: nn.Module, group: _Group) -> list[mx.array]:
     """Final hidden states at the supervised positions of one group, batch by batch."""
-    caches = [_PrefixCache() for _ in model.layers]
+    caches = [PrefixCache() for _ in model.layers]
     if group.prefix is not None:
         model.model(group.prefix, cache=caches)  # fills the caches; its own output is not needed
     out = []
