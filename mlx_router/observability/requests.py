@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["HEADER", "RequestId", "RequestRecord", "finish"]
 
-QUIET_PATHS = frozenset({"/health", "/v1/health", "/metrics"})
+QUIET_PATHS = frozenset({"/health", "/v1/health", "/metrics", "/v1/dashboard/activity", "/v1/dashboard/logs"})
 
 
 @dataclass

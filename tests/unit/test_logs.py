@@ -228,3 +228,15 @@ def test_logs_module_imports_no_mlx() -> None:
     import mlx_router.observability.logs as logs
 
     assert "mlx" not in logs.__dict__
+
+
+@pytest.mark.parametrize(
+    ("path", "level"),
+    [("/v1/dashboard/activity", logging.DEBUG), ("/v1/dashboard/logs", logging.DEBUG), ("/v1/models", logging.INFO)],
+)
+def test_the_dashboards_polls_do_not_fill_the_log(path: str, level: int, caplog: pytest.LogCaptureFixture) -> None:
+    from mlx_router.observability.requests import finish
+
+    with caplog.at_level(logging.DEBUG, logger="mlx_router.observability.requests"):
+        finish(RequestRecord(RequestId("r3"), "GET", path, started=0.0, status=200), None)
+    assert [r.levelno for r in caplog.records] == [level]
