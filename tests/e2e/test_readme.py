@@ -1,9 +1,10 @@
 """README's examples run as printed: each block after `<!-- example -->` runs against a real server serving
-the demo model (with no model installed, as on a fresh machine), and its output must equal the block after
+the demo models (with no model installed, as on a fresh machine), and its output must equal the block after
 `<!-- output -->`. The test command CI runs is the README's too (.ci/run reads it)."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -27,7 +28,7 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterServ
     cache = REPO / ".cache" / "mlx-router"  # the demo model is built once and reused by later runs
     config = {"defaults": {"model_directory": str(empty), "scan_hf_cache": False}}
     srv = RouterServer(tmp_path_factory.mktemp("readme"), config, demo=True, env={"MLX_ROUTER_CACHE": str(cache)})
-    with srv.start(timeout=180):  # the first start builds the demo model
+    with srv.start(timeout=240):  # the first start builds the demo models
         yield srv
 
 
@@ -47,7 +48,9 @@ def test_example_runs_as_printed(demo_server: RouterServer, index: int, tmp_path
         script = tmp_path / "example.py"
         script.write_text(code)
         cmd = [sys.executable, str(script)]
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    # as in the quick start's activated venv: `python3` is the one with the project's packages (Pillow, openai)
+    env = dict(os.environ, PATH=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
     assert out.returncode == 0, out.stderr
     if expected is not None:
         assert out.stdout.rstrip("\n") == expected.rstrip("\n")
