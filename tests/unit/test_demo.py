@@ -166,7 +166,7 @@ def _as_served(path: Path) -> list[tuple[str, str, Any]]:
 
     from mlx_router.vision.inputs import MediaDecoder
     from mlx_router.vision.limits import MediaLimits
-    from mlx_router.vision.media import resize
+    from mlx_router.vision.media import DecodedImage, resize
     from mlx_router.vision.spec import read_vision_spec
 
     spec = read_vision_spec(path, json.loads((path / "config.json").read_text()))
@@ -184,8 +184,9 @@ def _as_served(path: Path) -> list[tuple[str, str, Any]]:
                     image = decoder.decode_file(uri, "page.pdf", decoder.new_budget(), True, False).pages[0]
                     question = vision.PAGE_QUESTION
                 else:
-                    image = decoder.decode_image_url(uri, decoder.new_budget())
-                    question = vision.IMAGE_QUESTION
+                    decoded = decoder.decode_image_url(uri, decoder.new_budget())
+                    assert isinstance(decoded, DecodedImage)
+                    image, question = decoded, vision.IMAGE_QUESTION
                 out.append((colour, question, resize(image, *spec.target_size(image.width, image.height)).to_pil()))
     finally:
         decoder.close()
@@ -201,7 +202,8 @@ def test_vision_demo_names_the_colour_of_the_readme_inputs_when_sampling(built_v
 
     path, seconds = built_vision
     assert seconds < 60, f"first build took {seconds:.1f} s"
-    model, processor = load(str(path))
+    model, loaded = load(str(path))
+    processor: Any = loaded
     for i, (colour, question, image) in enumerate(_as_served(path)):
         prompt = processor.tokenizer.apply_chat_template(
             vision.colour_messages(question), tokenize=False, add_generation_prompt=True
