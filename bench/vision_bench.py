@@ -348,19 +348,63 @@ class Bench:
         }
 
     def step_memory(self) -> None:
+        """`--bursts` bursts in a row, RSS read before, during and `--settle` s after each. mlx-router keeps
+        prompts' KV caches (prefix_cache_gb) and image features (image_cache_gb) by design: its own count of
+        them (/v1/health) is read beside, so what the process holds beyond its caches shows."""
         for system in self.systems(tuple(self.a.memory_systems.split(","))):
             srv = self.http[system]
-            base = rss_mb(srv.pid)
-            seeds = self.seeds(self.a.burst)
-            reqs = [([user_message([image_uri(s, self.a.size)], self.prompt(s))], "image") for s in seeds]
-            with RssSampler(srv.pid) as peak:
-                got = asyncio.run(burst(srv, reqs, self.a.max_tokens))
-            time.sleep(self.a.settle)
-            after = rss_mb(srv.pid)
-            row = {"step": "memory", "system": system, "burst": self.a.burst, "rss_before_mb": round(base, 1)}
-            row.update(rss_peak_mb=round(peak.value, 1), rss_after_mb=round(after, 1))
-            row.update(held_mb=round(after - base, 1), held_frac=round((after - base) / max(1.0, peak.value - base), 3))
-            self.save({**row, **got})
+            start, caches0 = rss_mb(srv.pid), self.caches(system)
+            for b in range(1, self.a.bursts + 1):
+                base = rss_mb(srv.pid)
+                seeds = self.seeds(self.a.burst)
+                reqs = [([user_message([image_uri(s, self.a.size)], self.prompt(s))], "image") for s in seeds]
+                with RssSampler(srv.pid) as peak:
+                    got = asyncio.run(burst(srv, reqs, self.a.max_tokens))
+                time.sleep(self.a.settle)
+                after, caches = rss_mb(srv.pid), self.caches(system)
+                row: dict[str, Any] = {"step": "memory", "system": system, "burst": self.a.burst, "burst_no": b}
+                row.update(rss_start_mb=round(start, 1), rss_before_mb=round(base, 1))
+                row.update(rss_peak_mb=round(peak.value, 1), rss_after_mb=round(after, 1))
+                row.update(held_mb=round(after - base, 1), held_since_start_mb=round(after - start, 1))
+                if caches is not None and caches0 is not None:
+                    grown = {k: round(1024 * (caches[k] - caches0[k]), 1) for k in caches}
+                    row.update(caches_gb=caches, caches_grown_since_start_mb=grown)
+                    row["held_beyond_caches_mb"] = round(
+                        after - start - grown["kv_cache_gb"] - grown["mlx_cache_gb"], 1
+                    )
+                self.save({**row, **got})
+            if system == "router" and self.a.unload_check:
+                self.save(self.unload_check(srv, start))
+
+    def unload_check(self, srv: Http, start: float) -> dict[str, Any]:
+        """What the engine holds once the model is unloaded (caches dropped, malloc_trim) and loaded again, and
+        after one more image request: whether what a burst left behind can be given back."""
+        base = srv.url.replace("/v1/chat/completions", "")
+        row: dict[str, Any] = {"step": "memory_unload", "system": "router", "rss_start_mb": round(start, 1)}
+        row["rss_before_mb"] = round(rss_mb(srv.pid), 1)
+        httpx.delete(f"{base}/v1/models/{self.a.name}", timeout=120).raise_for_status()
+        time.sleep(self.a.settle)
+        row["rss_unloaded_mb"] = round(rss_mb(srv.pid), 1)
+        httpx.post(f"{base}/v1/models/{self.a.name}/load", timeout=600).raise_for_status()
+        time.sleep(self.a.settle)
+        row["rss_reloaded_mb"] = round(rss_mb(srv.pid), 1)
+        self.one("router", 1)
+        time.sleep(self.a.settle)
+        row["rss_after_one_request_mb"] = round(rss_mb(srv.pid), 1)
+        return row
+
+    def caches(self, system: str) -> dict[str, float] | None:
+        """mlx-router's prefix cache and MLX's buffers (GB, /v1/health); None for other servers."""
+        if system != "router":
+            return None
+        health = httpx.get(self.http[system].url.replace("/v1/chat/completions", "/v1/health"), timeout=10).json()
+        model = next(m for m in health["models"] if m["id"] == self.a.name)
+        mem = health["memory"]
+        return {
+            "kv_cache_gb": model["kv_cache_gb"],
+            "mlx_active_gb": mem["mlx_active_gb"],
+            "mlx_cache_gb": mem["mlx_cache_gb"],
+        }
 
 
 def meta(a: argparse.Namespace) -> dict[str, Any]:
@@ -480,6 +524,8 @@ def main() -> None:
     ap.add_argument("--warm-batches", default="1", help="batch sizes mlx-router warms at load")
     ap.add_argument("--burst", type=int, default=32)
     ap.add_argument("--memory-systems", default="router")
+    ap.add_argument("--bursts", type=int, default=2, help="bursts in a row in the memory step")
+    ap.add_argument("--unload-check", action="store_true", help="then unload and reload mlx-router's model")
     ap.add_argument("--settle", type=float, default=3.0, help="seconds after the burst before RSS is read")
     ap.add_argument("--max-tokens", type=int, default=64)
     ap.add_argument("--prompt-tokens", type=int, default=100, help="text tokens of each prompt")

@@ -1,6 +1,7 @@
 """The figures of a vision_bench.py run, as markdown: medians over rounds (round 0, first-use work, left out).
 
 usage: vision_summary.py RESULTS.jsonl [--model NAME]
+A file may hold several runs (each starts with its `meta` row): each is summarised on its own.
 """
 
 from __future__ import annotations
@@ -60,19 +61,27 @@ def agg_table(rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("results")
-    ap.add_argument("--model", default="")
-    a = ap.parse_args()
-    rows = [json.loads(x) for x in open(a.results) if x.strip()]
-    rows = [r for r in rows if not a.model or r.get("model") == a.model]
+def runs(rows: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """The rows split at each `meta` row."""
+    out: list[list[dict[str, Any]]] = []
+    for r in rows:
+        if r["step"] == "meta" or not out:
+            out.append([])
+        out[-1].append(r)
+    return out
+
+
+def summary(rows: list[dict[str, Any]]) -> list[str]:
     steps: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
         steps[r["step"]].append(r)
     lines: list[str] = []
     for m in steps["meta"]:
         lines.append(f"machine: {m['machine']}; {m['versions']}; commit {m['commit']}; shape {m['shape']}")
+        lines.append(f"steps {m['args']['steps']}, systems {m['args']['systems']}")
+    loads = [r["load1"] for r in rows if "load1" in r]
+    if loads:
+        lines.append(f"load average (1 min) while measured: {min(loads)} to {max(loads)}")
     if steps["ttft"]:
         lines += ["", "First token, 1 stream (median over rounds)", *ttft_table(steps["ttft"])]
     if steps["agg"]:
@@ -83,12 +92,32 @@ def main() -> None:
             f"(ratio {r['ratio']}; prompt {r['turn1_prompt_tokens']} -> {r['turn2_prompt_tokens']} tokens)"
         )
     for r in steps["memory"]:
+        beyond = r.get("held_beyond_caches_mb")
         lines.append(
-            f"memory {r['system']}: RSS {r['rss_before_mb']} MB before, {r['rss_peak_mb']} peak, "
-            f"{r['rss_after_mb']} after {r['burst']} image requests (held {r['held_mb']} MB); "
-            f"{r['errors']} errors, {r.get('image', {}).get('agg_tok_s')} tok/s"
+            f"memory {r['system']} burst {r.get('burst_no', 1)} of {r['burst']}: RSS {r.get('rss_start_mb', '-')} MB "
+            f"at start, {r['rss_before_mb']} before, {r['rss_peak_mb']} peak, {r['rss_after_mb']} after "
+            f"(held {r['held_mb']} MB of this burst, {r.get('held_since_start_mb', '-')} since start"
+            + (f"; beyond the prefix cache and MLX's buffer cache: {beyond} MB" if beyond is not None else "")
+            + f"); {r['errors']} errors, {r.get('image', {}).get('agg_tok_s')} tok/s"
         )
-    print("\n".join(lines))
+    for r in steps["memory_unload"]:
+        lines.append(
+            f"memory router, unloaded and loaded again: RSS {r['rss_start_mb']} MB at start, {r['rss_before_mb']} "
+            f"after the bursts, {r['rss_unloaded_mb']} unloaded, {r['rss_reloaded_mb']} loaded again, "
+            f"{r['rss_after_one_request_mb']} after one more image request"
+        )
+    return lines
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("results")
+    ap.add_argument("--model", default="")
+    a = ap.parse_args()
+    rows = [json.loads(x) for x in open(a.results) if x.strip()]
+    rows = [r for r in rows if not a.model or r.get("model") == a.model]
+    for i, run in enumerate(runs(rows), 1):
+        print(f"## run {i}", *summary(run), "", sep="\n")
 
 
 if __name__ == "__main__":
