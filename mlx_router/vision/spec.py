@@ -71,6 +71,14 @@ class VisionSpec:
             )
         bound = self.max_pixels if cap_pixels is None else max(self.factor**2, min(self.max_pixels, cap_pixels))
         h, w = smart_resize(height, width, self.factor, self.min_pixels, bound)
+        # The processor resizes what it is given once more: a size it keeps is what it must be given. A thin
+        # image under a small bound is not one after the first pass (its short side is held at one factor).
+        for _ in range(64):
+            again = smart_resize(h, w, self.factor, self.min_pixels, self.max_pixels)
+            again = smart_resize(again[0], again[1], self.factor, self.min_pixels, bound)
+            if again == (h, w):
+                break
+            h, w = again
         return w, h
 
     def token_count(self, width: int, height: int) -> int:
