@@ -22,6 +22,7 @@ from mlx_router.app import create_app
 from mlx_router.protocol.chat import ChatCompletionRequest
 from mlx_router.protocol.completions import CompletionRequest
 from tests.api.conftest import make_settings
+from tests.fixtures.tokenizers import FLAVOURS
 
 EXAMPLES = int(os.environ.get("MLX_ROUTER_FUZZ_EXAMPLES", "60"))
 FUZZ_SETTINGS = settings(
@@ -63,7 +64,8 @@ JSON_VALUES = st.recursive(
 # Output limits drawn as the schema allows, but mostly small: each accepted request generates for real.
 SMALL_LIMITS = st.one_of(st.none(), st.integers(1, 6), st.sampled_from([4097, 2**31, 2**64]))
 OVERRIDES: dict[str, st.SearchStrategy[Any]] = {
-    "model": st.sampled_from(["tiny-a"] * 8 + ["ghost", ""]),
+    # mostly one model; the others bring their templates and tool and reasoning parsers
+    "model": st.sampled_from(["tiny-a"] * 6 + [f"trained-{f}" for f in FLAVOURS] + ["ghost", ""]),
     "max_tokens": SMALL_LIMITS,
     "max_completion_tokens": SMALL_LIMITS,
 }
@@ -141,7 +143,8 @@ def bodies(model: type) -> st.SearchStrategy[Any]:
 
 @pytest.fixture(scope="module")
 def fuzz_client(models_root: Path) -> Iterator[TestClient]:
-    with TestClient(create_app(make_settings(models_root, timeout=60)), raise_server_exceptions=False) as client:
+    app = create_app(make_settings(models_root, timeout=60, cache_size=8))
+    with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 
 
