@@ -68,7 +68,7 @@ def model_config(tok_dir: Path, recipe: DemoRecipe) -> dict[str, Any]:
         "vocab_size": vocab_size(tok_dir),
         "tie_word_embeddings": True,
         "rms_norm_eps": 1e-6,
-        "max_position_embeddings": 4096,
+        "max_position_embeddings": recipe.context,
         "rope_theta": 10000.0,
         "bos_token_id": None,
         "eos_token_id": eos,

@@ -54,6 +54,9 @@ class DemoRecipe:
     lr: float = 3e-3
     min_margin: float = 2.0  # trained margin: greedy decoding stays exact after saving and reloading
     sharp_margin: float = 24.0  # after sharpening: 4k * e^-24 = 2e-7 chance of another token at T=1
+    # the context the server allows (config.json's max_position_embeddings): clients such as OpenWebUI send
+    # ~9,300 tokens of built-in tools with every chat; RoPE has no table, so it costs nothing until used
+    context: int = 32768
 
 
 @dataclass(frozen=True)
@@ -68,6 +71,7 @@ class VisionRecipe:
     lr: float = 3e-3
     min_margin: float = 2.0  # trained margin, on the training chats and on the check's unseen images
     sharp_margin: float = 24.0
+    context: int = 32768  # as the text demo's
 
 
 def default_cache_dir() -> Path:

@@ -53,7 +53,7 @@ def vision_config(tok_dir: Path, recipe: VisionRecipe) -> dict[str, Any]:
         "num_key_value_heads": 2,
         "rms_norm_eps": 1e-6,
         "vocab_size": vocab_size(tok_dir),
-        "max_position_embeddings": 4096,
+        "max_position_embeddings": recipe.context,
         "rope_theta": 1000000.0,
         # time, height and width share the head's head_dim // 2 rotary frequencies
         "rope_scaling": {"type": "mrope", "mrope_section": [head_dim // 4, head_dim // 8, head_dim // 8]},
