@@ -22,7 +22,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a file: make the checkout (mlx_router, helper_tools) importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from helper_tools.common import add_config_arguments, discovery, gb, load_tool_settings, model_dir  # noqa: E402
+from helper_tools.common import add_config_arguments, gb, load_tool_settings, served_models  # noqa: E402
 from mlx_router.config.discovery import ModelEntry  # noqa: E402
 from mlx_router.config.memory import estimate_model_bytes as estimate_bytes  # noqa: E402
 from mlx_router.config.memory import kv_bytes_per_token, read_model_config  # noqa: E402
@@ -180,9 +180,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as e:
         print(f"memory_report: {e}", file=sys.stderr)
         return 2
-    root = model_dir(settings, args.model_dir)
-    entries = list(discovery(settings, root, hf_cache=not args.no_hf_cache).scan().values())
-    report = build_report(settings, entries, machine_memory(settings))
+    served = served_models(settings, args.model_dir, hf_cache=not args.no_hf_cache)  # what the server serves
+    report = build_report(settings, served.sorted(), machine_memory(settings))
     print(json.dumps(report, indent=2) if args.json else "\n".join(render(report)))
     return 0
 

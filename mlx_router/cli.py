@@ -1,6 +1,7 @@
 """Command line: `mlx-router --config config.json [--host H] [--port P] [--model-dir DIR]`.
 
-`mlx-router service install|uninstall|status` manages the user service instead (mlx_router/service/cli.py).
+`mlx-router service install|uninstall|status` manages the user service instead (mlx_router/service/cli.py);
+`mlx-router models list|download|link|tune` lists, adds and tunes models (mlx_router/tools/cli.py).
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="mlx-router",
         description="An OpenAI-compatible HTTP server for MLX models. Flags override the config file.",
-        epilog="`mlx-router service install|uninstall|status` runs the server as a user service.",
+        epilog="`mlx-router service install|uninstall|status` runs the server as a user service; "
+        "`mlx-router models list|download|link|tune` lists, adds and tunes models.",
     )
     p.add_argument("--config", "-c", metavar="PATH", help="config.json to read (default: built-in defaults)")
     p.add_argument("--host", help="address to bind (config: server.ip; default 127.0.0.1)")
@@ -62,10 +64,14 @@ def apply_overrides(settings: Settings, args: argparse.Namespace) -> Settings:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["service"]:  # the only sub-command; with none, the server runs as before
+    if argv[:1] == ["service"]:  # sub-commands; with none, the server runs as before
         from mlx_router.service.cli import main as service_main
 
         return service_main(argv[1:])
+    if argv[:1] == ["models"]:
+        from mlx_router.tools.cli import main as models_main
+
+        return models_main(argv[1:])
     args = build_parser().parse_args(argv)
     # The MLX worker and the event loop share the GIL: hand it over within 1 ms instead of the default 5 ms,
     # so a token the worker produced reaches the client without waiting out the other thread's time slice.
