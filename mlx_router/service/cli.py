@@ -14,10 +14,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TextIO
 
-from mlx_router.config.settings import ConfigError, load_settings
+from mlx_router.config.settings import ConfigError, Settings, load_settings
 from mlx_router.service import launchd, systemd
-from mlx_router.service.actions import Action, execute, run_command
+from mlx_router.service.actions import Action, execute
 from mlx_router.service.spec import ServiceError, current_spec, default_platform, service_log_dir
+from mlx_router.service.status import NOT_RUNNING, ask_manager, health_url, no_manager_note, probe_health
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,16 +65,30 @@ def _check_config(config: str) -> str:
 
 
 def _status(platform: str, config: str, home: Path, uid: int, out: TextIO, dry_run: bool) -> int:
+    """The service file, the server's health over HTTP, and the service manager's view when it can be asked.
+    The exit status is the manager's; where it cannot answer (no user bus), 0 when the server is up, else 3."""
     path = launchd.plist_path(home) if platform == "launchd" else systemd.unit_path(home)
     print(f"service file: {path} ({'present' if path.exists() else 'not installed'})", file=out)
     try:
-        print(f"health:       {_check_config(config)}/v1/health", file=out)
-    except ConfigError:
-        pass  # status works without a readable config
+        settings = load_settings(os.path.abspath(os.path.expanduser(config)))
+    except ConfigError as e:  # status works without a readable config: the default address is tried
+        print(f"config:       {str(e).splitlines()[0]}; using the default address", file=out)
+        settings = Settings()
     command = launchd.status_command(uid) if platform == "launchd" else systemd.status_command()
+    if dry_run:
+        print(f"health:       {health_url(settings)}", file=out)
+        print(f"$ {shlex.join(command.argv)}", file=out)
+        return 0
+    health = probe_health(settings)
+    print(f"health:       {health.url}: {health.summary}", file=out)
     print(f"$ {shlex.join(command.argv)}", file=out)
-    out.flush()
-    return 0 if dry_run else run_command(command.argv)
+    answer = ask_manager(command.argv, platform)
+    if answer.output:
+        out.write(answer.output if answer.output.endswith("\n") else answer.output + "\n")
+    if answer.answered:
+        return answer.status
+    print(no_manager_note(platform, answer), file=out)
+    return 0 if health.up else NOT_RUNNING
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
