@@ -54,7 +54,11 @@ class DefaultsConfig(_Section):
     safety_margin: float = Field(1.2, gt=0, description="Factor on a model's memory estimate when budgeting.")
     swap_high_percent: float = Field(75.0, ge=0, le=100, description="Swap use that counts as high pressure.")
     swap_critical_percent: float = Field(90.0, ge=0, le=100, description="Swap use that counts as critical.")
-    stream: bool = Field(False, description="Whether to stream when a request does not say.")
+    stream: bool = Field(
+        False,
+        description="Stream when a request does not say and its Accept header names text/event-stream or "
+        "application/x-ndjson (a client that omits stream otherwise gets JSON, as OpenAI's API answers).",
+    )
     stream_chunk_size: int = Field(1, ge=1, description="Tokens grouped into one streamed event.")
     streaming_format: Literal["sse", "json_lines", "json_array"] = "sse"
     warmup_tokens: int | None = Field(
