@@ -100,14 +100,17 @@ def _run_link(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
             steps = lmstudio.plan_from_lmstudio(lms, root, args.models)
         else:
             root = lms
-            steps = lmstudio.plan_to_lmstudio(served_models(settings, args.model_dir).sorted(), lms, args.models)
+            served = served_models(settings, args.model_dir)
+            if served.demo and not args.models:  # toys: linked only when named
+                print("only the built-in demo models are served; name them to link them", file=out)
+            entries = [] if served.demo and not args.models else served.sorted()
+            steps = lmstudio.plan_to_lmstudio(entries, lms, args.models)
     except lmstudio.LinkError as e:
         print(f"mlx-router models link: {e}", file=sys.stderr)
         return 2
     print(f"{args.direction}: links in {root}", file=out)
     status = lmstudio.execute(steps, out, dry_run=args.dry_run)
-    served = settings.defaults.model_directory
-    if args.direction == "from-lmstudio" and not args.model_dir and served is None:
+    if args.direction == "from-lmstudio" and not args.model_dir and settings.defaults.model_directory is None:
         print(f"note: the server reads no model folder; set defaults.model_directory to {root}", file=out)
     return status
 
@@ -135,12 +138,17 @@ def _run_tune(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         return 1
     from mlx_router.core.resource_monitor import ResourceMonitor  # imports mlx
 
-    facts = read_facts(entry, settings)
-    measurement = None
-    if not args.no_measure:
-        from mlx_router.core.measure import measure_model
+    try:
+        facts = read_facts(entry, settings)
+        measurement = None
+        if not args.no_measure:
+            from mlx_router.core.measure import measure_model
 
-        measurement = measure_model(entry.path, facts.vision_path is not None, args.prompt_tokens, args.decode_tokens)
+            vision = facts.vision_path is not None
+            measurement = measure_model(entry.path, vision, args.prompt_tokens, args.decode_tokens)
+    except Exception as e:  # a folder no loader understands, a broken tokenizer: the reason, not a trace
+        print(f"mlx-router models tune: {entry.id} could not be read or measured: {e}", file=sys.stderr)
+        return 1
     tuning = recommend(facts, measurement, settings, ResourceMonitor(settings.defaults).budget_bytes())
     if args.json:
         report = {

@@ -98,6 +98,10 @@ def detect_formats(entry: ModelEntry, settings: Settings) -> tuple[str | None, s
 
 def read_facts(entry: ModelEntry, settings: Settings) -> ModelFacts:
     """Everything tune reads from the model's folder (the tokenizer is loaded; the weights are not)."""
+    from mlx_router.core.loader import read_config  # imports mlx
+
+    vision_path = Settings().vision_path(entry)  # what the model can do, whatever the config says now
+    read_config(entry.path, text_classes=vision_path != "solo")  # ModelLoadError: a type no loader knows
     config = read_model_config(entry.path)
     tools, reasoning = detect_formats(entry, settings)
     return ModelFacts(
@@ -107,7 +111,7 @@ def read_facts(entry: ModelEntry, settings: Settings) -> ModelFacts:
         context_tokens=context_tokens(config),
         tool_format=tools,
         reasoning_format=reasoning,
-        vision_path=Settings().vision_path(entry),  # what the model can do, whatever the config says now
+        vision_path=vision_path,
     )
 
 

@@ -336,6 +336,21 @@ def test_link_only_named_models_and_unknown_names_fail(
     assert not (root / "lmstudio-community").exists()
 
 
+def test_link_to_lmstudio_leaves_the_demo_models_out_unless_named(
+    tmp_path: Path, isolated: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    make_model(tmp_path / "router-cache" / "demo" / DEMO_MODEL_ID)
+    lms = isolated / ".cache" / "lm-studio" / "models"  # LM Studio before 0.3
+    lms.mkdir(parents=True)
+    args = ["link", "to-lmstudio", "--model-dir", str(tmp_path / "empty")]
+    status, out, _ = models(args, capsys)
+    assert status == 0
+    assert "only the built-in demo models are served" in out and not any(lms.iterdir())
+    status, out, _ = models(["link", "to-lmstudio", DEMO_MODEL_ID, "--model-dir", str(tmp_path / "empty")], capsys)
+    assert status == 0
+    assert (lms / "mlx-router" / DEMO_MODEL_ID).is_symlink()
+
+
 def test_link_without_lmstudio_says_how_to_name_its_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     status, _, err = models(["link", "from-lmstudio", "--model-dir", str(tmp_path / "m")], capsys)
     assert status == 2
@@ -426,6 +441,13 @@ def test_tune_measures_vision_models_through_mlx_vlm(
     assert m["backend"] == "mlx-vlm" and m["kv_bytes_per_token"] > 0
     assert m["image_error"] is None and m["image_tokens"] > 0 and m["image_seconds"] > 0
     assert f"vision model ({family}): images via {path}" in report["notes"]
+
+
+def test_tune_of_a_model_no_loader_reads_says_why(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    make_model(tmp_path / "m" / "odd", config={"model_type": "no-such-architecture"})
+    status, _, err = models(["tune", "odd", "--model-dir", str(tmp_path / "m")], capsys)
+    assert status == 1
+    assert "odd could not be read or measured: odd: Model type no-such-architecture not supported" in err
 
 
 def test_tune_names_the_models_it_knows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
