@@ -350,7 +350,7 @@ class Bench:
     def step_memory(self) -> None:
         """`--bursts` bursts in a row, RSS read before, during and `--settle` s after each. mlx-router keeps
         prompts' KV caches (prefix_cache_gb) and image features (image_cache_gb) by design: its own count of
-        them (/v1/health) is read beside, so what the process holds beyond its caches shows."""
+        them and of MLX's memory (/v1/health) is read beside, so what the process holds beyond MLX's shows."""
         for system in self.systems(tuple(self.a.memory_systems.split(","))):
             srv = self.http[system]
             start, caches0 = rss_mb(srv.pid), self.caches(system)
@@ -369,9 +369,9 @@ class Bench:
                 if caches is not None and caches0 is not None:
                     grown = {k: round(1024 * (caches[k] - caches0[k]), 1) for k in caches}
                     row.update(caches_gb=caches, caches_grown_since_start_mb=grown)
-                    row["held_beyond_caches_mb"] = round(
-                        after - start - grown["kv_cache_gb"] - grown["mlx_cache_gb"], 1
-                    )
+                    # MLX's active memory holds the prefix cache and the image features (and the weights, unchanged)
+                    beyond = after - start - grown["mlx_active_gb"] - grown["mlx_cache_gb"]
+                    row["held_beyond_mlx_mb"] = round(beyond, 1)
                 self.save({**row, **got})
             if system == "router" and self.a.unload_check:
                 self.save(self.unload_check(srv, start))

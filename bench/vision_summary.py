@@ -92,12 +92,13 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
             f"(ratio {r['ratio']}; prompt {r['turn1_prompt_tokens']} -> {r['turn2_prompt_tokens']} tokens)"
         )
     for r in steps["memory"]:
-        beyond = r.get("held_beyond_caches_mb")
+        grown = r.get("caches_grown_since_start_mb")  # from the rows, so runs of older code read the same
+        beyond = round(r["held_since_start_mb"] - grown["mlx_active_gb"] - grown["mlx_cache_gb"], 1) if grown else None
         lines.append(
             f"memory {r['system']} burst {r.get('burst_no', 1)} of {r['burst']}: RSS {r.get('rss_start_mb', '-')} MB "
             f"at start, {r['rss_before_mb']} before, {r['rss_peak_mb']} peak, {r['rss_after_mb']} after "
             f"(held {r['held_mb']} MB of this burst, {r.get('held_since_start_mb', '-')} since start"
-            + (f"; beyond the prefix cache and MLX's buffer cache: {beyond} MB" if beyond is not None else "")
+            + (f"; beyond MLX's active memory and buffer cache: {beyond} MB" if beyond is not None else "")
             + f"); {r['errors']} errors, {r.get('image', {}).get('agg_tok_s')} tok/s"
         )
     for r in steps["memory_unload"]:
