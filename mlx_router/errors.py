@@ -59,8 +59,13 @@ class ModelNotFoundError(RouterError):
     type = "invalid_request_error"
     code = "model_not_found"
 
-    def __init__(self, model: str) -> None:
-        super().__init__(f"The model '{model}' does not exist or is not installed", param="model")
+    def __init__(self, model: str, skipped: str | None = None) -> None:
+        """`skipped`: why a folder that would be this model cannot be served (discovery's reason)."""
+        if skipped is None:
+            message = f"The model '{model}' does not exist or is not installed"
+        else:
+            message = f"The model '{model}' is not served: its folder was skipped ({skipped})"
+        super().__init__(message, param="model")
 
 
 class RequestTooLargeError(RouterError):

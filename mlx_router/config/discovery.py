@@ -8,8 +8,10 @@ Layouts recognised in each model dir (a model folder holds `config.json` and at 
 
 A hub cache (`default_hf_cache_dirs()`) is read for the HF layout only. Model dirs come before hub caches,
 and the first folder to claim an id keeps it. Folders that are not loadable models (no config.json,
-config.json not a JSON object, no weights, a weight file whose link is broken, unreadable) are skipped with
-one log line per folder and reason for the life of the ModelDiscovery, never an exception.
+config.json not a JSON object, a `model_type` no installed loader can build (`families.py`: decided here, so
+the model is never listed and then fails when asked for), no weights, a weight file whose link is broken,
+unreadable) are skipped with one log line per folder and reason for the life of the ModelDiscovery, never an
+exception; `unservable(id)` says why a folder that would have had that id was skipped.
 
 Ids and paths: `resolve()` looks an id up in the map a scan built; an id is never joined onto a path, and
 ids that could mean a path (`..`, absolute, backslashes, empty segments, more than one `/`, NUL) are refused
@@ -31,6 +33,8 @@ import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from mlx_router.config.families import LoaderFamilies
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +92,14 @@ class _Scan:
     """The state of one scan() call."""
 
     found: dict[str, ModelEntry] = field(default_factory=dict)
+    unservable: dict[str, str] = field(default_factory=dict)  # id -> why its folder was skipped
     cache: dict[str, tuple[_Signature, _Inspection]] = field(default_factory=dict)
     log_level: int = logging.WARNING
 
 
-def _read_model_folder(folder: str, mtime: float) -> _Inspection:
-    """Read config.json and size up the weights (the part of an inspection that the cache saves)."""
+def _read_model_folder(folder: str, mtime: float, families: LoaderFamilies) -> _Inspection:
+    """Read config.json, check its model type and size up the weights (the part of an inspection that the
+    cache saves)."""
     try:
         with open(os.path.join(folder, CONFIG_FILE), encoding="utf-8") as fh:
             config = json.load(fh)
@@ -103,6 +109,9 @@ def _read_model_folder(folder: str, mtime: float) -> _Inspection:
         return _Inspection(problem="config.json is not valid JSON")
     if not isinstance(config, dict):
         return _Inspection(problem="config.json is not a JSON object")
+    unsupported = families.problem(config)
+    if unsupported is not None:
+        return _Inspection(problem=unsupported)
     size, count = 0, 0
     try:
         with os.scandir(folder) as entries:
@@ -128,12 +137,16 @@ class ModelDiscovery:
     Thread-safe; `scan()` re-reads the disk each call (cheaply), so models appear without a restart.
     """
 
-    def __init__(self, model_dirs: Sequence[Path], hf_cache_dirs: Sequence[Path] = ()) -> None:
+    def __init__(
+        self, model_dirs: Sequence[Path], hf_cache_dirs: Sequence[Path] = (), families: LoaderFamilies | None = None
+    ) -> None:
         self._model_dirs = tuple(Path(d).expanduser() for d in model_dirs)
         self._hf_cache_dirs = tuple(Path(d).expanduser() for d in hf_cache_dirs)
+        self._families = families  # read from the installed loaders at the first scan when not given
         self._lock = threading.Lock()
         self._cache: dict[str, tuple[_Signature, _Inspection]] = {}
         self._reported: set[tuple[str, str]] = set()
+        self._unservable: dict[str, str] = {}
 
     def scan(self) -> dict[str, ModelEntry]:
         """Every loadable model by id (a fresh dict: the caller may keep or change it)."""
@@ -145,6 +158,7 @@ class ModelDiscovery:
             for root in self._hf_cache_dirs:
                 self._scan_root(root, scan, hub_cache=True)
             self._cache = scan.cache  # folders that vanished drop out of the cache
+            self._unservable = {k: v for k, v in scan.unservable.items() if k not in scan.found}
             return scan.found
 
     def resolve(self, model_id: str) -> ModelEntry | None:
@@ -152,6 +166,12 @@ class ModelDiscovery:
         if not isinstance(model_id, str) or not is_valid_model_id(model_id):
             return None
         return self.scan().get(model_id)
+
+    def unservable(self, model_id: str) -> str | None:
+        """Why the folder that would be `model_id` was skipped by the last scan, if one was (no path: clients
+        see it; the log line names the folder)."""
+        with self._lock:
+            return self._unservable.get(model_id)
 
     # Paths are plain strings below: a scan touches thousands of them and pathlib costs most of its time.
 
@@ -230,7 +250,9 @@ class ModelDiscovery:
                 self._register(model_id, inspection, "hf_cache", snapshot, scan)
                 return
             newest_problem = newest_problem or inspection.problem
-        self._report(repo, f"newest snapshot: {newest_problem}" if newest_problem else "no snapshots", scan)
+        problem = f"newest snapshot: {newest_problem}" if newest_problem else "no snapshots"
+        scan.unservable.setdefault(model_id, problem)
+        self._report(repo, problem, scan)
 
     def _add_model(self, model_id: str, folder: str, source: str, scan: _Scan) -> None:
         if not is_valid_model_id(model_id):
@@ -238,6 +260,7 @@ class ModelDiscovery:
             return
         inspection = self._inspect(folder, scan)
         if inspection.problem is not None:
+            scan.unservable.setdefault(model_id, inspection.problem)
             self._report(folder, inspection.problem, scan)
             return
         self._register(model_id, inspection, source, folder, scan)
@@ -274,7 +297,9 @@ class ModelDiscovery:
         signature = (st.st_ino, st.st_mtime_ns, cst.st_ino, cst.st_mtime_ns, cst.st_size)
         cached = self._cache.get(folder)
         if cached is None or cached[0] != signature:
-            cached = (signature, _read_model_folder(folder, st.st_mtime))
+            if self._families is None:
+                self._families = LoaderFamilies.installed()
+            cached = (signature, _read_model_folder(folder, st.st_mtime, self._families))
         scan.cache[folder] = cached
         return cached[1]
 

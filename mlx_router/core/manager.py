@@ -99,7 +99,8 @@ class MLXModelManager:
     def resolve(self, model_id: str) -> ModelEntry:
         entry = self.discovery.resolve(model_id)
         if entry is None:
-            raise ModelNotFoundError(model_id)
+            skipped = self.discovery.unservable(model_id) if isinstance(model_id, str) else None
+            raise ModelNotFoundError(model_id, skipped)
         return entry
 
     def slot(self, model_id: str) -> ModelSlot | None:

@@ -11,6 +11,7 @@ import pytest
 
 from mlx_router.config import discovery
 from mlx_router.config.discovery import ModelDiscovery, default_hf_cache_dirs, is_valid_model_id
+from mlx_router.config.families import LoaderFamilies
 
 
 def make_model(folder: Path, shards: tuple[int, ...] = (100,), config: str = '{"model_type": "llama"}') -> Path:
@@ -171,9 +172,9 @@ def test_unchanged_folders_are_not_read_again(tmp_path: Path, monkeypatch: pytes
     calls: list[str] = []
     real = discovery._read_model_folder
 
-    def counting(path: str, mtime: float) -> discovery._Inspection:
+    def counting(path: str, mtime: float, families: LoaderFamilies) -> discovery._Inspection:
         calls.append(path)
-        return real(path, mtime)
+        return real(path, mtime, families)
 
     monkeypatch.setattr(discovery, "_read_model_folder", counting)
     finder = ModelDiscovery([tmp_path])
@@ -263,3 +264,73 @@ def test_config_json_written_as_model_dirs_see_it(tmp_path: Path) -> None:
     # a config.json that is valid JSON but huge or odd still counts only if it is an object
     make_model(tmp_path / "ok", config=json.dumps({"model_type": "llama", "n": list(range(1000))}))
     assert list(ModelDiscovery([tmp_path]).scan()) == ["ok"]
+
+
+# -- model types no loader can build: decided here, never listed (they failed with a 500 when asked for) --------
+
+
+def test_a_model_type_no_loader_knows_is_skipped_with_one_line_and_its_reason(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    root = tmp_path / "m"
+    make_model(root / "good")
+    make_model(root / "odd", config='{"model_type": "no_such_architecture"}')
+    make_model(root / "untyped", config='{"hidden_size": 64}')
+    make_model(root / "helper-module", config='{"model_type": "cache"}')  # mlx_lm/models/cache.py has no Model
+    make_model(root / "odd-vision", config='{"model_type": "no_such_vlm", "vision_config": {}}')
+    caplog.set_level(logging.INFO, logger=discovery.__name__)
+    finder = ModelDiscovery([root])
+    assert list(finder.scan()) == ["good"]
+    lines = [r.getMessage() for r in caplog.records]
+    assert sum("odd:" in line and "'no_such_architecture' is not supported by mlx-lm" in line for line in lines) == 1
+    assert finder.unservable("odd") == f"model_type 'no_such_architecture' is not supported by mlx-lm {_mlx_lm()}"
+    assert finder.unservable("untyped") == "config.json has no model_type"
+    assert finder.unservable("helper-module") is not None
+    assert "known to neither mlx-lm" in (finder.unservable("odd-vision") or "")
+    assert finder.unservable("good") is None and finder.unservable("absent") is None
+    caplog.clear()
+    assert list(finder.scan()) == ["good"] and caplog.records == []  # said once
+
+
+def test_model_types_mlx_lm_remaps_or_mlx_vlm_serves_are_listed(tmp_path: Path) -> None:
+    root = tmp_path / "m"
+    make_model(root / "mistral", config='{"model_type": "mistral"}')  # mlx-lm loads it as llama
+    make_model(root / "solar", config='{"model_type": "solar_open"}')  # its module imports Model from another
+    by_arch = {"model_type": "bailing_hybrid", "architectures": ["BailingMoeV3ForCausalLM"]}
+    make_model(root / "by-arch", config=json.dumps(by_arch))
+    # SmolVLM: mlx-lm has no idefics3, mlx-vlm has; as a vision model it is served by mlx-vlm alone
+    make_model(root / "smolvlm", config='{"model_type": "idefics3", "vision_config": {"hidden_size": 32}}')
+    make_model(root / "idefics-text", config='{"model_type": "idefics3"}')
+    finder = ModelDiscovery([root])
+    found = finder.scan()
+    assert sorted(found) == ["by-arch", "mistral", "smolvlm", "solar"]
+    assert found["smolvlm"].vision == "idefics3"
+    assert "not supported by mlx-lm" in (finder.unservable("idefics-text") or "")
+
+
+def test_an_unknown_loader_layout_refuses_nothing(tmp_path: Path) -> None:
+    make_model(tmp_path / "m" / "odd", config='{"model_type": "no_such_architecture"}')
+    unknown = LoaderFamilies(None, {}, {}, "?")
+    assert list(ModelDiscovery([tmp_path / "m"], families=unknown).scan()) == ["odd"]
+
+
+def test_the_families_are_read_without_importing_mlx(tmp_path: Path) -> None:
+    """Discovery runs in the HTTP process, which never imports mlx (nor mlx-lm or mlx-vlm, which would)."""
+    import subprocess
+    import sys
+
+    make_model(tmp_path / "m" / "odd", config='{"model_type": "no_such_architecture"}')
+    make_model(tmp_path / "m" / "vlm", config='{"model_type": "idefics3", "vision_config": {}}')
+    code = (
+        "import sys; from pathlib import Path; from mlx_router.config.discovery import ModelDiscovery; "
+        f"print(sorted(ModelDiscovery([Path({str(tmp_path / 'm')!r})]).scan())); "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('mlx', 'mlx_lm', 'mlx_vlm')))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split("\n")[:2] == ["['vlm']", "[]"]
+
+
+def _mlx_lm() -> str:
+    from importlib.metadata import version
+
+    return version("mlx-lm")
