@@ -43,98 +43,144 @@ class _Section(BaseModel):
 class DefaultsConfig(_Section):
     """`defaults`: server-wide request defaults and resource limits."""
 
-    max_tokens: int = Field(4096, gt=0, description="Tokens generated when a request does not say.")
-    timeout: float = Field(300.0, gt=0, description="Seconds one request may take in all (queue, load, generation).")
-    cache_size: int = Field(2, ge=1, description="How many models stay loaded at once.")
+    max_tokens: int = Field(
+        4096, gt=0, description="Tokens generated when a request sets no max_tokens/max_completion_tokens."
+    )
+    timeout: float = Field(
+        300.0, gt=0, description="Seconds a whole request may take (queue, model load, generation); 504 beyond."
+    )
+    cache_size: int = Field(
+        2, ge=1, description="Models kept loaded at once; the least recently used idle one is unloaded first."
+    )
     memory_threshold_gb: float = Field(
         4.0,
         ge=0,
-        description="Available memory (GB) under which memory pressure rises; see MEMORY_PRESSURE.md.",
+        description="Available memory (GB) under which memory pressure rises; also the headroom of the default "
+        "memory budget (see MEMORY_PRESSURE.md).",
     )
-    safety_margin: float = Field(1.2, gt=0, description="Factor on a model's memory estimate when budgeting.")
-    swap_high_percent: float = Field(75.0, ge=0, le=100, description="Swap use that counts as high pressure.")
-    swap_critical_percent: float = Field(90.0, ge=0, le=100, description="Swap use that counts as critical.")
+    safety_margin: float = Field(
+        1.2, gt=0, description="Factor on each model's memory estimate (its weights, or required_memory_gb)."
+    )
+    swap_high_percent: float = Field(
+        75.0, ge=0, le=100, description="Swap use (percent) at which memory pressure counts as high."
+    )
+    swap_critical_percent: float = Field(
+        90.0, ge=0, le=100, description="Swap use (percent) at which memory pressure is critical: new requests get 503."
+    )
     stream: bool = Field(
         False,
         description="Stream when a request does not say and its Accept header names text/event-stream or "
-        "application/x-ndjson (a client that omits stream otherwise gets JSON, as OpenAI's API answers).",
+        "application/x-ndjson; a request without stream that accepts JSON or anything (*/*) gets JSON, as from "
+        "OpenAI (the official clients omit stream for non-streaming calls).",
     )
-    stream_chunk_size: int = Field(1, ge=1, description="Tokens grouped into one streamed event.")
-    streaming_format: Literal["sse", "json_lines", "json_array"] = "sse"
+    stream_chunk_size: int = Field(
+        1,
+        ge=1,
+        description="Tokens grouped into one streamed event (when the server falls behind, tokens waiting for a "
+        "stream go out together).",
+    )
+    streaming_format: Literal["sse", "json_lines", "json_array"] = Field(
+        "sse", description="sse (OpenAI's Server-Sent Events), json_lines or json_array."
+    )
     warmup_tokens: int | None = Field(
         None,
         ge=0,
-        description="Tokens each warm-up request generates when a model loads; a batch stage's requests go on "
-        "until all its rows have decoded together (0: no warm-up; null: 3 on CUDA, where kernels compile on first "
-        "use, 0 elsewhere).",
+        description="Tokens each warm-up request generates when a model loads (a batch stage's requests go on "
+        "until all its rows have decoded together); 0: no warm-up; null: 3 on CUDA (where kernels compile on first "
+        "use), 0 elsewhere.",
     )
     warmup_batch_sizes: list[int] | None = Field(
         None,
-        description="Batch sizes the warm-up runs, each until all its rows decode together (null: 1, 2, 4, ... "
-        "up to max_running_requests when it is on).",
+        description="Batch sizes the warm-up runs, each with prompts of different lengths and newcomers joining a "
+        "running batch, all its rows decoding together before it ends (null: 1, 2, 4, ... max_running_requests).",
     )
-    enable_function_calling: bool = Field(True, description="Offer `tools` to models and parse their calls.")
+    enable_function_calling: bool = Field(True, description="Offer tools to models and parse their calls.")
     constrain_tool_calls: bool = Field(
         True,
-        description="With tool_choice auto, constrain calls the model starts to valid markup and schemas.",
+        description="With tool_choice auto, hold a call the model starts to valid markup and the tool's JSON "
+        "schema (costs a little speed).",
     )
-    model: str | None = Field(None, description="A model to load at start-up.")
-    model_directory: str | None = Field(None, description="Folder of MLX models (MLX_MODEL_DIR overrides).")
+    model: str | None = Field(None, description="Model to load at start-up (null: each loads on its first request).")
+    model_directory: str | None = Field(
+        None, description="Folder of MLX models (MLX_MODEL_DIR and --model-dir override it)."
+    )
     # keys new in 3.0
-    scan_hf_cache: bool = Field(True, description="Also serve models found in the Hugging Face hub cache.")
+    scan_hf_cache: bool = Field(True, description="Also serve the models in the Hugging Face hub cache.")
     memory_budget_gb: float | None = Field(
         None,
         gt=0,
-        description="Memory the loaded models may use in all; default: total memory less the threshold.",
+        description="Memory (GB) for all loaded models and their KV caches (null: total memory less "
+        "memory_threshold_gb).",
     )
-    max_running_requests: int = Field(32, ge=1, description="Requests decoded together per model.")
+    max_running_requests: int = Field(32, ge=1, description="Requests decoded together per model (the batch size).")
     max_queued_requests: int = Field(256, ge=0, description="Requests waiting per model before 429.")
-    prefill_step_size: int = Field(512, ge=16, description="Prompt tokens processed per step (chunked prefill).")
+    prefill_step_size: int = Field(
+        512, ge=16, description="Prompt tokens per prefill chunk, so long prompts do not stall running streams."
+    )
     prefill_batch_tokens: int = Field(
-        4096, ge=16, description="Prompt tokens prefilled together between two decode steps (several prompts at once)."
+        4096,
+        ge=16,
+        description="Prompt tokens prefilled together between two decode steps when several prompts wait (1024 "
+        "and 2048 made the 8B's 8-stream first token later on an H200).",
     )
     prefill_gather_ms: float = Field(
         0.0,
         ge=0,
-        description="While a model's batch decodes, hold newly arrived requests up to this long so that a burst "
-        "is prefilled in fewer groups (0: off).",
+        description="While a model's batch decodes, newly arrived requests wait up to this long so that a burst "
+        "is prefilled in fewer groups; a request arriving alone waits that much longer for its first token; 0: off "
+        "(20 ms on an H200 with the 0.5B: no gain at 8, 32 or 64 streams).",
     )
     idle_gather_ms: float = Field(
         10.0,
         ge=0,
-        description="A request that finds its model idle waits until no other has arrived for this long (at most "
-        "4 times as long from the first), so that a burst starts as one prefill group (a full group starts at once; "
-        "a lone request waits it all unless fewer than 64 of its prompt tokens are left to prefill, as on a "
-        "prefix-cache hit; 0: off).",
+        description="A request that finds its model idle waits until no other request has arrived for this long "
+        "(at most 4 times as long from the first), so that a burst starts as one prefill group instead of one "
+        "request alone and the rest after it; a full group starts at once, a lone request waits it all unless "
+        "fewer than 64 of its prompt tokens are left to prefill (a prefix-cache hit, a short question); 0: off (the "
+        "8B at 8 streams on an H200: first tokens at 224-243 ms against 318 without it; a lone request's 61 ms "
+        "became 63-71).",
     )
-    prefix_cache_gb: float = Field(2.0, ge=0, description="Memory for reusable prompt KV caches (0: off).")
+    prefix_cache_gb: float = Field(
+        2.0,
+        ge=0,
+        description="Memory (GB) for reusable prompt KV caches, least recently used out (0: off); hits shorter "
+        "than 32 tokens are not used.",
+    )
     image_cache_gb: float = Field(
-        0.5, ge=0, description="Memory per vision model for image features kept by content (0: off)."
+        0.5,
+        ge=0,
+        description="Memory (GB) per vision model for image features kept by content, so a chat's next turn about "
+        "the same image does not read it again (0: off).",
     )
     vision_max_pixels: int = Field(
         1024 * 1024,
         ge=3136,
-        description="Largest image area (pixels) a vision model sees: larger images are scaled down (the model's "
-        "own max_pixels applies when it is smaller). Bounds the vision tower's memory and time.",
+        description="Largest image area a vision model sees: larger images are scaled down first (the model's own "
+        "bound applies when smaller); bounds the vision tower's memory and time.",
     )
     pdf_mode: Literal["images", "text", "both"] | None = Field(
         None,
-        description="How PDFs reach a model: page images, the text layer (with page markers), or both; unset: "
-        "images for vision models, text for the others.",
+        description="How PDFs reach a model: images (each page rendered), text (the text layer with page markers) "
+        "or both; null: images for vision models, text for the others.",
     )
     reuse_reply_tokens: bool = Field(
         True,
-        description="When a chat's next turn sends a reply back unchanged, encode it as the tokens the model "
-        "generated rather than re-encoding its text (which may spell it differently), so the prefix cache covers "
-        "it whole.",
+        description="A reply that a chat's next turn sends back unchanged (plain content, not cut by a stop "
+        "string) is encoded as the tokens the model generated, so the prefix cache covers it; re-encoding its text "
+        "may spell it with other tokens, and everything from there on is prefilled again; false: always encode the "
+        "text (the same conversation then always gets the same prompt tokens, whatever the server saw before).",
     )
-    keepalive_seconds: float = Field(10.0, gt=0, description="SSE comment interval while nothing is generated.")
+    keepalive_seconds: float = Field(
+        10.0,
+        gt=0,
+        description="Interval of SSE keep-alive comments while nothing is generated (a model loading, a long prefill).",
+    )
     dense_matmul_min_rows: int | None = Field(
         None,
         ge=0,
         description="Quantized layers multiply a batched prefill as one matrix and use the dense matmul on "
-        "dequantized weights from this many rows on; 0: only the first; null: both on CUDA (timed at load), "
-        "neither elsewhere.",
+        "dequantized weights for inputs of this many rows or more; 0: only the first; null: both on CUDA (the row "
+        "count timed at load), neither elsewhere.",
     )
     flat_decode_min_batch: int | None = Field(
         None,
@@ -145,11 +191,14 @@ class DefaultsConfig(_Section):
     )
     engine_process: bool = Field(
         True,
-        description="Run MLX in a process of its own, apart from the HTTP server (false: a thread of the server).",
+        description="Run MLX in a process of its own, apart from the HTTP server: the server's per-token work "
+        "(SSE, detokenizing, parsing) never holds up a decode step, and a crash inside MLX restarts the engine "
+        "(requests in flight get a retryable 503) instead of the server; false: a thread of the server's process.",
     )
     cudnn_attention: bool = Field(
         False,
-        description="CUDA only: cuDNN's fused attention for prompts (builds a plan per new prompt length).",
+        description="CUDA only: cuDNN's fused attention for prompts (it builds a plan for every new prompt length, "
+        "60-70 ms each on an H100, so off by default).",
     )
 
     @field_validator("model_directory")
@@ -167,46 +216,69 @@ class DefaultsConfig(_Section):
 class ServerConfig(_Section):
     """`server`: where and how the HTTP server listens."""
 
-    ip: str = Field("127.0.0.1", description="Bind address; 0.0.0.0 exposes the server to the network.")
-    port: int = Field(8800, ge=1, le=65535)
-    debug: bool = False
-    api_keys: list[str] = Field(default_factory=list, description="If set, requests need `Authorization: Bearer`.")
-    max_body_mb: float = Field(32.0, gt=0, description="Largest request body accepted (413 beyond).")
-    cors_origins: list[str] = Field(default_factory=list, description="Browser origins allowed (CORS).")
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    ip: str = Field(
+        "127.0.0.1",
+        description="Bind address: 127.0.0.1 keeps the server on this machine, 0.0.0.0 exposes it to the network "
+        "(then set api_keys).",
+    )
+    port: int = Field(8800, ge=1, le=65535, description="TCP port.")
+    debug: bool = Field(False, description="Debug logging (as log_level debug).")
+    api_keys: list[str] = Field(
+        default_factory=list,
+        description="If set, requests need Authorization: Bearer <key> or x-api-key: <key> (401 otherwise).",
+    )
+    max_body_mb: float = Field(32.0, gt=0, description="Largest request body (MB) accepted; 413 beyond.")
+    cors_origins: list[str] = Field(default_factory=list, description="Browser origins allowed to call the API.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="debug, info, warning or error."
+    )
     allowed_hosts: list[str] = Field(
         default_factory=list,
-        description="Host names the server answers to besides loopback ones (localhost, 127.0.0.1, [::1]); "
-        "requests arriving on a loopback address that name another host get 421, which stops DNS rebinding. "
-        "When set, requests on other addresses are checked too; '*' accepts any name, '*.example.com' a domain.",
+        description="Host names answered besides loopback ones (localhost, *.localhost, 127.0.0.1, [::1]); a "
+        "request arriving on a loopback address that names another host gets 421, which stops DNS rebinding (a web "
+        "page cannot drive the API through the user's browser); when set, requests arriving on other addresses are "
+        "checked too; '*' accepts any name, '*.example.com' a domain's.",
     )
     max_connections: int = Field(
         1000,
         ge=1,
-        description="Open connections at once; a request on a connection beyond them gets 503 with Retry-After.",
+        description="Connections open at once; a request on a connection beyond them gets an immediate 503 with "
+        "Retry-After (not a reset); the open-file limit is raised at start so that they fit.",
     )
     request_head_timeout: float = Field(
         10.0,
         gt=0,
-        description="Seconds a connection may take to send a whole request head (line and headers) once it "
-        "starts one or opens; slower ones are closed.",
+        description="Seconds a connection may take to send a whole request head (request line and headers), from "
+        "its opening or from the first byte of its next request; slower ones get 408 and are closed (idle "
+        "keep-alive connections wait 75 s).",
     )
     drain_seconds: float = Field(
-        20.0, ge=0, description="On SIGTERM, how long running requests may go on before they are ended with an error."
+        20.0,
+        ge=0,
+        description="On SIGTERM (every service restart) new requests get 503 with Retry-After, running ones may "
+        "finish for this long, then streams end with an error event and [DONE] and other requests with a JSON 503; "
+        "keep it below the service manager's stop timeout (40 s).",
     )
-    media: MediaLimits = Field(default_factory=MediaLimits, description="Limits on images and PDFs in requests.")
+    media: MediaLimits = Field(
+        default_factory=MediaLimits,
+        description="Limits on images and PDFs in requests (image_url and file parts), and remote image URLs; each "
+        "refusal is a 400 naming its key (see server.media).",
+    )
     log_dir: str | None = Field(
         None,
         description="Folder for rotating log files: mlx_router.log (every record at log_level), mlx_router.error.log "
-        "(warnings and errors) and, with log_json, mlx_router.jsonl; null: the console only. The user service "
-        "passes one (--log-dir).",
+        "(warnings and errors, with tracebacks) and, with log_json, mlx_router.jsonl; null: the console only; "
+        "mlx-router service install runs the server with one (--log-dir: ~/Library/Logs/mlx-router on macOS, "
+        "~/.local/state/mlx-router/logs on Linux).",
     )
     log_max_mb: float = Field(10.0, gt=0, description="Size (MB) at which a log file is rotated.")
     log_backup_count: int = Field(
         5, ge=1, description="Rotated files kept of each log file (mlx_router.log.1 is the newest of them)."
     )
     log_json: bool = Field(
-        False, description="Also write every record as one JSON object a line (mlx_router.jsonl), for log shippers."
+        False,
+        description="Also write every record as one JSON object a line to mlx_router.jsonl (a request's end line "
+        "carries its fields under request), for log shippers.",
     )
     log_console: bool = Field(
         True,
@@ -215,8 +287,8 @@ class ServerConfig(_Section):
     )
     metrics_public: bool = Field(
         False,
-        description="GET /metrics answers without an API key (for a scraper that has none); with no api_keys "
-        "configured every route is open anyway.",
+        description="GET /metrics (Prometheus) answers without an API key, for a scraper that has none; false: it "
+        "needs one like every other route when api_keys is set.",
     )
 
     @field_validator("log_dir")
@@ -228,28 +300,54 @@ class ServerConfig(_Section):
 class ModelSettings(_Section):
     """`models.<id>`: per-model request defaults and capabilities."""
 
-    max_tokens: int | None = Field(None, gt=0)
-    temp: float | None = Field(None, ge=0, le=2)
-    top_p: float | None = Field(None, gt=0, le=1)
-    top_k: int | None = Field(None, ge=0)
-    min_p: float | None = Field(None, ge=0, le=1)
-    repetition_penalty: float | None = Field(None, gt=0)
-    chat_template: str | None = None
-    reasoning_response: Literal["enable", "disable"] | None = None
-    required_memory_gb: float | None = Field(None, gt=0)
-    supports_tools: bool | None = None
-    supports_vision: bool | None = None
+    max_tokens: int | None = Field(None, gt=0, description="Default max_tokens for this model's requests.")
+    temp: float | None = Field(None, ge=0, le=2, description="Default temperature (the request's wins).")
+    top_p: float | None = Field(None, gt=0, le=1, description="Default top_p.")
+    top_k: int | None = Field(None, ge=0, description="Default top_k (0: off).")
+    min_p: float | None = Field(None, ge=0, le=1, description="Default min_p (0: off).")
+    repetition_penalty: float | None = Field(None, gt=0, description="Default repetition penalty.")
+    chat_template: str | None = Field(
+        None,
+        description="A built-in template (llama3, qwen, chatml, deepseek, phi4, gpt-oss, generic) or inline Jinja; "
+        "null: the tokenizer's own, else generic.",
+    )
+    reasoning_response: Literal["enable", "disable"] | None = Field(
+        None,
+        description="enable or disable the model's thinking by default (chat_template_kwargs.enable_thinking "
+        "overrides).",
+    )
+    required_memory_gb: float | None = Field(
+        None, gt=0, description="Memory (GB) the model needs (null: estimated from its weights)."
+    )
+    supports_tools: bool | None = Field(
+        None, description="Offer tools to this model (null: when its tool-call format is known)."
+    )
+    supports_vision: bool | None = Field(
+        None,
+        description="false serves a vision model as text only (its images get a 400, never dropped silently); "
+        "null: from its config.json (a vision_config).",
+    )
     vision_max_pixels: int | None = Field(None, ge=3136, description="defaults.vision_max_pixels for this model.")
     vision_path: Literal["handover", "solo"] | None = Field(
         None,
-        description="handover: mlx-vlm reads the images, the shared batch decodes (Qwen-VL, Gemma 3); solo: "
-        "mlx-vlm's own generation, one request at a time (any family mlx-vlm knows); null: chosen by family.",
+        description="handover: mlx-vlm reads the images and the shared batch decodes (Qwen2-VL, Qwen2.5-VL, "
+        "Qwen3-VL, Gemma 3); solo: mlx-vlm's own generation, one request at a time (any family mlx-vlm knows); "
+        "null: chosen by family.",
     )
-    pdf_mode: Literal["images", "text", "both"] | None = None
-    memory_pressure_max_tokens: dict[PressureLevel, int] = Field(default_factory=dict)
-    tool_parser: str | None = None
-    reasoning_parser: str | None = None
-    max_context_tokens: int | None = Field(None, gt=0, description="Longest prompt+output accepted.")
+    pdf_mode: Literal["images", "text", "both"] | None = Field(None, description="defaults.pdf_mode for this model.")
+    memory_pressure_max_tokens: dict[PressureLevel, int] = Field(
+        default_factory=dict,
+        description='Cap on max_tokens per memory pressure level, e.g. {"moderate": 4096, "high": 1024}.',
+    )
+    tool_parser: str | None = Field(
+        None,
+        description="Tool-call format: hermes, qwen3_coder, llama3_json, mistral, harmony or deepseek_v3 (null: "
+        "detected from the chat template and vocabulary).",
+    )
+    reasoning_parser: str | None = Field(None, description="Reasoning format: think or harmony (null: detected).")
+    max_context_tokens: int | None = Field(
+        None, gt=0, description="Longest prompt + output accepted (null: the model's max_position_embeddings)."
+    )
 
     @field_validator("memory_pressure_max_tokens")
     @classmethod
@@ -265,9 +363,15 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    defaults: DefaultsConfig = Field(default_factory=DefaultsConfig)
-    server: ServerConfig = Field(default_factory=ServerConfig)
-    models: dict[str, ModelSettings] = Field(default_factory=dict)
+    defaults: DefaultsConfig = Field(
+        default_factory=DefaultsConfig, description="Server-wide request defaults and resource limits."
+    )
+    server: ServerConfig = Field(default_factory=ServerConfig, description="Where and how the HTTP server listens.")
+    models: dict[str, ModelSettings] = Field(
+        default_factory=dict,
+        description="Per-model request defaults and capabilities, by model id (or its last path segment).",
+        json_schema_extra={"patternProperties": {"^_": {}}},  # _help and other comments are not models
+    )
     _extra_model_dirs: list[Path] = PrivateAttr(default_factory=list)
 
     @field_validator("models", mode="before")
@@ -312,7 +416,7 @@ class Settings(BaseModel):
         return ([Path(d)] if d else []) + list(self._extra_model_dirs)
 
     def unknown_keys(self) -> list[str]:
-        keys = [f"{k}" for k in (self.model_extra or {}) if not k.startswith("_")]
+        keys = [f"{k}" for k in (self.model_extra or {}) if not k.startswith("_") and k != "$schema"]
         keys += [f"defaults.{k}" for k in self.defaults.unknown_keys()]
         keys += [f"server.{k}" for k in self.server.unknown_keys()]
         keys += [f"server.media.{k}" for k in self.server.media.unknown_keys()]

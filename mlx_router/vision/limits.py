@@ -21,9 +21,13 @@ class MediaLimits(BaseModel):
 
     model_config = ConfigDict(extra="allow", validate_default=True)
 
-    max_image_mb: float = Field(16.0, gt=0, description="Bytes of one image file (after base64 decoding).")
-    max_pdf_mb: float = Field(32.0, gt=0, description="Bytes of one PDF file (after base64 decoding).")
-    max_request_media_mb: float = Field(64.0, gt=0, description="Bytes of all images and PDFs of one request.")
+    max_image_mb: float = Field(
+        16.0,
+        gt=0,
+        description="MB of one image file, after base64 decoding (checked from the base64 length before decoding).",
+    )
+    max_pdf_mb: float = Field(32.0, gt=0, description="MB of one PDF file, after base64 decoding.")
+    max_request_media_mb: float = Field(64.0, gt=0, description="MB of all images and PDFs of one request.")
     max_image_pixels: int = Field(
         40_000_000,
         gt=0,
@@ -33,18 +37,30 @@ class MediaLimits(BaseModel):
     max_request_pixels: int = Field(
         100_000_000,
         gt=0,
-        description="Pixels of all images of one request, decoded or rendered (3 bytes each in memory).",
+        description="Pixels of all images of one request, decoded or rendered (each pixel takes 3 bytes of memory).",
     )
-    max_images: int = Field(32, ge=0, description="Images per request; rendered PDF pages count as images.")
+    max_images: int = Field(32, ge=0, description="Images per request; each rendered PDF page counts as one.")
     max_pdf_pages: int = Field(100, gt=0, description="Pages of one PDF.")
-    pdf_dpi: float = Field(150.0, gt=0, le=600, description="Resolution PDF pages are rendered at.")
-    pdf_timeout_s: float = Field(30.0, gt=0, description="Seconds to open, render and read one PDF.")
-    allow_remote_urls: bool = Field(False, description="Fetch http(s) image URLs from the hosts in remote_hosts.")
-    remote_hosts: list[str] = Field(
-        default_factory=list, description="Host names (or host:port) remote image URLs may name."
+    pdf_dpi: float = Field(
+        150.0, gt=0, le=600, description="Resolution (dpi) PDF pages are rendered at for vision models."
     )
-    remote_max_mb: float = Field(16.0, gt=0, description="Bytes fetched from one remote URL.")
-    remote_timeout_s: float = Field(10.0, gt=0, description="Seconds one remote fetch may take.")
+    pdf_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds to open, render and read one PDF (in a worker process; past this the worker is "
+        "killed and the request gets a 400).",
+    )
+    allow_remote_urls: bool = Field(
+        False,
+        description="Fetch http(s) image URLs from the hosts in remote_hosts; false: only data: URIs (file paths "
+        "and file:// URLs are never opened either way).",
+    )
+    remote_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (or host:port) that remote image URLs may name when allow_remote_urls is true.",
+    )
+    remote_max_mb: float = Field(16.0, gt=0, description="MB fetched from one remote URL.")
+    remote_timeout_s: float = Field(10.0, gt=0, description="Seconds one remote fetch may take in all.")
 
     @field_validator("remote_hosts")
     @classmethod
