@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from mlx_router.config.settings import Settings
+from mlx_router.core.loader import free_memory
 from mlx_router.core.params import GenerationRequest, TokenEvent
 from mlx_router.core.pool import LoadResult, ModelPool
 from mlx_router.core.resource_monitor import GB, ResourceMonitor, device_memory_bytes, mlx_readings
@@ -32,6 +33,7 @@ from mlx_router.errors import InvalidRequestError, ModelUnloadedError, RouterErr
 logger = logging.getLogger(__name__)
 
 REPORT_INTERVAL = 0.1  # seconds between reports while the engine is busy
+IDLE_TRIM_SECONDS = 2.0  # idle this long after work, the engine gives freed memory back to the system
 
 
 def _grammar_processors() -> Callable[[Any, Any], Any]:
@@ -60,6 +62,7 @@ class EngineHost:
         self._last_report = 0.0
         self.worker.add_iteration_hook(self._flush)
         self._device_memory: int | None = None
+        self._idle_since = 0  # counts the times the engine went idle; a trim is for the latest one only
 
     def start(self) -> None:
         self.worker.start()
@@ -176,8 +179,27 @@ class EngineHost:
             events, self._events = self._events, []
         if events:
             self._send(("events", events))
-            if time.monotonic() - self._last_report >= REPORT_INTERVAL or not self.pool.busy():
+            idle = not self.pool.busy()
+            if time.monotonic() - self._last_report >= REPORT_INTERVAL or idle:
                 self._report()
+            if idle:
+                self._trim_when_still_idle()
+
+    def _trim_when_still_idle(self) -> None:
+        """After a burst, the buffers it freed stay with MLX's cache and the C heap (tens to hundreds of MB of
+        a vision burst on Linux); once the engine has stayed idle a moment they go back to the system. Right
+        away would make every lone request allocate afresh."""
+        self._idle_since += 1
+        mark = self._idle_since
+
+        def trim() -> None:
+            if mark == self._idle_since and not self.pool.busy():
+                free_memory()
+                self._report()
+
+        timer = threading.Timer(IDLE_TRIM_SECONDS, lambda: self.worker.post(trim))
+        timer.daemon = True
+        timer.start()
 
     def _report(self) -> None:
         self._last_report = time.monotonic()
