@@ -167,6 +167,11 @@ class ModelDiscovery:
             return None
         return self.scan().get(model_id)
 
+    def skipped(self) -> dict[str, str]:
+        """Why each folder the last scan skipped was skipped, by the id it would have had (see `unservable`)."""
+        with self._lock:
+            return dict(self._unservable)
+
     def unservable(self, model_id: str) -> str | None:
         """Why the folder that would be `model_id` was skipped by the last scan, if one was (no path: clients
         see it; the log line names the folder)."""

@@ -132,6 +132,9 @@ def _configure_tune(p: argparse.ArgumentParser) -> None:
 def _run_tune(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
     served = served_models(settings, args.model_dir)
     entry = served.entries.get(args.model)
+    if entry is None and args.model in served.skipped:
+        print(f"mlx-router models tune: {args.model} is not served: {served.skipped[args.model]}", file=sys.stderr)
+        return 1
     if entry is None:
         known = ", ".join(sorted(served.entries)) or "none"
         print(f"mlx-router models tune: no model {args.model!r}; the server serves: {known}", file=sys.stderr)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from mlx_router.config.discovery import ModelDiscovery, ModelEntry, default_hf_cache_dirs
@@ -73,6 +73,7 @@ class ServedModels:
     hf_cache: bool  # whether the Hugging Face caches were scanned
     demo: bool  # nothing else was found: these are the built-in demo models
     demo_dir: Path  # where the demo models are (or would be built)
+    skipped: dict[str, str] = field(default_factory=dict)  # id -> why its folder is not served (discovery's reason)
 
     def sorted(self) -> list[ModelEntry]:
         return sorted(self.entries.values(), key=lambda e: e.id)
@@ -90,7 +91,8 @@ def served_models(settings: Settings, override: str | None = None, hf_cache: boo
 
     dirs = [Path(override).expanduser()] if override else settings.model_dirs()
     hf_dirs = default_hf_cache_dirs() if settings.defaults.scan_hf_cache else []
-    found = ModelDiscovery(dirs, hf_dirs).scan()
+    finder = ModelDiscovery(dirs, hf_dirs)
+    found = finder.scan()
     demo_dir = demo_model_dir().parent
     demo = False
     if not found and demo_dir.is_dir():
@@ -98,7 +100,7 @@ def served_models(settings: Settings, override: str | None = None, hf_cache: boo
         demo = bool(found)
     if not hf_cache:
         found = {k: e for k, e in found.items() if e.source != "hf_cache"}
-    return ServedModels(found, dirs, hf_cache and bool(hf_dirs), demo, demo_dir)
+    return ServedModels(found, dirs, hf_cache and bool(hf_dirs), demo, demo_dir, finder.skipped())
 
 
 def describe_sources(served: ServedModels) -> str:

@@ -447,7 +447,8 @@ def test_tune_of_a_model_no_loader_reads_says_why(tmp_path: Path, capsys: pytest
     make_model(tmp_path / "m" / "odd", config={"model_type": "no-such-architecture"})
     status, _, err = models(["tune", "odd", "--model-dir", str(tmp_path / "m")], capsys)
     assert status == 1
-    assert "odd could not be read or measured: odd: Model type no-such-architecture not supported" in err
+    # discovery skips it (no loader knows its model_type), and tune says why
+    assert "odd is not served: model_type 'no-such-architecture' is not supported by mlx-lm" in err
 
 
 def test_tune_names_the_models_it_knows(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
