@@ -25,34 +25,11 @@ from jinja2 import nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from mlx_router.protocol.chat import RESERVED_TEMPLATE_KWARGS  # names the renderer itself passes a template
+
 BUILTIN_TEMPLATES: tuple[str, ...] = ("llama3", "qwen", "chatml", "deepseek", "phi4", "gpt-oss", "generic")
 FALLBACK_TEMPLATE = "generic"
 
-# Names the renderer itself passes to a template; a request's chat_template_kwargs may not override them.
-RESERVED_TEMPLATE_KWARGS = frozenset(
-    {
-        "messages",
-        "conversation",
-        "tools",
-        "documents",
-        "add_generation_prompt",
-        "continue_final_message",
-        "tokenize",
-        "return_dict",
-        "return_tensors",
-        "return_assistant_tokens_mask",
-        "chat_template",
-        "padding",
-        "truncation",
-        "max_length",
-        "tokenizer_kwargs",
-        "processor_kwargs",
-        "bos_token",
-        "eos_token",
-        "pad_token",
-        "unk_token",
-    }
-)
 _SPECIAL_TOKEN_NAMES = ("bos_token", "eos_token", "pad_token", "unk_token")
 # Tool-call arguments reach templates as objects (as vLLM and mlx_lm's server hand them over): templates
 # print them with `tojson` or walk them with `items()`, and a JSON string would come out encoded twice. The

@@ -9,8 +9,6 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from mlx_router.serving.templates import RESERVED_TEMPLATE_KWARGS as RENDERER_RESERVED
-
 CHAT = "/v1/chat/completions"
 
 
@@ -82,12 +80,6 @@ def test_reserved_template_kwargs_are_400(app_client: TestClient, key: str, stre
 def test_other_template_kwargs_reach_the_template(app_client: TestClient) -> None:
     r = app_client.post(CHAT, json=chat(chat_template_kwargs={"enable_thinking": False, "anything": [1, 2]}))
     assert r.status_code == 200, r.text
-
-
-def test_protocol_and_renderer_reserve_the_same_names() -> None:
-    from mlx_router.protocol.chat import RESERVED_TEMPLATE_KWARGS
-
-    assert RESERVED_TEMPLATE_KWARGS == RENDERER_RESERVED
 
 
 @pytest.mark.parametrize("stream", [False, True])
