@@ -125,22 +125,8 @@ def load_weights(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
     try:
         model, config = load_model(path, lazy=False)
     except Exception as e:
-        gc.collect()
-        mx.clear_cache()
-        raise ModelLoadError(f"{model_id}: the weights could not be loaded ({e})") from None
-    weight_bytes = sum(p.stat().st_size for p in path.glob("*.safetensors"))
-    loaded = LoadedModel(
-        model_id=model_id,
-        path=path,
-        model=model,
-        tokenizer=tokenizer,
-        config=config,
-        weight_bytes=weight_bytes,
-        kv_bytes_per_token=kv_bytes_per_token(model),
-        load_seconds=time.perf_counter() - t0,
-    )
-    logger.info("loaded %s in %.2fs (%.2f GB of weights)", model_id, loaded.load_seconds, weight_bytes / 1e9)
-    return loaded
+        raise _load_failed(f"{model_id}: the weights could not be loaded ({e})") from None
+    return _loaded(model_id, path, tokenizer, model, config, t0, "")
 
 
 def load_vision_weights(model_id: str, path: Path, tokenizer: Any, feature_cache_bytes: int) -> LoadedModel:
@@ -151,24 +137,9 @@ def load_vision_weights(model_id: str, path: Path, tokenizer: Any, feature_cache
     read_config(path)
     try:
         vision, model, config = load_vision(path, feature_cache_bytes)
-    except ModelLoadError:
-        gc.collect()
-        mx.clear_cache()
-        raise
-    weight_bytes = sum(p.stat().st_size for p in path.glob("*.safetensors"))
-    loaded = LoadedModel(
-        model_id=model_id,
-        path=path,
-        model=model,
-        tokenizer=tokenizer,
-        config=config,
-        weight_bytes=weight_bytes,
-        kv_bytes_per_token=kv_bytes_per_token(model),
-        load_seconds=time.perf_counter() - t0,
-        vision=vision,
-    )
-    logger.info("loaded %s with its vision tower in %.2fs (%.2f GB)", model_id, loaded.load_seconds, weight_bytes / 1e9)
-    return loaded
+    except ModelLoadError as e:
+        raise _load_failed(e.message) from None
+    return _loaded(model_id, path, tokenizer, model, config, t0, " with its vision tower", vision=vision)
 
 
 def load_solo_vision(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
@@ -182,9 +153,39 @@ def load_solo_vision(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
         model = load_vlm_model(path, lazy=False)
         processor = load_processor(path, True, eos_token_ids=config.get("eos_token_id"))
     except Exception as e:
-        gc.collect()
-        mx.clear_cache()
-        raise ModelLoadError(f"{model_id}: the vision model could not be loaded ({e})") from None
+        raise _load_failed(f"{model_id}: the vision model could not be loaded ({e})") from None
+    language = getattr(model, "language_model", model)
+    return _loaded(
+        model_id,
+        path,
+        tokenizer,
+        model,
+        config,
+        t0,
+        " (mlx-vlm, served alone)",
+        language=language,
+        solo_processor=processor,
+    )
+
+
+def _load_failed(message: str) -> ModelLoadError:
+    """A load that failed half way: what it allocated goes back before the error reaches the client."""
+    gc.collect()
+    mx.clear_cache()
+    return ModelLoadError(message)
+
+
+def _loaded(
+    model_id: str,
+    path: Path,
+    tokenizer: Any,
+    model: Any,
+    config: dict[str, Any],
+    t0: float,
+    how: str,
+    language: Any = None,
+    **extra: Any,
+) -> LoadedModel:
     weight_bytes = sum(p.stat().st_size for p in path.glob("*.safetensors"))
     loaded = LoadedModel(
         model_id=model_id,
@@ -193,13 +194,11 @@ def load_solo_vision(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
         tokenizer=tokenizer,
         config=config,
         weight_bytes=weight_bytes,
-        kv_bytes_per_token=kv_bytes_per_token(getattr(model, "language_model", model)),
+        kv_bytes_per_token=kv_bytes_per_token(language if language is not None else model),
         load_seconds=time.perf_counter() - t0,
-        solo_processor=processor,
+        **extra,
     )
-    logger.info(
-        "loaded %s (mlx-vlm, served alone) in %.2fs (%.2f GB)", model_id, loaded.load_seconds, weight_bytes / 1e9
-    )
+    logger.info("loaded %s%s in %.2fs (%.2f GB of weights)", model_id, how, loaded.load_seconds, weight_bytes / 1e9)
     return loaded
 
 
