@@ -53,6 +53,7 @@ class ModelEntry:
     created: int  # unix time: the model folder's mtime
     source: str  # "directory" (a plain folder) or "hf_cache" (the models--org--name layout)
     vision: str | None = None  # a vision model's model_type (its config has a vision tower), else None
+    text_class: bool = True  # mlx-lm has a class for its text part (else only mlx-vlm can load it)
 
 
 def is_valid_model_id(model_id: str) -> bool:
@@ -82,6 +83,7 @@ class _Inspection:
     created: int = 0
     problem: str | None = None
     vision: str | None = None
+    text_class: bool = True
 
 
 _Signature = tuple[int, ...]
@@ -128,7 +130,10 @@ def _read_model_folder(folder: str, mtime: float, families: LoaderFamilies) -> _
     if count == 0:
         return _Inspection(problem=f"no *{WEIGHTS_SUFFIX} weights")
     vision = str(config.get("model_type")) if isinstance(config.get("vision_config"), dict) else None
-    return _Inspection(path=Path(folder).resolve(), size_bytes=size, created=int(mtime), vision=vision)
+    text_class = families.has_text_model(config)
+    return _Inspection(
+        path=Path(folder).resolve(), size_bytes=size, created=int(mtime), vision=vision, text_class=text_class
+    )
 
 
 class ModelDiscovery:
@@ -283,6 +288,7 @@ class ModelDiscovery:
             created=inspection.created,
             source=source,
             vision=inspection.vision,
+            text_class=inspection.text_class,
         )
 
     def _inspect(self, folder: str, scan: _Scan) -> _Inspection:

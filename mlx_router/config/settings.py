@@ -393,14 +393,17 @@ class Settings(BaseModel):
         return self.models.get(short, ModelSettings())
 
     def vision_path(self, entry: Any) -> Literal["handover", "solo"] | None:
-        """How `entry` (a discovered ModelEntry) reads images: "handover" (mlx-vlm prefills, the shared batch
-        decodes), "solo" (mlx-vlm's own generation, one request at a time), or None (a text model, or
-        `supports_vision: false`)."""
+        """How `entry` (a discovered ModelEntry) is run: "handover" (mlx-vlm prefills images, the shared batch
+        decodes), "solo" (mlx-vlm's own generation, one request at a time: families mlx-lm has no text class
+        for, even with `supports_vision: false`), or None (mlx-lm alone: a text model, or a vision model whose
+        images are off)."""
         from mlx_router.vision.spec import HANDOVER_FAMILIES, mlx_vlm_has_family
 
         ms = self.model_settings(entry.id)
-        if ms.supports_vision is False or entry.vision is None:
+        if entry.vision is None:
             return None
+        if ms.supports_vision is False:
+            return None if getattr(entry, "text_class", True) else "solo"
         if ms.vision_path is not None:
             return ms.vision_path
         if entry.vision in HANDOVER_FAMILIES:
@@ -408,8 +411,8 @@ class Settings(BaseModel):
         return "solo" if mlx_vlm_has_family(entry.vision) else None
 
     def vision_enabled(self, entry: Any) -> bool:
-        """Whether `entry` is served with its vision tower (see `vision_path`)."""
-        return self.vision_path(entry) is not None
+        """Whether `entry` takes images: a vision model served with its tower, `supports_vision` not false."""
+        return self.model_settings(entry.id).supports_vision is not False and self.vision_path(entry) is not None
 
     def model_dirs(self) -> list[Path]:
         d = self.defaults.model_directory

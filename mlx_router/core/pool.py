@@ -97,7 +97,7 @@ class ModelPool:
         try:
             read_config(entry.path, text_classes=self.settings.vision_path(entry) != "solo")
             tokenizer = open_tokenizer(entry.path)
-            check_weights(entry.path, text_model=not self.settings.vision_enabled(entry))
+            check_weights(entry.path, text_model=self.settings.vision_path(entry) is None)
         except ModelLoadError as e:  # health shows why
             m = self.models.setdefault(entry.id, PooledModel(entry.id))
             if m.state != "ready":
@@ -155,7 +155,7 @@ class ModelPool:
     def _load_weights(self, entry: ModelEntry, tokenizer: Any) -> LoadedModel:
         if self.settings.vision_path(entry) == "solo":
             return load_solo_vision(entry.id, entry.path, tokenizer)
-        if self.settings.vision_enabled(entry):
+        if self.settings.vision_path(entry) == "handover":
             cache_bytes = int(self.settings.defaults.image_cache_gb * GB)
             return load_vision_weights(entry.id, entry.path, tokenizer, cache_bytes)
         return load_weights(entry.id, entry.path, tokenizer)

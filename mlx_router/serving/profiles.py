@@ -83,7 +83,7 @@ class ProfileStore:
         context = ms.max_context_tokens or _context_from(config)
         vocab_size = int(config.get("vocab_size") or len(tokenizer))
         prompts = PromptEncoder(tokenizer)
-        mode = self._settings.vision_path(entry)
+        mode = self._settings.vision_path(entry) if self._settings.vision_enabled(entry) else None
         vision = read_vision_spec(path, config, solo=mode == "solo") if mode is not None else None
         return ModelProfile(
             model_id, tokenizer, renderer, ms, tool_parser, reasoning, context, vocab_size, prompts, vision

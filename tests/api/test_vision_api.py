@@ -239,10 +239,11 @@ def solo_client(tmp_path_factory: pytest.TempPathFactory, vlm_path: Path, tiny_v
     root = tmp_path_factory.mktemp("solo-models")
     (root / "solo-vl").symlink_to(vlm_path, target_is_directory=True)
     (root / "smol").symlink_to(tiny_vlm_dir("idefics3"), target_is_directory=True)
+    (root / "smol-text").symlink_to(tiny_vlm_dir("idefics3"), target_is_directory=True)
     settings = parse_settings(
         {
             "defaults": {"model_directory": str(root), "scan_hf_cache": False, "max_tokens": 32},
-            "models": {"solo-vl": {"vision_path": "solo"}},
+            "models": {"solo-vl": {"vision_path": "solo"}, "smol-text": {"supports_vision": False}},
         }
     )
     with TestClient(create_app(settings)) as c:
@@ -285,3 +286,13 @@ def test_a_family_without_a_text_class_is_served_alone_as_mlx_vlm(solo_client: T
     out = r.json()
     assert out["usage"]["prompt_tokens"] == len(ref_ids)
     assert np.allclose([c["logprob"] for c in out["choices"][0]["logprobs"]["content"]], ref_logprobs[:N], atol=1e-4)
+
+
+def test_images_off_for_a_family_only_mlx_vlm_loads_serves_its_text(solo_client: TestClient) -> None:
+    cards = {m["id"]: m for m in solo_client.get("/v1/models").json()["data"]}
+    assert cards["smol-text"]["supports_vision"] is False
+    plain = solo_client.post(CHAT, json=chat("smol-text", [{"role": "user", "content": "hello"}]))
+    assert plain.status_code == 200, plain.text
+    messages = [{"role": "user", "content": [image_part(picture(13)), {"type": "text", "text": "hi"}]}]
+    refused = solo_client.post(CHAT, json=chat("smol-text", messages))
+    assert refused.status_code == 400 and "smol-text does not accept images" in refused.json()["error"]["message"]
