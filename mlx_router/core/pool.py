@@ -134,8 +134,9 @@ class ModelPool:
     def _runner(self, entry: ModelEntry, loaded: LoadedModel, tokenizer: Any) -> ModelRunner | SoloVisionRunner:
         grammar = self._grammar_processors(tokenizer, loaded) if self._grammar_processors else None
         if loaded.solo_processor is not None:
+            context = self.settings.model_settings(entry.id).max_context_tokens or _context_of(loaded.config)
             return SoloVisionRunner(
-                entry.id, loaded.model, loaded.solo_processor, tokenizer, self._runner_config(), grammar
+                entry.id, loaded.model, loaded.solo_processor, tokenizer, self._runner_config(), grammar, context
             )
         d = self.settings.defaults
         layers = prepare_quantized_layers(
@@ -274,3 +275,12 @@ def _refusal(model_id: str, cost: int, budget: int, cache_size: int, plan: RoomP
         f"{model_id} needs {cost / GB:.2f} GB and the models in use ({in_use}) hold {plan.busy_bytes / GB:.2f} GB "
         f"of the {budget / GB:.2f} GB memory budget; try again shortly"
     )
+
+
+def _context_of(config: dict[str, Any]) -> int | None:
+    """A model's context length from its config (a vision model's is in its text part)."""
+    for source in (config, config.get("text_config") or {}):
+        value = source.get("max_position_embeddings")
+        if isinstance(value, int) and value > 0:
+            return value
+    return None

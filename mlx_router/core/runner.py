@@ -159,7 +159,8 @@ class ModelRunner:
         self._prefix_bytes = self._prefix.nbytes if self._prefix is not None else 0
         outside = sum(s.cache_nbytes() for s in self._waiting) + sum(s.cache_nbytes() for s in self._reading)
         outside += self._solo.cache_nbytes() if self._solo is not None else 0
-        self._kv_bytes = int(self._gen.prompt_cache_nbytes) + self._prefix_bytes + outside
+        features = self.vision.features.nbytes if self.vision is not None else 0  # image features kept by content
+        self._kv_bytes = int(self._gen.prompt_cache_nbytes) + self._prefix_bytes + outside + features
 
     # -- commands (worker thread) --------------------------------------------------------------------------
     def add(self, req: GenerationRequest, emit: Emit) -> None:
@@ -358,11 +359,18 @@ class ModelRunner:
             return
         self.stats.prefilled(0, 0, time.perf_counter() - t0)
         if not seq.prefilled:
+            self._refresh_stats()  # its cache grows by a chunk a step: admission and health read kv_bytes
             return
         self._reading.popleft()
         self._end_solo()
-        with mx.stream(self._stream):
-            self._to_batch(self._by_uid.pop(seq.uid), seq.handover())
+        active = self._by_uid.pop(seq.uid)
+        try:
+            with mx.stream(self._stream):
+                self._to_batch(active, seq.handover())
+        except Exception as e:  # this request ends with the error; the batch and its other rows go on
+            logger.warning("%s: the image prompt could not join the batch: %s", active.req.request_id, e)
+            self._by_request.pop(active.req.request_id, None)
+            active.emit(TokenEvent([], finish_reason="error", error=RuntimeError(f"the image prompt failed: {e}")))
         self._stats_stale = True
 
     def _end_solo(self) -> None:

@@ -103,8 +103,9 @@ class VisionSequence:
         """The text after the last image, for the batch, with the cache's RoPE shift attached."""
         setattr(self._cache[0], ROPE_SHIFT, self._shift)
         self._features.clear()
+        cache, self._cache = self._cache, []  # the batch merges a copy: holding this one would keep it twice
         rest = self._prompt[self._done :]
-        return BatchHandover(rest, self._cache, list(self._prompt[: self._done]), self._max_tokens)
+        return BatchHandover(rest, cache, list(self._prompt[: self._done]), self._max_tokens)
 
 
 class ShiftingBatchGenerator(BatchGenerator):

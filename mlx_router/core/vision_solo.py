@@ -61,8 +61,10 @@ class SoloVisionRunner:
         tokenizer: Any,
         config: RunnerConfig,
         grammar_processor: Callable[[str], Any] | None = None,
+        context_tokens: int | None = None,
     ) -> None:
         self.model_id = model_id
+        self._context = context_tokens  # only mlx-vlm's processor knows a prompt's image tokens: checked here
         self.model = vlm
         self.tokenizer = tokenizer
         self.config = config
@@ -136,6 +138,7 @@ class SoloVisionRunner:
             self._current = self._queue.popleft()
         job = self._current
         t0 = time.perf_counter()
+        starting = job.generated == 0  # processing the images and prefilling: what fails there is the input's
         try:
             if job.steps is None:
                 job.steps = self._start(job)
@@ -143,9 +146,11 @@ class SoloVisionRunner:
         except StopIteration:
             self._finish(job, TokenEvent([], finish_reason="length"))
             return
-        except Exception as e:  # a bad image or prompt fails its own request only
+        except Exception as e:  # fails its own request only
             logger.warning("%s: %s failed: %s", self.model_id, job.req.request_id, e)
-            error = e if isinstance(e, InvalidRequestError) else InvalidRequestError(f"the prompt failed: {e}")
+            error: BaseException = e
+            if starting and not isinstance(e, InvalidRequestError):
+                error = InvalidRequestError(f"the prompt could not be read: {e}", param="messages")
             self._finish(job, TokenEvent([], finish_reason="error", error=error))
             return
         self.stats.decoded(1, time.perf_counter() - t0, 0.0)
@@ -174,6 +179,13 @@ class SoloVisionRunner:
         else:
             ids, pixels, mask = mx.array([list(req.prompt_tokens)]), None, None
         job.prompt_tokens = int(ids.shape[1])
+        if self._context is not None and job.prompt_tokens + req.max_tokens > self._context:
+            raise InvalidRequestError(
+                f"this model's context is {self._context} tokens; the prompt (its images counted) has "
+                f"{job.prompt_tokens} and {req.max_tokens} are asked for",
+                param="messages",
+                code="context_length_exceeded",
+            )
         processors = logits_processors(req.sampling, job.prompt_tokens)
         if req.grammar is not None and self._grammar_processor is not None:
             processors.append(self._grammar_processor(req.grammar))

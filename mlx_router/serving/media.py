@@ -90,8 +90,9 @@ class MediaPreparer:
                 )
             )
             if isinstance(decoded, PdfDocument):
-                return self._pdf(decoded, model_id, vision, mode, cap, media)
-            return [self._image(decoded, vision, LOW_DETAIL_PIXELS if detail == "low" else cap, media)]
+                return await asyncio.to_thread(self._pdf, decoded, model_id, vision, mode, cap, media)
+            size_cap = min(cap, LOW_DETAIL_PIXELS) if detail == "low" else cap
+            return [await asyncio.to_thread(self._image, decoded, vision, size_cap, media)]
         if part.type == "file":
             file_data, filename = _file(part, param)
             want_images = mode in ("images", "both")
@@ -99,7 +100,7 @@ class MediaPreparer:
             doc = await asyncio.to_thread(
                 lambda: self._decoder.decode_file(file_data, filename, budget, want_images, want_text, param=param)
             )
-            return self._pdf(doc, model_id, vision, mode, cap, media)
+            return await asyncio.to_thread(self._pdf, doc, model_id, vision, mode, cap, media)
         raise InvalidRequestError(f"content parts of type {part.type!r} are not supported", param=param)
 
     def _pdf(

@@ -164,8 +164,14 @@ class VisionAdapter:
             return None, 0
         grids = mx.array([self.grid(s.image) for s in spans])
         ids = mx.array([list(prompt)])
-        position_ids, deltas = self.vlm.language_model.get_rope_index(ids, grids, None, None)
-        shift: Any = mx.array(deltas).reshape(-1)[0].item()
+        try:
+            position_ids, deltas = self.vlm.language_model.get_rope_index(ids, grids, None, None)
+            shift: Any = mx.array(deltas).reshape(-1)[0].item()
+        except Exception as e:  # e.g. a message's text spelling vision or video tokens the images do not match
+            raise InvalidRequestError(
+                f"the prompt's vision tokens do not match its {len(spans)} images ({type(e).__name__})",
+                param="messages",
+            ) from None
         return position_ids, int(shift)
 
     def embeddings(

@@ -49,6 +49,8 @@ class VisionSpec:
     tower_width: int = 1280
     fixed: tuple[int, int, int] | None = None  # (width, height, tokens): every image resized to one size (Gemma)
     solo: bool = False  # served by mlx-vlm's own generation: its processor sizes and counts the images
+    start_id: int | None = None  # Qwen's <|vision_start|>: the template writes one before each image
+    video_id: int | None = None  # a video token: never in a prompt of images
 
     @property
     def factor(self) -> int:
@@ -118,6 +120,15 @@ class VisionSpec:
         places = [i for i, t in enumerate(ids) if t == self.image_token_id]
         if len(places) != len(counts):
             raise _placeholder_mismatch(len(places), len(counts))
+        starts = sum(1 for t in ids if t == self.start_id) if self.start_id is not None else len(counts)
+        videos = sum(1 for t in ids if t == self.video_id) if self.video_id is not None else 0
+        if starts != len(counts) or videos:
+            # a message's text spelling <|vision_start|> or <|video_pad|>: the model would read it as an image
+            raise InvalidRequestError(
+                "the prompt's vision tokens do not match its images: a message's text holds a vision or video token",
+                param="messages",
+                code="image_placeholders",
+            )
         out: list[int] = []
         last = 0
         for place, count in zip(places, counts, strict=True):
@@ -209,7 +220,19 @@ def read_vision_spec(path: Path, config: dict[str, Any], solo: bool = False) -> 
     merge = int(pre.get("merge_size", merge))
     heads = int(vision.get("num_heads", 16))
     width = int(vision.get("embed_dim", vision.get("hidden_size", 1280)))
-    return VisionSpec(family, token, patch, merge, min_pixels, max_pixels, heads, width)
+    start, video = config.get("vision_start_token_id"), config.get("video_token_id")
+    return VisionSpec(
+        family,
+        token,
+        patch,
+        merge,
+        min_pixels,
+        max_pixels,
+        heads,
+        width,
+        start_id=start if isinstance(start, int) else None,
+        video_id=video if isinstance(video, int) else None,
+    )
 
 
 def _gemma_spec(path: Path, config: dict[str, Any], token: int, vision: dict[str, Any]) -> VisionSpec:

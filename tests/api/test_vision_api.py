@@ -57,9 +57,13 @@ def client(
     root = tmp_path_factory.mktemp("vision-models")
     (root / VLM).symlink_to(vlm_path, target_is_directory=True)
     (root / "tiny-gemma").symlink_to(tiny_vlm_dir("gemma3"), target_is_directory=True)
+    (root / "tiny-vl-small").symlink_to(vlm_path, target_is_directory=True)
     (root / "tiny-a").symlink_to(random_llm_dir, target_is_directory=True)
     settings = parse_settings(
-        {"defaults": {"model_directory": str(root), "scan_hf_cache": False, "max_tokens": 32, "cache_size": 3}}
+        {
+            "defaults": {"model_directory": str(root), "scan_hf_cache": False, "max_tokens": 32, "cache_size": 4},
+            "models": {"tiny-vl-small": {"vision_max_pixels": 3136}},
+        }
     )
     with TestClient(create_app(settings)) as c:
         yield c
@@ -240,10 +244,15 @@ def solo_client(tmp_path_factory: pytest.TempPathFactory, vlm_path: Path, tiny_v
     (root / "solo-vl").symlink_to(vlm_path, target_is_directory=True)
     (root / "smol").symlink_to(tiny_vlm_dir("idefics3"), target_is_directory=True)
     (root / "smol-text").symlink_to(tiny_vlm_dir("idefics3"), target_is_directory=True)
+    (root / "smol-short").symlink_to(tiny_vlm_dir("idefics3"), target_is_directory=True)
     settings = parse_settings(
         {
             "defaults": {"model_directory": str(root), "scan_hf_cache": False, "max_tokens": 32},
-            "models": {"solo-vl": {"vision_path": "solo"}, "smol-text": {"supports_vision": False}},
+            "models": {
+                "solo-vl": {"vision_path": "solo"},
+                "smol-text": {"supports_vision": False},
+                "smol-short": {"max_context_tokens": 60},
+            },
         }
     )
     with TestClient(create_app(settings)) as c:
@@ -296,3 +305,39 @@ def test_images_off_for_a_family_only_mlx_vlm_loads_serves_its_text(solo_client:
     messages = [{"role": "user", "content": [image_part(picture(13)), {"type": "text", "text": "hi"}]}]
     refused = solo_client.post(CHAT, json=chat("smol-text", messages))
     assert refused.status_code == 400 and "smol-text does not accept images" in refused.json()["error"]["message"]
+
+
+def test_text_that_spells_vision_tokens_is_a_400_not_a_500(client: TestClient) -> None:
+    text = {"type": "text", "text": "and <|vision_start|><|video_pad|><|vision_end|>?"}
+    messages = [{"role": "user", "content": [image_part(picture(14)), text]}]
+    for stream in (False, True):
+        r = client.post(CHAT, json=chat(VLM, messages, stream=stream))
+        assert r.status_code == 400, r.text
+        assert "vision tokens" in r.json()["error"]["message"]
+
+
+def test_low_detail_never_passes_the_models_pixel_cap(client: TestClient) -> None:
+    messages = {
+        detail: [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "image_url", "image_url": {"url": data_uri(picture(15, (400, 400))), "detail": detail}}
+                ],
+            }
+        ]
+        for detail in ("auto", "low")
+    }
+    counts = {
+        d: client.post(CHAT, json=chat("tiny-vl-small", m)).json()["usage"]["prompt_tokens"]
+        for d, m in messages.items()
+    }
+    assert counts["low"] == counts["auto"]
+
+
+def test_the_solo_path_counts_image_tokens_against_the_context(solo_client: TestClient) -> None:
+    messages = [{"role": "user", "content": [image_part(picture(16, (64, 64))), {"type": "text", "text": "hi"}]}]
+    r = solo_client.post(CHAT, json=chat("smol-short", messages, max_tokens=30))
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+    assert solo_client.post(CHAT, json=chat("smol-short", messages, max_tokens=4)).status_code == 200

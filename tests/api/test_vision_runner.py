@@ -196,4 +196,20 @@ def test_cancel_while_the_image_is_read_frees_it_and_others_go_on(setup: Setup) 
             break
         runner.step()
     assert text_events[-1].finish_reason == "length"
-    assert not runner.has_work() and runner.kv_bytes() == 0
+    assert not runner.has_work() and runner.kv_bytes() == setup.adapter.features.nbytes  # only the image kept
+
+
+def test_memory_of_an_image_prompt_is_counted_while_read_and_not_kept_twice_after(setup: Setup) -> None:
+    _, image = setup.image(7)
+    runner = setup.runner(prefill_step_size=4)
+    events: list[TokenEvent] = []
+    runner.add(vision_request("v", setup.prompt(image), image), events.append)
+    seq = runner._reading[0]
+    for _ in range(4):  # positions, the image, then two chunks of the prompt
+        runner.step()
+    assert seq.cache_nbytes() > 0 and runner.kv_bytes() >= seq.cache_nbytes()
+    for _ in range(200):
+        if not runner._reading:
+            break
+        runner.step()
+    assert seq.cache_nbytes() == 0  # handed to the batch, which merged its own copy
