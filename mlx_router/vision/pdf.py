@@ -1,13 +1,12 @@
 """PDFs to page images and text, in child processes, so a crash or hang in PDFium costs one request only.
 
-The renderer is pypdfium2 (PDFium): measured here it renders a text page in 10-13 ms at 150 dpi, reads a page's
-text in ~1 ms, needs no system package, and knows the page count and every page's size before rendering, so limits
-are applied before any work (pdf2image with poppler took 34-66 ms, needs poppler installed, and returned a 1x1 image
-for a 30,000-pixel page).
+The renderer is pypdfium2 (PDFium): faster per page than pdf2image with poppler, no system package, and it knows
+the page count and every page's size before rendering, so limits are applied before any work (poppler returned a
+1x1 image for a 30,000-pixel page). Figures: bench/HISTORY.md, `python bench/run.py pdf`.
 
-Persistent workers, not a process per PDF: starting a Python process that imports pypdfium2 took 70-95 ms here,
-as long as rendering 7-9 pages, so a process per PDF would more than double the cost of the usual 1-5 page PDF. A
-worker lives on between PDFs (idle ones cost ~40 MB each); one that crashes, times out or breaks the protocol is
+Persistent workers, not a process per PDF: starting a Python process that imports pypdfium2 costs as much as
+rendering several pages, so a process per PDF would more than double the cost of the usual short PDF. A worker
+lives on between PDFs; one that crashes, times out or breaks the protocol is
 killed and a fresh one starts for the next PDF. At most `max_workers` PDFs render at once; a PDF that finds them all
 busy for `pdf_timeout_s` gets a 429. Each worker's address space is capped (Linux) so a PDF that asks PDFium for
 unbounded memory fails in its worker.
@@ -70,8 +69,8 @@ class RenderJob:
 
 
 def _widen_pipe(fd: int) -> None:
-    # A page is megabytes: through Linux's default 64 kB pipe the two processes take turns 100 times per page
-    # (measured: 63 MB took 144 ms through 64 kB and 69 ms through 1 MB).
+    # A page is megabytes: through Linux's default 64 kB pipe the two processes take turns ~100 times per page;
+    # a 1 MB pipe halves the transfer (bench/HISTORY.md).
     try:
         import fcntl
 
