@@ -146,13 +146,15 @@ class SoloSequence:
 
     def handover(self) -> BatchHandover:
         """Stop here and describe the request for the batch generator (see the module docstring)."""
+        # The batch merges a copy of the cache: this sequence lets go of its own, else it stays held to the end.
+        cache, self._cache = self._cache, []
         if self._next is None:  # still in prefill: the batch prefills the rest
-            return BatchHandover(self._pending_prompt, self._cache, list(self._tokens), self._max_tokens - self.emitted)
+            return BatchHandover(self._pending_prompt, cache, list(self._tokens), self._max_tokens - self.emitted)
         mx.eval(self._next[0])  # let the in-flight step finish before trimming the cache under it
         self._next = None
         last = self._tokens.pop()  # delivered and in the cache; the batch feeds it again
-        trim_prompt_cache(self._cache, 1)
+        trim_prompt_cache(cache, 1)
         rewind = getattr(self._sampler, "rewind", None)
         if rewind is not None:
             rewind()
-        return BatchHandover([last], self._cache, list(self._tokens), self._max_tokens - self.emitted)
+        return BatchHandover([last], cache, list(self._tokens), self._max_tokens - self.emitted)

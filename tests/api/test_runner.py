@@ -302,3 +302,18 @@ def test_a_full_prefill_group_or_a_busy_model_is_not_held(model):
     late: list[TokenEvent] = []
     lone.add(request("d", tok.encode("a prompt of more than sixteen tokens " * 3), n=4), late.append)
     drive(lone, late, lambda: late and late[-1].finish_reason)  # its prompt alone fills a group
+
+
+def test_a_request_moved_into_the_batch_does_not_keep_its_own_cache(model):
+    # the batch merges a copy of a request's cache; the solo sequence held its own until the request ended
+    m, tok = model
+    runner = ModelRunner("m", m, tok, RunnerConfig(prefix_cache_bytes=0))
+    events = {k: [] for k in "ab"}
+    runner.add(request("a", tok.encode("a long enough first request " * 20), n=50), events["a"].append)
+    for _ in range(5):
+        runner.step()
+    runner.add(request("b", tok.encode("the second request"), n=50), events["b"].append)
+    for _ in range(3):
+        runner.step()
+    moved = [a for a in runner._by_uid.values() if a.uid >= 0]
+    assert moved and all(a.seq.cache_nbytes() == 0 for a in moved)
