@@ -1,10 +1,12 @@
-"""Giving the C heap's free pages back to the system, on the HTTP side (no MLX here).
+"""Giving the C heap's free pages back to the system (no MLX here: both processes use it).
 
 glibc raises its mmap threshold to the size of the largest block freed (up to 32 MB), so after one large
 request the next one's large blocks (a body, its JSON, the rendered prompt, the tokenizer's buffers in a worker
-thread's arena) come from the heap, and freeing them gives nothing back: RSS stays at the high-water mark.
+thread's arena) come from the heap, and freeing them gives nothing back: RSS stays at the high-water mark. The
+engine's MLX CPU buffers come from malloc too: after an unload a model's tensors stayed in the heap with MLX
+reporting 0 in use (MEMORY_PRESSURE.md); `core/loader.free_memory` trims after clearing MLX's cache.
 `malloc_trim(0)` releases the free pages of every arena. Elsewhere (macOS) the allocator returns large blocks by
-itself and this does nothing. The engine side has its own copy in core/loader.py, next to MLX's cache.
+itself and this does nothing.
 """
 
 from __future__ import annotations

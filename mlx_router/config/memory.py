@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 from mlx_router.config.discovery import ModelEntry
+from mlx_router.config.model_files import read_json
 from mlx_router.config.settings import Settings
 
 GB = 1024**3
@@ -38,8 +38,4 @@ def kv_bytes_per_token(config: dict[str, Any]) -> int:
 
 def read_model_config(path: Path) -> dict[str, Any]:
     """A model folder's config.json, or {} when it cannot be read."""
-    try:
-        data = json.loads((Path(path) / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    return read_json(Path(path) / "config.json")

@@ -6,14 +6,10 @@ CLI sets HF_HUB_OFFLINE unless downloads are allowed.
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import gc
 import json
 import logging
-import platform
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +18,7 @@ import mlx.core as mx
 from mlx_lm.utils import _get_classes, load_config, load_model, load_tokenizer
 
 from mlx_router.errors import ModelLoadError
+from mlx_router.heap import trim_heap
 
 logger = logging.getLogger(__name__)
 
@@ -207,28 +204,3 @@ def free_memory() -> None:
     gc.collect()
     mx.clear_cache()
     trim_heap()
-
-
-def trim_heap() -> bool:
-    """Return the C heap's free pages to the system where the C library is glibc (Linux); False elsewhere.
-
-    MLX's CPU buffers come from malloc. glibc raises its mmap threshold to the size of the largest block freed
-    (up to 32 MB), so after a first unload a model's tensors live in the heap, and freeing them gives nothing
-    back: an engine that had loaded and unloaded a 200 MB model held ~300 MB with MLX reporting 0 in use
-    (MEMORY_PRESSURE.md). `malloc_trim(0)` releases the free pages of every arena. macOS's allocator returns
-    large blocks by itself.
-    """
-    trim = _malloc_trim()
-    return bool(trim is not None and trim(0))
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        fn = libc.malloc_trim
-    except (OSError, AttributeError):
-        return None
-    fn.argtypes, fn.restype = [ctypes.c_size_t], ctypes.c_int
-    return fn

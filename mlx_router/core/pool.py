@@ -18,6 +18,7 @@ from typing import Any
 
 from mlx_router.config.discovery import ModelEntry
 from mlx_router.config.memory import estimate_model_bytes
+from mlx_router.config.model_files import context_length
 from mlx_router.config.settings import Settings
 from mlx_router.core.dense_rows import prepare_quantized_layers
 from mlx_router.core.eviction import PoolEntry, RoomPlan, plan_room
@@ -134,7 +135,7 @@ class ModelPool:
     def _runner(self, entry: ModelEntry, loaded: LoadedModel, tokenizer: Any) -> ModelRunner | SoloVisionRunner:
         grammar = self._grammar_processors(tokenizer, loaded) if self._grammar_processors else None
         if loaded.solo_processor is not None:
-            context = self.settings.model_settings(entry.id).max_context_tokens or _context_of(loaded.config)
+            context = self.settings.model_settings(entry.id).max_context_tokens or context_length(loaded.config)
             return SoloVisionRunner(
                 entry.id, loaded.model, loaded.solo_processor, tokenizer, self._runner_config(), grammar, context
             )
@@ -275,12 +276,3 @@ def _refusal(model_id: str, cost: int, budget: int, cache_size: int, plan: RoomP
         f"{model_id} needs {cost / GB:.2f} GB and the models in use ({in_use}) hold {plan.busy_bytes / GB:.2f} GB "
         f"of the {budget / GB:.2f} GB memory budget; try again shortly"
     )
-
-
-def _context_of(config: dict[str, Any]) -> int | None:
-    """A model's context length from its config (a vision model's is in its text part)."""
-    for source in (config, config.get("text_config") or {}):
-        value = source.get("max_position_embeddings")
-        if isinstance(value, int) and value > 0:
-            return value
-    return None

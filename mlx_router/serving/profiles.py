@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from dataclasses import dataclass
 from typing import Any
 
+from mlx_router.config.model_files import context_length, read_json
 from mlx_router.config.settings import ModelSettings, Settings
 from mlx_router.core.manager import MLXModelManager
 from mlx_router.parsing.registry import (
@@ -79,8 +79,8 @@ class ProfileStore:
         if tool_parser is not None:
             get_tool_parser(tool_parser)  # fail early on a bad configured name
         reasoning = ms.reasoning_parser or detect_reasoning_parser(renderer.source, vocab)
-        config = _read_json(path / "config.json")
-        context = ms.max_context_tokens or _context_from(config)
+        config = read_json(path / "config.json")
+        context = ms.max_context_tokens or context_length(config)
         vocab_size = int(config.get("vocab_size") or len(tokenizer))
         prompts = PromptEncoder(tokenizer)
         mode = self._settings.vision_path(entry) if self._settings.vision_enabled(entry) else None
@@ -88,19 +88,3 @@ class ProfileStore:
         return ModelProfile(
             model_id, tokenizer, renderer, ms, tool_parser, reasoning, context, vocab_size, prompts, vision
         )
-
-
-def _read_json(path: Any) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _context_from(config: dict[str, Any]) -> int | None:
-    for source in (config, config.get("text_config") or {}):
-        value = source.get("max_position_embeddings")
-        if isinstance(value, int) and value > 0:
-            return value
-    return None

@@ -12,13 +12,13 @@ engine's processor leave the image as it is, so the two sides cannot disagree on
 from __future__ import annotations
 
 import importlib.util
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mlx_router.config.model_files import read_json
 from mlx_router.errors import InvalidRequestError
 
 # model_type -> (default patch size, merge size). Families whose prompt can be prefilled by mlx-vlm and then
@@ -212,7 +212,7 @@ def read_vision_spec(path: Path, config: dict[str, Any], solo: bool = False) -> 
         return _gemma_spec(path, config, token, vision)
     patch = int(vision.get("patch_size", patch))
     merge = int(vision.get("spatial_merge_size", merge))
-    pre = _read_json(path / "preprocessor_config.json")
+    pre = read_json(path / "preprocessor_config.json")
     size: dict[str, Any] = pre["size"] if isinstance(pre.get("size"), dict) else {}
     min_pixels = int(pre.get("min_pixels") or size.get("shortest_edge") or 56 * 56)
     max_pixels = int(pre.get("max_pixels") or size.get("longest_edge") or 28 * 28 * 1280)
@@ -236,10 +236,10 @@ def read_vision_spec(path: Path, config: dict[str, Any], solo: bool = False) -> 
 
 
 def _gemma_spec(path: Path, config: dict[str, Any], token: int, vision: dict[str, Any]) -> VisionSpec:
-    pre = _read_json(path / "preprocessor_config.json")
+    pre = read_json(path / "preprocessor_config.json")
     size = pre["size"] if isinstance(pre.get("size"), dict) else {}
     width, height = int(size.get("width", 896)), int(size.get("height", 896))
-    proc = _read_json(path / "processor_config.json")
+    proc = read_json(path / "processor_config.json")
     tokens = int(proc.get("image_seq_length") or pre.get("image_seq_length") or config.get("mm_tokens_per_image", 256))
     patch = int(vision.get("patch_size", 14))
     heads = int(vision.get("num_attention_heads", 16))
@@ -254,11 +254,3 @@ def _gemma_spec(path: Path, config: dict[str, Any], token: int, vision: dict[str
         int(vision.get("hidden_size", 1152)),
         fixed=(width, height, tokens),
     )
-
-
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
