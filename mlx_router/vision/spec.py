@@ -21,14 +21,11 @@ from typing import Any
 from mlx_router.config.model_files import read_json
 from mlx_router.errors import InvalidRequestError
 
-# model_type -> (default patch size, merge size). Families whose prompt can be prefilled by mlx-vlm and then
-# continued by mlx-lm's text model of the same checkpoint (see core/vision_prefill.py).
-HANDOVER_FAMILIES: dict[str, tuple[int, int]] = {
-    "qwen2_vl": (14, 2),
-    "qwen2_5_vl": (14, 2),
-    "qwen3_vl": (16, 2),
-    "gemma3": (14, 4),
-}
+# Qwen-VL model_type -> (default patch size, merge size), when the model's files do not say.
+QWEN_GRIDS: dict[str, tuple[int, int]] = {"qwen2_vl": (14, 2), "qwen2_5_vl": (14, 2), "qwen3_vl": (16, 2)}
+# Families whose prompt can be prefilled by mlx-vlm and then continued by mlx-lm's text model of the same
+# checkpoint (see core/vision_prefill.py).
+HANDOVER_FAMILIES = frozenset(QWEN_GRIDS) | {"gemma3"}
 # Gemma 3's processor writes each image as text around a fixed number of soft tokens, before tokenizing (the
 # newlines merge with the template's in BPE, so the expansion must happen on the text).
 GEMMA_BOI, GEMMA_SOFT, GEMMA_EOI = "<start_of_image>", "<image_soft_token>", "<end_of_image>"
@@ -206,10 +203,10 @@ def read_vision_spec(path: Path, config: dict[str, Any], solo: bool = False) -> 
     token = config.get("image_token_id", config.get("image_token_index"))
     if not isinstance(token, int):
         return None
-    patch, merge = HANDOVER_FAMILIES[family]
     vision = config["vision_config"]
     if family == "gemma3":
         return _gemma_spec(path, config, token, vision)
+    patch, merge = QWEN_GRIDS[family]
     patch = int(vision.get("patch_size", patch))
     merge = int(vision.get("spatial_merge_size", merge))
     pre = read_json(path / "preprocessor_config.json")
