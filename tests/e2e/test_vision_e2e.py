@@ -142,7 +142,7 @@ def test_memory_returns_after_a_burst_of_image_requests(tmp_path: Path, tiny_vlm
     """Once the engine is idle after a burst of large images, MLX's buffer cache is empty and the engine's RSS is
     back near where a text request left it (the caches that keep things on purpose, prefix and image features,
     are off here). A 1024x1024 image is ~5,300 patches: the tower's full-attention layer takes ~200 MB while it
-    runs. Without the idle trim the cache kept those buffers and RSS stayed ~80 MB up (measured here)."""
+    runs; without the idle trim the freed buffers stayed with the process (bench/HISTORY.md has the figures)."""
     import concurrent.futures
     import json
     import shutil
