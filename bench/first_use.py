@@ -36,7 +36,7 @@ from load import prompt  # noqa: E402
 from mlx_router.core import warmup  # noqa: E402
 from mlx_router.core.dense_rows import prepare_quantized_layers  # noqa: E402
 from mlx_router.core.loader import load_weights, open_tokenizer  # noqa: E402
-from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent  # noqa: E402
+from mlx_router.engine.params import GenerationRequest, SamplingParams, TokenEvent  # noqa: E402
 from mlx_router.core.runner import ModelRunner, RunnerConfig  # noqa: E402
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from load import prompt
 
-from mlx_router.core.backend_env import configure_backend
+from mlx_router.engine.backend_env import configure_backend
 
 configure_backend(cudnn_attention=False)  # before MLX first runs, as the server does
 
@@ -30,7 +30,7 @@ from mlx_lm.models.cache import make_prompt_cache  # noqa: E402
 
 from mlx_router.core.dense_rows import prepare_quantized_layers  # noqa: E402
 from mlx_router.core.loader import load_weights, open_tokenizer  # noqa: E402
-from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent  # noqa: E402
+from mlx_router.engine.params import GenerationRequest, SamplingParams, TokenEvent  # noqa: E402
 from mlx_router.core.runner import ModelRunner, RunnerConfig  # noqa: E402
 
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from load import prompt
 
-from mlx_router.core.backend_env import configure_backend
+from mlx_router.engine.backend_env import configure_backend
 
 configure_backend(cudnn_attention=False)  # before MLX first runs, as the server does
 
@@ -37,9 +37,9 @@ from mlx_lm.sample_utils import make_sampler  # noqa: E402
 
 from mlx_router.core.dense_rows import prepare_quantized_layers  # noqa: E402
 from mlx_router.core.loader import load_weights, open_tokenizer  # noqa: E402
-from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent  # noqa: E402
+from mlx_router.engine.params import GenerationRequest, SamplingParams, TokenEvent  # noqa: E402
 from mlx_router.core.runner import ModelRunner, RunnerConfig  # noqa: E402
-from mlx_router.core.wire import event_tuple  # noqa: E402
+from mlx_router.engine.wire import event_tuple  # noqa: E402
 
 
 class StepClock:

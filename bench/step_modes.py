@@ -32,7 +32,7 @@ from pathlib import Path
 from load import prompt
 from step_ablation import runner_batch
 
-from mlx_router.core.backend_env import configure_backend
+from mlx_router.engine.backend_env import configure_backend
 
 configure_backend(cudnn_attention=False)  # before MLX first runs, as the server does
 

@@ -98,7 +98,7 @@ def build_report(settings: Settings, entries: Sequence[ModelEntry], machine: dic
 
 def machine_memory(settings: Settings) -> dict[str, Any]:
     """This machine's memory, the pressure level now and the model budget, read as the server reads them."""
-    from mlx_router.core.resource_monitor import ResourceMonitor  # imports mlx: only when measuring
+    from mlx_router.engine.resource_monitor import ResourceMonitor  # imports mlx: only when measuring
 
     monitor = ResourceMonitor(settings.defaults)
     snap = monitor.snapshot(fresh=True)

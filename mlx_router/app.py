@@ -20,7 +20,7 @@ from mlx_router.api.routes import chat, completions, dashboard, health, models, 
 from mlx_router.api.routes.metrics import APIKeyMiddlewareOpenMetrics
 from mlx_router.api.routes.metrics import router as metrics_router
 from mlx_router.config.settings import Settings
-from mlx_router.core.resource_monitor import ResourceMonitor
+from mlx_router.engine.resource_monitor import ResourceMonitor
 from mlx_router.services import build_services
 
 logger = logging.getLogger(__name__)

@@ -8,12 +8,12 @@ from dataclasses import dataclass
 
 from mlx_router.config.discovery import ModelDiscovery, default_hf_cache_dirs
 from mlx_router.config.settings import Settings
-from mlx_router.core.activity import Activity
-from mlx_router.core.backend_env import configure_backend
-from mlx_router.core.client import EngineClient
-from mlx_router.core.engine import Engine
-from mlx_router.core.manager import MLXModelManager
-from mlx_router.core.resource_monitor import ResourceMonitor
+from mlx_router.engine.activity import Activity
+from mlx_router.engine.backend_env import configure_backend
+from mlx_router.engine.client import EngineClient
+from mlx_router.engine.interface import Engine
+from mlx_router.engine.manager import MLXModelManager
+from mlx_router.engine.resource_monitor import ResourceMonitor
 from mlx_router.log_ring import LogRing
 from mlx_router.observability.metrics import RouterMetrics
 from mlx_router.serving.chat import ChatService
@@ -64,7 +64,7 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
     client.start()
     # MLX's memory figures come from the engine's reports: this process does not run MLX
     monitor = ResourceMonitor(
-        settings.defaults, mlx=lambda: client.report["mlx"], device_memory=lambda: client.report["device_memory"]
+        settings.defaults, mlx=lambda: client.report.mlx, device_memory=lambda: client.report.device_memory
     )
     manager = MLXModelManager(settings, discovery, client, monitor)
     activity = Activity()

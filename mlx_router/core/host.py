@@ -4,13 +4,13 @@
 worker thread and the model pool, takes messages from the HTTP side (`handle`, any thread) and answers through
 `send`, a callable the transport gives it. Messages are plain tuples of picklable values:
 
-  in:  ("call", call_id, name, kwargs)   check, load, evict, unload, memory: answered by ("reply", ...)
-       ("post", name, kwargs)            add, cancel: no answer
+  in:  ("call", call_id, command)   a typed command (`engine/commands.py`) answered by ("reply", ...)
+       ("post", command)            StartGeneration, CancelGeneration: no answer
   out: ("events", [(request_id, event tuple), ...])   every event of one worker iteration, in one message
        ("reply", call_id, ok, value)
-       ("report", report)                models and memory, after a command and at most every 0.1 s while busy
+       ("report", EngineReport)     models and memory, after a command and at most every 0.1 s while busy
 
-A token event travels as a tuple (`core/wire.py`).
+A token event travels as a tuple (`engine/wire.py`).
 """
 
 from __future__ import annotations
@@ -23,11 +23,21 @@ from typing import Any
 
 from mlx_router.config.settings import Settings
 from mlx_router.core.loader import free_memory
-from mlx_router.core.params import GenerationRequest, TokenEvent
 from mlx_router.core.pool import LoadResult, ModelPool
-from mlx_router.core.resource_monitor import GB, ResourceMonitor, device_memory_bytes, mlx_readings
-from mlx_router.core.wire import Message, event_tuple
 from mlx_router.core.worker import MLXWorker
+from mlx_router.engine.commands import (
+    CancelGeneration,
+    CheckModel,
+    EngineReport,
+    EvictModels,
+    LoadModel,
+    ReadMemory,
+    StartGeneration,
+    UnloadModel,
+)
+from mlx_router.engine.params import GenerationRequest, TokenEvent
+from mlx_router.engine.resource_monitor import GB, ResourceMonitor, device_memory_bytes, mlx_readings
+from mlx_router.engine.wire import Message, event_tuple
 from mlx_router.errors import InvalidRequestError, ModelUnloadedError, RouterError
 
 logger = logging.getLogger(__name__)
@@ -63,6 +73,17 @@ class EngineHost:
         self.worker.add_iteration_hook(self._flush)
         self._device_memory: int | None = None
         self._idle_since = 0  # counts the times the engine went idle; a trim is for the latest one only
+        self._calls: dict[type, Callable[[Any], Any]] = {
+            CheckModel: lambda c: self.pool.check(c.entry),
+            LoadModel: lambda c: self._load(c.entry, c.evict),
+            EvictModels: lambda c: self.pool.evict(list(c.model_ids)),
+            UnloadModel: lambda c: self.pool.unload(c.model_id),
+            ReadMemory: lambda c: self._memory(c.clear_cache),
+        }
+        self._posts: dict[type, Callable[[Any], None]] = {
+            StartGeneration: lambda c: self._add(c.model_id, c.request),
+            CancelGeneration: self._cancel,
+        }
 
     def start(self) -> None:
         self.worker.start()
@@ -87,11 +108,15 @@ class EngineHost:
         """Take one message from the HTTP side; the work runs on the worker thread."""
         kind = msg[0]
         if kind == "call":
-            _, call_id, name, kwargs = msg
-            self.worker.post(lambda: self._call(call_id, name, kwargs))
+            _, call_id, command = msg
+            self.worker.post(lambda: self._call(call_id, command))
         elif kind == "post":
-            _, name, kwargs = msg
-            self.worker.post(lambda: self._post(name, kwargs))
+            command = msg[1]
+            handler = self._posts.get(type(command))
+            if handler is None:
+                logger.error("engine: unknown command %r", type(command).__name__)
+            else:
+                self.worker.post(lambda: handler(command))
         else:
             logger.error("engine: unknown message %r", kind)
 
@@ -100,21 +125,12 @@ class EngineHost:
         self._device_memory = device_memory_bytes()
         self._report()
 
-    def _call(self, call_id: int, name: str, kwargs: dict[str, Any]) -> None:
+    def _call(self, call_id: int, command: Any) -> None:
         try:
-            value: Any = None
-            if name == "check":
-                self.pool.check(kwargs["entry"])
-            elif name == "load":
-                value = self._load(kwargs["entry"], kwargs.get("evict", ()))
-            elif name == "evict":
-                self.pool.evict(kwargs["model_ids"])
-            elif name == "unload":
-                self.pool.unload(kwargs["model_id"])
-            elif name == "memory":
-                value = self._memory(bool(kwargs.get("clear_cache")))
-            else:
-                raise InvalidRequestError(f"the engine has no command {name!r}")
+            handler = self._calls.get(type(command))
+            if handler is None:
+                raise InvalidRequestError(f"the engine has no command {type(command).__name__}")
+            value = handler(command)
         except Exception as e:  # handed to the caller
             self._reply(call_id, False, e if isinstance(e, RouterError) else RuntimeError(f"{type(e).__name__}: {e}"))
         else:
@@ -143,15 +159,10 @@ class EngineHost:
         self._report()  # and so does the state the command left, for whoever reads it after the answer
         self._send(("reply", call_id, ok, value))
 
-    def _post(self, name: str, kwargs: dict[str, Any]) -> None:
-        if name == "add":
-            self._add(kwargs["model_id"], kwargs["request"])
-        elif name == "cancel":
-            runner = self.pool.runner(kwargs["model_id"])
-            if runner is not None:
-                runner.cancel(kwargs["request_id"])
-        else:
-            logger.error("engine: unknown command %r", name)
+    def _cancel(self, command: CancelGeneration) -> None:
+        runner = self.pool.runner(command.model_id)
+        if runner is not None:
+            runner.cancel(command.request_id)
 
     def _add(self, model_id: str, req: GenerationRequest) -> None:
         emit = self._emitter(req.request_id)
@@ -204,16 +215,7 @@ class EngineHost:
     def _report(self) -> None:
         self._last_report = time.monotonic()
         active, cached, peak = mlx_readings()
-        self._send(
-            (
-                "report",
-                {
-                    "models": self.pool.report(),
-                    "mlx": (active, cached, peak),
-                    "device_memory": self._device_memory,
-                },
-            )
-        )
+        self._send(("report", EngineReport(self.pool.report(), (active, cached, peak), self._device_memory)))
 
     def _memory(self, clear_cache: bool) -> dict[str, int]:
         import mlx.core as mx

@@ -6,7 +6,7 @@ from typing import Any, cast
 
 import mlx.core as mx
 
-from mlx_router.core.params import TokenLogprob
+from mlx_router.engine.params import TokenLogprob
 
 
 def token_logprobs(rows: list[tuple[Any, int]]) -> list[TokenLogprob]:

@@ -21,7 +21,6 @@ from mlx_router.config.memory import estimate_model_bytes
 from mlx_router.config.model_files import context_length
 from mlx_router.config.settings import Settings
 from mlx_router.core.dense_rows import prepare_quantized_layers
-from mlx_router.core.eviction import PoolEntry, RoomPlan, plan_room
 from mlx_router.core.loader import (
     LoadedModel,
     check_weights,
@@ -32,12 +31,13 @@ from mlx_router.core.loader import (
     open_tokenizer,
     read_config,
 )
-from mlx_router.core.params import ModelState
-from mlx_router.core.resource_monitor import GB, ResourceMonitor, mlx_readings
 from mlx_router.core.runner import ModelRunner, RunnerConfig
 from mlx_router.core.vision_solo import SoloVisionRunner
 from mlx_router.core.warmup import warm_up, warmup_plan
 from mlx_router.core.worker import MLXWorker
+from mlx_router.engine.eviction import PoolEntry, RoomPlan, plan_room
+from mlx_router.engine.params import ModelState
+from mlx_router.engine.resource_monitor import GB, ResourceMonitor, mlx_readings
 from mlx_router.errors import InsufficientMemoryError, ModelLoadError, ModelUnloadedError
 
 logger = logging.getLogger(__name__)

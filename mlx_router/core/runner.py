@@ -8,7 +8,7 @@ Runs only on the MLX worker thread. Two places a request can be:
   prompt tokens (`prefill_step_size` per prompt) between two decode steps, so running streams keep flowing,
   and decodes every prefilled request in one forward pass per step. A batched prefill needs an attention mask
   array; on CUDA, cuDNN's attention would build a plan for each new shape of it (0.7-1.1 s measured on an
-  H100), so `cudnn_attention` is off by default (mlx_router/core/backend_env.py).
+  H100), so `cudnn_attention` is off by default (mlx_router/engine/backend_env.py).
 
 Each request keeps its own sampler, logits processors (penalties, grammar) and `max_tokens`, so it gets what it
 would get alone.
@@ -29,12 +29,12 @@ from mlx_lm.models.cache import make_prompt_cache, trim_prompt_cache
 
 from mlx_router.core.holds import Newcomer, burst_hold, gathering
 from mlx_router.core.logprobs import token_logprobs
-from mlx_router.core.params import GenerationRequest, TokenEvent, TokenLogprob
 from mlx_router.core.prefix_cache import PrefixCache
 from mlx_router.core.sampling import SamplerFactory, logits_processors
 from mlx_router.core.solo import BatchHandover, SoloSequence
 from mlx_router.core.step_stats import StepStats, trace_added, trace_step
 from mlx_router.core.vision_prefill import ShiftingBatchGenerator, VisionSequence, cut_to_image_start, image_keys
+from mlx_router.engine.params import GenerationRequest, TokenEvent, TokenLogprob
 from mlx_router.errors import InvalidRequestError, RequestTimeoutError
 from mlx_router.vision.adapter import VisionAdapter
 

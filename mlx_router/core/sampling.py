@@ -18,7 +18,7 @@ from mlx_lm.sample_utils import (
     make_logits_processors,
 )
 
-from mlx_router.core.params import SamplingParams
+from mlx_router.engine.params import SamplingParams
 
 Sampler = Callable[[mx.array], mx.array]
 LogitsProcessor = Callable[[mx.array, mx.array], mx.array]

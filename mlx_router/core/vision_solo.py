@@ -21,10 +21,10 @@ from typing import Any
 import mlx.core as mx
 
 from mlx_router.core.logprobs import token_logprobs
-from mlx_router.core.params import GenerationRequest, TokenEvent
 from mlx_router.core.runner import RunnerConfig
 from mlx_router.core.sampling import SamplerFactory, logits_processors
 from mlx_router.core.step_stats import StepStats
+from mlx_router.engine.params import GenerationRequest, TokenEvent
 from mlx_router.errors import InvalidRequestError, RequestTimeoutError
 
 logger = logging.getLogger(__name__)

@@ -27,7 +27,7 @@ from typing import Any
 
 import mlx.core as mx
 
-from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent
+from mlx_router.engine.params import GenerationRequest, SamplingParams, TokenEvent
 
 # Tokens the batch stages' requests may generate: more than it takes the last joiner to start, since the stage
 # cancels them once the whole batch has decoded together for _FULL_BATCH_STEPS steps.

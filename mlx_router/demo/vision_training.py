@@ -25,10 +25,10 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 
-from mlx_router.core.params import ImageInput
 from mlx_router.demo.tokenizer import QWEN
 from mlx_router.demo.training import PrefixCache
 from mlx_router.demo.vision_chats import QUESTIONS, ColourImage, TrainingRow, answer, colour_messages, solid
+from mlx_router.engine.params import ImageInput
 from mlx_router.vision.adapter import ImageSpan, VisionAdapter
 from mlx_router.vision.media import DecodedImage, resize
 from mlx_router.vision.spec import VisionSpec

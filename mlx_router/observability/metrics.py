@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from mlx_router.core.client import EngineClient
-from mlx_router.core.manager import MLXModelManager
-from mlx_router.core.resource_monitor import GB, ResourceMonitor
+from mlx_router.engine.client import EngineClient
+from mlx_router.engine.manager import MLXModelManager
+from mlx_router.engine.resource_monitor import GB, ResourceMonitor
 
 PREFIX = "mlx_router_"
 MODEL = "model_name"  # vLLM's label for the model

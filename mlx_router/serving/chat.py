@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from mlx_router.config.settings import Settings
-from mlx_router.core.engine import Engine
-from mlx_router.core.params import TokenLogprob
+from mlx_router.engine.interface import Engine
+from mlx_router.engine.params import TokenLogprob
 from mlx_router.parsing.events import (
     ContentDelta,
     OutputEvent,

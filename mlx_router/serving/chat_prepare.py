@@ -19,8 +19,8 @@ from mlx_router.constraints.grammars import (
     response_format_grammar,
     response_format_schema,
 )
-from mlx_router.core.params import GenerationRequest
-from mlx_router.core.resource_monitor import ResourceMonitor
+from mlx_router.engine.params import GenerationRequest
+from mlx_router.engine.resource_monitor import ResourceMonitor
 from mlx_router.errors import InvalidRequestError
 from mlx_router.observability.ids import RequestId
 from mlx_router.parsing.pipeline import OutputPipeline

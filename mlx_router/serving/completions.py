@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlx_router.config.settings import Settings
-from mlx_router.core.engine import Engine
-from mlx_router.core.params import GenerationRequest, TokenLogprob
-from mlx_router.core.resource_monitor import ResourceMonitor
+from mlx_router.engine.interface import Engine
+from mlx_router.engine.params import GenerationRequest, TokenLogprob
+from mlx_router.engine.resource_monitor import ResourceMonitor
 from mlx_router.errors import InvalidRequestError
 from mlx_router.observability.ids import RequestId
 from mlx_router.protocol.completions import (

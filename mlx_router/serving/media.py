@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlx_router.config.settings import Settings
-from mlx_router.core.params import ImageInput
+from mlx_router.engine.params import ImageInput
 from mlx_router.errors import InvalidRequestError
 from mlx_router.protocol.chat import ChatMessage, ContentPart
 from mlx_router.vision.inputs import MediaDecoder

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from mlx_router.config.settings import DefaultsConfig, ModelSettings, PressureLevel
-from mlx_router.core.params import SamplingParams
+from mlx_router.engine.params import SamplingParams
 from mlx_router.errors import InvalidRequestError
 from mlx_router.protocol.common import SamplingFields
 

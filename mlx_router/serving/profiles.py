@@ -8,7 +8,7 @@ from typing import Any
 
 from mlx_router.config.model_files import context_length, read_json
 from mlx_router.config.settings import ModelSettings, Settings
-from mlx_router.core.manager import MLXModelManager
+from mlx_router.engine.manager import MLXModelManager
 from mlx_router.parsing.registry import (
     detect_reasoning_parser,
     detect_tool_parser,
@@ -73,7 +73,7 @@ class ProfileStore:
     def _build(self, model_id: str, tokenizer: Any, entry: Any) -> ModelProfile:
         path = entry.path
         ms = self._settings.model_settings(model_id)
-        renderer = ChatTemplateRenderer(tokenizer._tokenizer, ms.chat_template)
+        renderer = ChatTemplateRenderer(tokenizer, ms.chat_template)
         vocab = tokenizer.get_vocab().keys()
         tool_parser = ms.tool_parser or detect_tool_parser(renderer.source, vocab)
         if tool_parser is not None:

@@ -13,9 +13,9 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from mlx_router.core.engine import Engine, Generation
-from mlx_router.core.manager import LoadJob, ModelSlot
-from mlx_router.core.params import GenerationRequest, TokenLogprob
+from mlx_router.engine.interface import Engine, Generation
+from mlx_router.engine.manager import LoadJob, ModelSlot
+from mlx_router.engine.params import GenerationRequest, TokenLogprob
 from mlx_router.errors import RequestTimeoutError, RouterError
 from mlx_router.serving.text import TextAssembler
 

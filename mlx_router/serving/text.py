@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlx_router.serving.detokenize import IncrementalDetokenizer
+
 
 class StopMatcher:
     """Finds the first stop string in a growing text, holding back possible partial matches."""
@@ -53,7 +55,7 @@ class TextAssembler:
     """Turns a request's generated tokens into text deltas, applying its stop strings."""
 
     def __init__(self, tokenizer: Any, stops: list[str]) -> None:
-        self._detok = tokenizer.detokenizer
+        self._detok = IncrementalDetokenizer(tokenizer)
         self._stops = StopMatcher(stops)
         self.stopped = False
         self.text = ""

@@ -139,7 +139,7 @@ def _run_tune(args: argparse.Namespace, settings: Settings, out: TextIO) -> int:
         known = ", ".join(sorted(served.entries)) or "none"
         print(f"mlx-router models tune: no model {args.model!r}; the server serves: {known}", file=sys.stderr)
         return 1
-    from mlx_router.core.resource_monitor import ResourceMonitor  # imports mlx
+    from mlx_router.engine.resource_monitor import ResourceMonitor  # imports mlx
 
     try:
         facts = read_facts(entry, settings)

@@ -83,13 +83,13 @@ def context_tokens(config: dict[str, Any]) -> int | None:
 def detect_formats(entry: ModelEntry, settings: Settings) -> tuple[str | None, str | None]:
     """(tool-call format, reasoning format) of the model, found as the server finds them: from its tokenizer's
     chat template (or the configured one) and vocabulary; a configured parser name wins."""
-    from mlx_router.core.loader import open_tokenizer  # imports mlx
     from mlx_router.parsing.registry import detect_reasoning_parser, detect_tool_parser
     from mlx_router.serving.templates import ChatTemplateRenderer
+    from mlx_router.serving.tokenizer import open_tokenizer
 
     ms = settings.model_settings(entry.id)
     tokenizer = open_tokenizer(entry.path)
-    renderer = ChatTemplateRenderer(tokenizer._tokenizer, ms.chat_template)
+    renderer = ChatTemplateRenderer(tokenizer, ms.chat_template)
     vocab = tokenizer.get_vocab().keys()
     tools = ms.tool_parser or detect_tool_parser(renderer.source, vocab)
     reasoning = ms.reasoning_parser or detect_reasoning_parser(renderer.source, vocab)

@@ -22,7 +22,7 @@ import mlx.core as mx
 import numpy as np
 from mlx.utils import tree_flatten, tree_unflatten
 
-from mlx_router.core.params import ImageInput
+from mlx_router.engine.params import ImageInput
 from mlx_router.errors import InvalidRequestError, ModelLoadError
 
 logger = logging.getLogger(__name__)

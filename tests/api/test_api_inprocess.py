@@ -6,6 +6,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlx_router.app import create_app
+from mlx_router.engine.commands import ReadMemory
 from tests.api.conftest import make_settings
 
 CHAT = "/v1/chat/completions"
@@ -92,7 +93,7 @@ def test_unload_gives_memory_back(models_root):
 
         def memory() -> dict[str, int]:
             async def ask() -> dict[str, int]:
-                return await services.client.call("memory", clear_cache=True)
+                return await services.client.call(ReadMemory(clear_cache=True))
 
             return client.portal.call(ask)  # the engine's own figures (it runs in a process of its own)
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from mlx_lm import load
 
-from mlx_router.core.params import GenerationRequest, SamplingParams, TokenEvent
 from mlx_router.core.runner import ModelRunner, RunnerConfig
+from mlx_router.engine.params import GenerationRequest, SamplingParams, TokenEvent
 
 
 @pytest.fixture(scope="module")

@@ -12,8 +12,8 @@ import pytest
 from mlx_lm.utils import load_tokenizer
 from PIL import Image
 
-from mlx_router.core.params import GenerationRequest, ImageInput, SamplingParams, TokenEvent
 from mlx_router.core.runner import ModelRunner, RunnerConfig
+from mlx_router.engine.params import GenerationRequest, ImageInput, SamplingParams, TokenEvent
 from mlx_router.errors import InvalidRequestError
 from mlx_router.vision.adapter import load_vision
 from mlx_router.vision.media import DecodedImage

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from mlx_lm import load
 
-from mlx_router.core.params import GenerationRequest, SamplingParams
 from mlx_router.core.runner import ModelRunner, RunnerConfig
 from mlx_router.core.warmup import warm_up, warmup_plan
+from mlx_router.engine.params import GenerationRequest, SamplingParams
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-from mlx_router.core.backend_env import configure_backend
+from mlx_router.engine.backend_env import configure_backend
 
 
 def test_sets_what_the_user_left_unset(tmp_path):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 
-from mlx_router.core.activity import RATE_WINDOW_S, Activity
+from mlx_router.engine.activity import RATE_WINDOW_S, Activity
 from mlx_router.log_ring import LogRing
 
 

@@ -7,17 +7,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from mlx_router.config.discovery import ModelEntry
 from mlx_router.config.settings import Settings
-from mlx_router.core import client as client_module
-from mlx_router.core.client import EngineClient
-from mlx_router.core.params import GenerationRequest
-from mlx_router.core.wire import Message
+from mlx_router.engine import client as client_module
+from mlx_router.engine.client import EngineClient
+from mlx_router.engine.commands import EngineReport, LoadModel
+from mlx_router.engine.params import GenerationRequest
+from mlx_router.engine.wire import Message
 from mlx_router.errors import ModelUnloadedError, RouterError, ServiceUnavailableError
 
+LOAD = LoadModel(ModelEntry("tiny", Path("/nonexistent/tiny"), 0, 0, "directory"))
 WAIT = 5.0  # a hang fails the test after this
 
 
@@ -35,7 +39,7 @@ class FakeEngine:
 
     def start(self) -> None:
         if self._starts:
-            self._deliver(("report", {"models": {}, "mlx": (0, 0, 0), "device_memory": None}))
+            self._deliver(("report", EngineReport(models={})))
         else:  # dies while importing MLX
             self.dead = True
             self._on_exit(1)
@@ -45,7 +49,7 @@ class FakeEngine:
             return False
         self.received.append(msg)
         if msg[0] == "call":
-            self._deliver(("reply", msg[1], True, f"{msg[2]} done"))
+            self._deliver(("reply", msg[1], True, f"{type(msg[2]).__name__} done"))
         return True
 
     def die(self) -> None:
@@ -101,8 +105,8 @@ def test_a_command_sent_to_a_dead_engine_before_its_exit_is_seen_goes_to_the_nex
         client, engines = make_client(asyncio.get_running_loop())
         await client.ready()
         engines[0].die()  # the pipe is closed; the reader has not reported the exit yet
-        assert await client.call("load") == "load done"
-        assert len(engines) == 2 and engines[1].received[0][2] == "load"
+        assert await client.call(LOAD) == "LoadModel done"
+        assert len(engines) == 2 and engines[1].received[0][2] == LOAD
         assert client.restarts == 1 and client.state == "running"
         engines[0].exit()  # the old reader's late report changes nothing
         await asyncio.sleep(0.05)
@@ -118,10 +122,10 @@ def test_a_command_issued_while_the_engine_restarts_waits_for_the_new_one() -> N
         engines[0].exit()
         await asyncio.sleep(0)  # the exit is handled; the new engine starts RESTART_DELAY later
         assert client.state == "restarting"
-        pending = asyncio.ensure_future(client.call("load"))
+        pending = asyncio.ensure_future(client.call(LOAD))
         await asyncio.sleep(0)
         assert client.waiting == 1
-        assert await pending == "load done"
+        assert await pending == "LoadModel done"
         assert client.waiting == 0 and engines[1].received
 
     run(main())
@@ -132,7 +136,7 @@ def test_commands_in_flight_when_the_engine_dies_fail_with_a_retryable_error() -
         client, engines = make_client(asyncio.get_running_loop())
         await client.ready()
         engines[0].send = lambda msg: True  # type: ignore[method-assign]  # delivered, never answered
-        pending = asyncio.ensure_future(client.call("load"))
+        pending = asyncio.ensure_future(client.call(LOAD))
         await asyncio.sleep(0)
         engines[0].exit()
         with pytest.raises(ModelUnloadedError) as e:
@@ -163,13 +167,13 @@ def test_waiters_for_an_engine_that_fails_to_start_are_refused_at_once_and_a_lat
         await client.ready()
         engines[0].exit()
         with pytest.raises(ServiceUnavailableError) as e:
-            await client.call("load")  # waits for engine 2, which dies while starting
+            await client.call(LOAD)  # waits for engine 2, which dies while starting
         assert int(e.value.headers["Retry-After"]) >= 1
         assert client.state == "failed"
         with pytest.raises(ServiceUnavailableError):
-            await client.call("load")  # refused at once until the next attempt
+            await client.call(LOAD)  # refused at once until the next attempt
         await asyncio.sleep(0.1)  # the next attempt, after a longer delay
-        assert await client.call("load") == "load done" and len(engines) == 3
+        assert await client.call(LOAD) == "LoadModel done" and len(engines) == 3
 
     run(main())
 
@@ -179,7 +183,7 @@ def test_abort_fails_what_is_in_flight_and_everything_after_it() -> None:
         client, engines = make_client(asyncio.get_running_loop())
         await client.ready()
         engines[0].send = lambda msg: True  # type: ignore[method-assign]  # never answered
-        pending = asyncio.ensure_future(client.call("load"))
+        pending = asyncio.ensure_future(client.call(LOAD))
         queue = client.open("m", req("r1"))
         await asyncio.sleep(0)
         error = ServiceUnavailableError("shutting down", retry_after=5)
@@ -189,7 +193,7 @@ def test_abort_fails_what_is_in_flight_and_everything_after_it() -> None:
         assert e.value is error
         assert queue.get_nowait().error is error
         with pytest.raises(ServiceUnavailableError):
-            await client.call("load")
+            await client.call(LOAD)
         assert client.open("m", req("r2")).get_nowait().error
         assert client.state == "stopped"
 

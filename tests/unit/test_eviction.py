@@ -2,7 +2,7 @@
 
 import pytest
 
-from mlx_router.core.eviction import PoolEntry, plan_eviction, plan_room
+from mlx_router.engine.eviction import PoolEntry, plan_eviction, plan_room
 
 GB = 1
 

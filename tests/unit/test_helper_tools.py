@@ -163,7 +163,7 @@ def test_memory_report_uses_the_servers_accounting(tmp_path: Path, capsys: pytes
 
 def test_memory_report_estimate_matches_the_manager(tmp_path: Path) -> None:
     """The report's estimate is the one MLXModelManager budgets with (a real manager, not a copy)."""
-    from mlx_router.core.manager import MLXModelManager
+    from mlx_router.engine.manager import MLXModelManager
 
     make_model(tmp_path / "m" / "org" / "x", weight_bytes=5 * MIB)
     settings = load_settings(

@@ -3,7 +3,7 @@
 import pytest
 
 from mlx_router.config.settings import DefaultsConfig
-from mlx_router.core.resource_monitor import pressure_level
+from mlx_router.engine.resource_monitor import pressure_level
 
 CFG = DefaultsConfig(memory_threshold_gb=8, swap_high_percent=50, swap_critical_percent=80)
 

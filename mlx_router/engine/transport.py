@@ -23,7 +23,7 @@ from multiprocessing.connection import Connection
 from typing import Protocol
 
 from mlx_router.config.settings import Settings
-from mlx_router.core.wire import Message
+from mlx_router.engine.wire import Message
 from mlx_router.observability.logs import EngineLogHandler, handle_engine_record
 
 logger = logging.getLogger(__name__)

@@ -26,12 +26,13 @@ from typing import Any
 from mlx_router.config.discovery import ModelDiscovery, ModelEntry
 from mlx_router.config.memory import estimate_model_bytes, kv_bytes_per_token, read_model_config
 from mlx_router.config.settings import Settings
-from mlx_router.core.client import EngineClient
-from mlx_router.core.eviction import PoolEntry, RoomPlan, plan_room
-from mlx_router.core.loader import open_tokenizer
-from mlx_router.core.params import ModelState
-from mlx_router.core.resource_monitor import GB, ResourceMonitor
+from mlx_router.engine.client import EngineClient
+from mlx_router.engine.commands import CheckModel, EvictModels, LoadModel, UnloadModel
+from mlx_router.engine.eviction import PoolEntry, RoomPlan, plan_room
+from mlx_router.engine.params import ModelState
+from mlx_router.engine.resource_monitor import GB, ResourceMonitor
 from mlx_router.errors import InsufficientMemoryError, ModelNotFoundError, OverloadedError
+from mlx_router.serving.tokenizer import open_tokenizer
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +118,7 @@ class MLXModelManager:
 
     def _refresh(self) -> None:
         """Bring the slots up to the engine's latest report."""
-        report = self.client.report["models"]
+        report = self.client.report.models
         for model_id, r in report.items():
             slot = self._slots.setdefault(model_id, ModelSlot(model_id))
             slot.state = r["state"]
@@ -268,7 +269,7 @@ class MLXModelManager:
 
     async def _unload_evicted(self, chosen: list[ModelSlot]) -> None:
         try:
-            await self.client.call("evict", model_ids=[s.model_id for s in chosen])
+            await self.client.call(EvictModels(tuple(s.model_id for s in chosen)))
         except Exception as e:  # the engine went away: its models went with it
             logger.warning("evicting %s failed: %s", [s.model_id for s in chosen], e)
         finally:
@@ -312,7 +313,7 @@ class MLXModelManager:
     async def _run_load(self, entry: ModelEntry, slot: ModelSlot, job: LoadJob) -> None:
         evicted: list[ModelSlot] = []
         try:
-            await self.client.call("check", entry=entry)  # before anything is evicted for it
+            await self.client.call(CheckModel(entry))  # before anything is evicted for it
             self._refresh()
             plan = self._plan(slot, 0)
             if plan.limit is not None:
@@ -322,7 +323,7 @@ class MLXModelManager:
             for s in evicted:
                 s.evicting += 1
             _resolve(job.admitted)
-            result = await self.client.call("load", entry=entry, evict=plan.evict)
+            result = await self.client.call(LoadModel(entry, tuple(plan.evict)))
             slot.kv_per_token = result.kv_per_token or slot.kv_per_token
             _resolve(job.done)
         except BaseException as e:
@@ -337,7 +338,7 @@ class MLXModelManager:
             self._refresh()
 
     async def unload(self, model_id: str) -> None:
-        await self.client.call("unload", model_id=model_id)
+        await self.client.call(UnloadModel(model_id))
 
 
 def _resolve(fut: asyncio.Future[None]) -> None:

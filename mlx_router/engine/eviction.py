@@ -1,6 +1,6 @@
 """Which loaded models to unload so that another model, or more KV cache, fits: pure functions, tested by tables.
 
-The HTTP side plans with them (it alone knows which models hold admitted requests, `core/manager.py`), and the
+The HTTP side plans with them (it alone knows which models hold admitted requests, `engine/manager.py`), and the
 engine checks the plan it is sent against what it holds (`core/pool.py`).
 """
 

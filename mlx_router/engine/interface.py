@@ -11,10 +11,10 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from mlx_router.core.activity import Activity
-from mlx_router.core.client import EngineClient
-from mlx_router.core.manager import MLXModelManager, ModelSlot
-from mlx_router.core.params import GenerationRequest, TokenEvent
+from mlx_router.engine.activity import Activity
+from mlx_router.engine.client import EngineClient
+from mlx_router.engine.manager import MLXModelManager, ModelSlot
+from mlx_router.engine.params import GenerationRequest, TokenEvent
 
 
 def _coalesce(event: TokenEvent, queue: asyncio.Queue[TokenEvent]) -> TokenEvent:

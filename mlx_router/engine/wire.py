@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlx_router.core.params import TokenEvent
+from mlx_router.engine.params import TokenEvent
 from mlx_router.errors import RouterError
 
 Message = tuple[Any, ...]

@@ -18,9 +18,10 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 from mlx_router.config.settings import Settings
-from mlx_router.core.params import GenerationRequest, TokenEvent
-from mlx_router.core.transport import Transport, make_transport
-from mlx_router.core.wire import Message, event_from_tuple
+from mlx_router.engine.commands import Call, CancelGeneration, EngineReport, Post, StartGeneration
+from mlx_router.engine.params import GenerationRequest, TokenEvent
+from mlx_router.engine.transport import Transport, make_transport
+from mlx_router.engine.wire import Message, event_from_tuple
 from mlx_router.errors import ModelUnloadedError, RouterError, ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -33,9 +34,9 @@ SEND_ATTEMPTS = 3  # engines a command is offered to before it is refused (each 
 EngineState = Literal["running", "restarting", "failed", "stopped"]
 
 
-def empty_report(device_memory: int | None = None) -> dict[str, Any]:
+def empty_report(device_memory: int | None = None) -> EngineReport:
     """What is known before the engine's first report, and after it exits: no models, no MLX memory."""
-    return {"models": {}, "mlx": (0, 0, 0), "device_memory": device_memory}
+    return EngineReport(models={}, device_memory=device_memory)
 
 
 def _error_event(error: BaseException) -> TokenEvent:
@@ -60,7 +61,7 @@ class EngineClient:
         self._stopping = False
         self._closed: RouterError | None = None  # set by `abort`: everything from now on fails with it
         self._failed_starts = 0  # new engines in a row that exited before their first report
-        self.report: dict[str, Any] = empty_report()
+        self.report: EngineReport = empty_report()
         self.restarts = 0
         self.waiting = 0  # commands waiting for a restarting engine
         self._ready: asyncio.Future[None] = loop.create_future()  # the current engine's first report
@@ -113,7 +114,7 @@ class EngineClient:
         return "failed" if self._ready.exception() is not None else "running"
 
     # -- commands ------------------------------------------------------------------------------------------
-    async def call(self, name: str, **kwargs: Any) -> Any:
+    async def call(self, command: Call) -> Any:
         """Run a command on the engine and wait for its answer (its exception is raised here).
 
         Waits for a restarting engine; a command the engine never received (it had just died) goes to the next.
@@ -124,19 +125,19 @@ class EngineClient:
             fut: asyncio.Future[Any] = self._loop.create_future()
             self._calls[call_id] = fut
             try:
-                if transport.send(("call", call_id, name, kwargs)):
+                if transport.send(("call", call_id, command)):
                     return await fut
             finally:
                 self._calls.pop(call_id, None)
             self._engine_gone(transport, None)
         raise ServiceUnavailableError("the engine keeps stopping; try again shortly", retry_after=5)
 
-    def post(self, name: str, **kwargs: Any) -> None:
+    def post(self, command: Post) -> None:
         """A command without an answer; dropped when there is no engine (nothing of it is left to act on)."""
         if self.state != "running":
             return
         transport = self._transport
-        if not transport.send(("post", name, kwargs)):
+        if not transport.send(("post", command)):
             self._engine_gone(transport, None)
 
     async def _running_engine(self) -> Transport:
@@ -180,7 +181,7 @@ class EngineClient:
             return queue
         self._streams[req.request_id] = queue
         transport = self._transport
-        if not transport.send(("post", "add", {"model_id": model_id, "request": req})):
+        if not transport.send(("post", StartGeneration(model_id, req))):
             self._engine_gone(transport, None)  # fails this stream with the others
         return queue
 
@@ -188,7 +189,7 @@ class EngineClient:
         """Stop listening to a generation; with `cancel`, the engine drops it (its slot frees at the next step)."""
         self._streams.pop(request_id, None)
         if cancel:
-            self.post("cancel", model_id=model_id, request_id=request_id)
+            self.post(CancelGeneration(model_id, request_id))
 
     def abort(self, error: RouterError) -> None:
         """Fail every command and generation in flight with `error`, and every later one (the server is
@@ -251,7 +252,7 @@ class EngineClient:
             delay = RESTART_DELAY
             logger.error("the engine exited unexpectedly (%s); starting a new one", how)
             self._fail_in_flight(ModelUnloadedError("the engine stopped unexpectedly; try again", retry_after=2))
-            self.report = empty_report(self.report.get("device_memory"))
+            self.report = empty_report(self.report.device_memory)
             self.restarts += 1
             self._ready = self._loop.create_future()  # commands from now on wait for the next engine
         self._loop.call_later(delay, self._restart)
