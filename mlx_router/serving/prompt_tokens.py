@@ -152,8 +152,7 @@ class PromptEncoder:
 
 def _segmentable(tokenizer: Any) -> tuple[Any | None, dict[str, int]]:
     """(the `tokenizers` backend, added token text -> id) when the conditions hold, else (None, {})."""
-    hf = getattr(tokenizer, "_tokenizer", tokenizer)
-    backend = getattr(hf, "backend_tokenizer", None)
+    backend = getattr(tokenizer, "backend_tokenizer", None)  # a transformers fast tokenizer's `tokenizers` one
     if backend is None or not hasattr(backend, "get_added_tokens_decoder"):
         return None, {}
     for part in (backend.pre_tokenizer, backend.normalizer):

@@ -69,10 +69,9 @@ class TokenFloor:
 
     @classmethod
     def measure(cls, tokenizer: Any) -> TokenFloor | None:
-        """The floor of a tokenizer (an mlx-lm wrapper, a transformers tokenizer or a `tokenizers` one), or None
-        where the conditions in the module's docstring do not hold."""
-        hf = getattr(tokenizer, "_tokenizer", tokenizer)
-        backend = getattr(hf, "backend_tokenizer", hf)
+        """The floor of a tokenizer (a transformers tokenizer or a `tokenizers` one), or None where the
+        conditions in the module's docstring do not hold."""
+        backend = getattr(tokenizer, "backend_tokenizer", tokenizer)
         if not hasattr(backend, "to_str"):
             return None
         try:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from mlx_lm.tokenizer_utils import TokenizerWrapper
 from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers
 from transformers import AutoTokenizer, PreTrainedTokenizerFast
 
@@ -30,9 +29,9 @@ def _conversation(rng: random.Random, turns: int) -> list[dict[str, str]]:
     return msgs + [{"role": "user", "content": _text(rng, 10)}]
 
 
-def open_tokenizer(path: Path) -> TokenizerWrapper:
-    """Wrapped as the server holds it."""
-    return TokenizerWrapper(AutoTokenizer.from_pretrained(str(path)))
+def open_tokenizer(path: Path) -> Any:
+    """As the server holds it: transformers' tokenizer."""
+    return AutoTokenizer.from_pretrained(str(path))
 
 
 class _Spy:
