@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from mlx_router.api.errors import router_error_body
+from mlx_router.api.errors import error_body_for
 from mlx_router.errors import RouterError, ServiceUnavailableError
 
 logger = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class RequestGateMiddleware:
             await self.app(scope, receive, send)
             return
         if self.gate.closed:
-            await _refuse(send, shutting_down_error())
+            await _refuse(scope, send, shutting_down_error())
             return
         self.gate.enter()
         try:
@@ -89,8 +89,8 @@ class RequestGateMiddleware:
             self.gate.leave()
 
 
-async def _refuse(send: Send, error: RouterError) -> None:
-    payload = json.dumps(router_error_body(error)).encode()
+async def _refuse(scope: Scope, send: Send, error: RouterError) -> None:
+    payload = json.dumps(error_body_for(scope.get("path", ""), error)).encode()
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(payload)).encode()),

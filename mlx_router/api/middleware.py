@@ -1,5 +1,5 @@
-"""ASGI middleware, answering in OpenAI's error envelope: the Host header check (421), the request body size
-limit (413) and optional API keys (401)."""
+"""ASGI middleware, answering in the error envelope of the API the path belongs to (`api/errors.py`): the Host
+header check (421), the request body size limit (413) and optional API keys (401)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import json
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-from mlx_router.api.errors import router_error_body
+from mlx_router.api.errors import error_body_for
 from mlx_router.errors import AuthenticationError, RequestTooLargeError, RouterError
 from mlx_router.heap import trim_heap
 
@@ -25,9 +25,9 @@ OPEN_PATHS = ("/health", "/docs", "/openapi.json", "/redoc", "/", "/ui")
 OPEN_PREFIXES = ("/ui/", "/docs/")  # the pages' static files; the data they show needs the key
 
 
-async def _send_error(send: Send, error: RouterError) -> None:
+async def _send_error(scope: Scope, send: Send, error: RouterError) -> None:
     """The same envelope and status the app's error table gives `error`, sent from outside the app."""
-    payload = json.dumps(router_error_body(error)).encode()
+    payload = json.dumps(error_body_for(scope.get("path", ""), error)).encode()
     await send(
         {
             "type": "http.response.start",
@@ -77,7 +77,7 @@ class BodyLimitMiddleware:
             if name == b"content-length":
                 length = value
         if length is not None and length.isdigit() and int(length) > self.max_bytes:
-            await _send_error(send, self._too_large())
+            await _send_error(scope, send, self._too_large())
             return 0
         if length is None:
             # FastAPI answers any failure while it reads a body with a 400, so a chunked body is read (and
@@ -87,7 +87,7 @@ class BodyLimitMiddleware:
             except _ClientGone:  # nobody to answer
                 return 0
             if body is None:
-                await _send_error(send, self._too_large())
+                await _send_error(scope, send, self._too_large())
                 return self.max_bytes
             await self.app(scope, _replay(body, receive), send)
             return len(body)
@@ -133,7 +133,7 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await _send_error(send, self._too_large())
+                await _send_error(scope, send, self._too_large())
         return received
 
     def _too_large(self) -> RequestTooLargeError:
@@ -179,7 +179,7 @@ class APIKeyMiddleware:
             elif name == b"x-api-key" and not given:
                 given = value.strip()
         if not any(hmac.compare_digest(given, k) for k in self.keys):
-            await _send_error(send, AuthenticationError("invalid or missing API key"))
+            await _send_error(scope, send, AuthenticationError("invalid or missing API key"))
             return
         await self.app(scope, receive, send)
 
@@ -237,7 +237,7 @@ class HostCheckMiddleware:
                     if name == b"host":
                         host = _host_name(value).rstrip(".")
                         if not self._allowed(host):
-                            await _send_error(send, self._refusal(host))
+                            await _send_error(scope, send, self._refusal(host))
                             return
                         break
         await self.app(scope, receive, send)

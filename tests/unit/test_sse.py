@@ -134,3 +134,40 @@ def test_a_text_chunk_template_writes_what_the_chunk_model_dumps(text, field):
         choices=[ChatChunkChoice(delta=DeltaMessage(**{field: text}))],
     )
     assert ChunkTemplate("chatcmpl-1", 1700000000, 'my/"model"').text(field, text) == chunk_json(model)
+
+
+def _anthropic_style():
+    from mlx_router.api.errors import anthropic_error_body
+    from mlx_router.api.sse import NamedEvent, NamedEvents
+
+    return NamedEvents(
+        error=lambda e: NamedEvent("error", anthropic_error_body(e)),
+        keepalive=NamedEvent("ping", {"type": "ping"}),
+    )
+
+
+def test_named_events_carry_their_event_line_and_no_done_marker():
+    from mlx_router.api.sse import NamedEvent
+
+    events = [NamedEvent("message_start", {"type": "message_start"}), NamedEvent("message_stop", '{"type":"x"}')]
+    out = sse_events(encode_stream(items(*events), _anthropic_style(), 10))
+    assert out == [
+        'event: message_start\ndata: {"type":"message_start"}\n\n',
+        'event: message_stop\ndata: {"type":"x"}\n\n',
+    ]
+
+
+def test_named_events_keepalive_is_the_apis_ping_and_an_error_its_error_event():
+    from mlx_router.api.sse import NamedEvent
+
+    start = NamedEvent("message_start", {"type": "message_start"})
+    body = "".join(asyncio.run(collect(encode_stream(items(start, delay=0.15), _anthropic_style(), 0.05))))
+    assert 'event: ping\ndata: {"type":"ping"}\n\n' in body
+    out = sse_events(encode_stream(items(start, error=OverloadedError("full")), _anthropic_style(), 10))
+    assert out[-1].startswith("event: error\ndata: ")
+    assert json.loads(out[-1].split("data: ", 1)[1]) == {
+        "type": "error",
+        "error": {"type": "rate_limit_error", "message": "full"},
+    }
+    hidden = sse_events(encode_stream(items(error=RuntimeError("secret /x")), _anthropic_style(), 10))
+    assert "secret" not in hidden[0] and '"api_error"' in hidden[0]
