@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from pydantic import BaseModel
 from starlette.types import Receive, Scope, Send
 
-from mlx_router.api.sse import MEDIA_TYPES, STREAM_HEADERS, encode_stream
+from mlx_router.api.sse import MEDIA_TYPES, STREAM_HEADERS, NamedEvent, NamedEvents, encode_stream
 from mlx_router.config.settings import DefaultsConfig
 from mlx_router.serving.session import GenerationSession
 
@@ -33,16 +33,21 @@ class _SessionStream(StreamingResponse):
 
 
 async def stream_response(
-    session: GenerationSession, chunks: Callable[[], AsyncIterator[BaseModel | str]], defaults: DefaultsConfig
+    session: GenerationSession,
+    chunks: Callable[[], AsyncIterator[BaseModel | str]] | Callable[[], AsyncIterator[NamedEvent]],
+    defaults: DefaultsConfig,
+    named: NamedEvents | None = None,
 ) -> StreamingResponse:
-    """Admit the session (429/503 are raised here, as plain HTTP errors), then stream its chunks."""
+    """Admit the session (429/503 are raised here, as plain HTTP errors), then stream its chunks: in the
+    server's `streaming_format`, or with `named` as SSE named events (the APIs that define their own)."""
     await session.__aenter__()
 
     async def close() -> None:
         await session.__aexit__(None, None, None)
 
-    body = encode_stream(chunks(), defaults.streaming_format, defaults.keepalive_seconds, on_close=close)
-    return _SessionStream(body, session, MEDIA_TYPES[defaults.streaming_format])
+    fmt = named if named is not None else defaults.streaming_format
+    body = encode_stream(chunks(), fmt, defaults.keepalive_seconds, on_close=close)
+    return _SessionStream(body, session, MEDIA_TYPES["sse" if named is not None else defaults.streaming_format])
 
 
 async def unary_response(
