@@ -16,9 +16,10 @@ from mlx_router.engine.manager import MLXModelManager
 from mlx_router.engine.resource_monitor import ResourceMonitor
 from mlx_router.log_ring import LogRing
 from mlx_router.observability.metrics import RouterMetrics
-from mlx_router.serving.chat import ChatService
-from mlx_router.serving.chat_prepare import ChatPreparer
+from mlx_router.serving.chat import ChatRenderer
 from mlx_router.serving.completions import CompletionService
+from mlx_router.serving.generation import GenerationService
+from mlx_router.serving.prepare import GenerationPreparer
 from mlx_router.serving.profiles import ProfileStore
 
 logger = logging.getLogger(__name__)
@@ -35,8 +36,9 @@ class Services:
     manager: MLXModelManager
     engine: Engine
     profiles: ProfileStore
-    chat_preparer: ChatPreparer
-    chat: ChatService
+    preparer: GenerationPreparer  # any API's conversation -> a ready generation
+    generation: GenerationService  # a ready generation -> API-neutral events
+    chat: ChatRenderer
     completions: CompletionService
     metrics: RouterMetrics  # this app's Prometheus registry (GET /metrics)
     activity: Activity  # tokens and requests as the HTTP side saw them (the dashboard's throughput)
@@ -48,7 +50,7 @@ class Services:
             await asyncio.to_thread(self.client.stop)
         except Exception:  # shutting down: log and go on
             logger.exception("error while stopping the engine")
-        await asyncio.to_thread(self.chat_preparer.close)
+        await asyncio.to_thread(self.preparer.close)
         self.log_ring.uninstall()
 
 
@@ -72,6 +74,7 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
     profiles = ProfileStore(settings, manager)
     metrics = RouterMetrics()
     metrics.watch(manager, monitor, client)
+    generation = GenerationService(settings, engine)
     return Services(
         settings=settings,
         discovery=discovery,
@@ -80,8 +83,9 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
         manager=manager,
         engine=engine,
         profiles=profiles,
-        chat_preparer=ChatPreparer(settings, profiles, monitor),
-        chat=ChatService(settings, engine),
+        preparer=GenerationPreparer(settings, profiles, monitor),
+        generation=generation,
+        chat=ChatRenderer(generation),
         completions=CompletionService(settings, engine, profiles, monitor),
         metrics=metrics,
         activity=activity,

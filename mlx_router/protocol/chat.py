@@ -7,6 +7,19 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field, field_validator
 
+from mlx_router.conversation.model import (
+    Conversation,
+    FilePart,
+    FunctionTool,
+    ImagePart,
+    Message,
+    Part,
+    SamplingOptions,
+    TextPart,
+    ToolCall,
+    ToolChoice,
+)
+from mlx_router.errors import InvalidRequestError
 from mlx_router.protocol.common import (
     ChoiceLogprobs,
     FinishReason,
@@ -150,6 +163,92 @@ class ChatCompletionRequest(SamplingFields):
 
     def output_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
+
+    def to_conversation(self) -> Conversation:
+        """This request in the serving core's terms (developer is system; parts typed)."""
+        choice = self.tool_choice
+        if isinstance(choice, NamedToolChoice):
+            tool_choice = ToolChoice("named", choice.function.name)
+        else:
+            tool_choice = ToolChoice(choice or "auto")
+        kwargs = dict(self.chat_template_kwargs or {})
+        return Conversation(
+            model=self.model,
+            messages=[_message(m, i) for i, m in enumerate(self.messages)],
+            tools=[
+                FunctionTool(t.function.name, t.function.description, t.function.parameters, t.function.strict)
+                for t in self.tools or ()
+            ],
+            tool_choice=tool_choice,
+            parallel_tool_calls=self.parallel_tool_calls is not False,
+            response_format=None
+            if self.response_format is None
+            else self.response_format.model_dump(by_alias=True, exclude_none=True),
+            max_tokens=self.output_limit(),
+            sampling=SamplingOptions(
+                temperature=self.temperature,
+                top_p=self.top_p,
+                top_k=self.top_k,
+                min_p=self.min_p,
+                repetition_penalty=self.repetition_penalty,
+                presence_penalty=self.presence_penalty,
+                frequency_penalty=self.frequency_penalty,
+                logit_bias=self.logit_bias,
+                seed=self.seed,
+            ),
+            stop=self.stop_list(),
+            logprobs=(self.top_logprobs or 0) if self.logprobs else None,
+            ignore_eos=self.ignore_eos,
+            reasoning_effort=self.reasoning_effort,
+            template_kwargs=kwargs,
+        )
+
+
+def _message(m: ChatMessage, index: int) -> Message:
+    content: list[Part] | None
+    if m.content is None:
+        content = None
+    elif isinstance(m.content, str):
+        content = [TextPart(m.content)]
+    else:
+        content = [_part(p, f"messages.{index}.content") for p in m.content]
+    return Message(
+        role="system" if m.role == "developer" else m.role,  # OpenAI's newer name; templates know only "system"
+        content=content,
+        name=m.name,
+        tool_calls=[
+            ToolCall(tc.id or f"call_{i}", tc.function.name, _arguments(tc.function.arguments))
+            for i, tc in enumerate(m.tool_calls or ())
+        ],
+        tool_call_id=m.tool_call_id,
+        reasoning=m.reasoning_content,
+    )
+
+
+def _arguments(args: str | dict[str, Any]) -> str:
+    return args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
+
+
+def _part(part: ContentPart, param: str) -> Part:
+    if part.type == "text":
+        return TextPart(part.text or "")
+    if part.type in ("image_url", "input_image"):
+        value = part.image_url
+        if isinstance(value, str):
+            return ImagePart(value)
+        if isinstance(value, dict) and isinstance(value.get("url"), str):
+            detail = value.get("detail")
+            return ImagePart(value["url"], detail if isinstance(detail, str) else None)
+        raise InvalidRequestError("an image part needs image_url.url (a data: URI)", param=param)
+    if part.type == "file":
+        value = part.file
+        if isinstance(value, dict) and isinstance(value.get("file_data"), str):
+            name = value.get("filename")
+            return FilePart(value["file_data"], name if isinstance(name, str) else None)
+        if isinstance(value, dict) and value.get("file_id") is not None:
+            raise InvalidRequestError("file_id is not supported: send the file inline as file.file_data", param=param)
+        raise InvalidRequestError("a file part needs file.file_data (a data: URI)", param=param)
+    raise InvalidRequestError(f"content parts of type {part.type!r} are not supported", param=param)
 
 
 class ToolCallFunctionOut(BaseModel):

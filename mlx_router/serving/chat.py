@@ -1,17 +1,14 @@
-"""Chat completions: run a prepared request and shape its output as OpenAI's response or chunk stream."""
+"""Chat Completions' renderer: the generation service's events as OpenAI's response or chunk stream."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
-from mlx_router.config.settings import Settings
-from mlx_router.engine.interface import Engine
 from mlx_router.engine.params import TokenLogprob
 from mlx_router.parsing.events import (
     ContentDelta,
     OutputEvent,
-    ParsedOutput,
     ReasoningDelta,
     ToolCallArgsDelta,
     ToolCallStart,
@@ -31,7 +28,8 @@ from mlx_router.protocol.chat import (
     ToolCallOut,
 )
 from mlx_router.protocol.common import ChoiceLogprobs, PromptTokensDetails, TokenLogprobOut, TopLogprob, Usage
-from mlx_router.serving.chat_prepare import PreparedChat
+from mlx_router.serving.generation import Finished, GenerationService, LogprobsDelta
+from mlx_router.serving.prepare import PreparedGeneration
 from mlx_router.serving.session import GenerationSession, UsageCounts
 
 
@@ -57,27 +55,26 @@ def logprobs_out(tokenizer: Any, items: list[TokenLogprob]) -> ChoiceLogprobs:
     return ChoiceLogprobs(content=content)
 
 
-class ChatService:
-    """Runs chat completions through the engine."""
+class ChatRenderer:
+    """Chat Completions over the generation service: its response, and its chunk stream."""
 
-    def __init__(self, settings: Settings, engine: Engine) -> None:
-        self._settings = settings
-        self._engine = engine
+    def __init__(self, generation: GenerationService) -> None:
+        self._generation = generation
 
-    def session(self, p: PreparedChat) -> GenerationSession:
-        d = self._settings.defaults
-        return GenerationSession(
-            self._engine, p.generation, p.profile.tokenizer, p.stops, d.timeout, d.stream_chunk_size
-        )
-
-    async def complete(self, p: PreparedChat, session: GenerationSession) -> ChatCompletionResponse:
-        finish = "stop"
+    async def complete(self, p: PreparedGeneration, session: GenerationSession) -> ChatCompletionResponse:
         logprobs: list[TokenLogprob] = []
-        async for chunk in session.chunks():
-            logprobs.extend(chunk.logprobs)
-            finish = chunk.finish_reason or finish
-        parsed = _parse_cut(p, session.text) if finish == "length" else p.pipeline().parse(session.text)
-        calls = _limit_calls(parsed, p.tool_plan.parallel)
+        output: list[OutputEvent] = []
+        finished: Finished | None = None
+        async for event in self._generation.events(p, session, stream=False):
+            if isinstance(event, LogprobsDelta):
+                logprobs.extend(event.items)
+            elif isinstance(event, Finished):
+                finished = event
+            else:
+                output.append(event)
+        assert finished is not None
+        parsed = collect(output)
+        calls = parsed.tool_calls
         message = AssistantMessage(
             content=(parsed.content or None) if calls else (parsed.content or ""),
             reasoning_content=parsed.reasoning or None,
@@ -86,82 +83,67 @@ class ChatService:
             ]
             or None,
         )
-        if calls and finish != "length":  # a cut output says so, even after complete calls
-            finish = "tool_calls"
-        if not calls and not parsed.reasoning:
-            self._remember_reply(p, session, parsed.content or "")
         choice = ChatChoice(
             message=message,
-            finish_reason=finish,
+            finish_reason=finished.reason,
             logprobs=(logprobs_out(p.profile.tokenizer, logprobs) if p.generation.logprobs is not None else None),
         )
+        model = p.conversation.model
         return ChatCompletionResponse(
-            id=p.id, created=p.created, model=p.request.model, choices=[choice], usage=usage_of(session.usage)
+            id=p.id, created=p.created, model=model, choices=[choice], usage=usage_of(finished.usage)
         )
 
-    def _remember_reply(self, p: PreparedChat, session: GenerationSession, content: str) -> None:
-        """A reply the client gets as plain content, all of its tokens: the next turn, which sends it back,
-        encodes it as the ids the model generated (`PromptEncoder.remember_reply`), so the prefix cache holds
-        it to its end."""
-        if self._settings.defaults.reuse_reply_tokens and session.whole and content == session.text:
-            p.profile.prompts.remember_reply(p.prompt_text, session.token_ids, content)
-
-    async def stream(self, p: PreparedChat, session: GenerationSession) -> AsyncIterator[ChatCompletionChunk | str]:
+    async def stream(
+        self, p: PreparedGeneration, session: GenerationSession, include_usage: bool = False
+    ) -> AsyncIterator[ChatCompletionChunk | str]:
         """Chunks as tokens arrive: role first, then deltas, then finish_reason, then usage if asked. A delta
         of plain text comes as its chunk's JSON already (`ChunkTemplate`)."""
-        pipeline = p.pipeline(stream=True)
         shaper = _ChunkShaper(p)
         yield shaper.chunk(DeltaMessage(role="assistant", content=""))
-        finish = "stop"
-        held_logprobs: list[TokenLogprob] = []
-        content: list[str] = []
-        plain = True  # the output is content alone, no reasoning and no calls
-        async for chunk in session.chunks():
-            held_logprobs.extend(chunk.logprobs)
-            events = pipeline.feed(chunk.text) if chunk.text else []
-            if chunk.finish_reason is not None:
-                events += pipeline.finish(cut=chunk.finish_reason == "length")
-                finish = chunk.finish_reason
-            for ev in events:
-                if isinstance(ev, ContentDelta):
-                    content.append(ev.text)
-                else:
-                    plain = False
-            for delta in shaper.deltas(events):
-                if not held_logprobs and (text := shaper.text_json(delta)) is not None:
-                    yield text
-                    continue
-                lp = logprobs_out(p.profile.tokenizer, held_logprobs) if held_logprobs else None
-                held_logprobs = []
-                yield shaper.chunk(delta, logprobs=lp)
-        if shaper.calls and finish != "length":
-            finish = "tool_calls"
-        if plain:
-            self._remember_reply(p, session, "".join(content))
-        yield shaper.chunk(DeltaMessage(), finish_reason=finish)
-        opts = p.request.stream_options
-        if opts is not None and opts.include_usage:
+        held: list[TokenLogprob] = []  # logprobs of tokens whose text has not gone out yet
+        finished: Finished | None = None
+        async for event in self._generation.events(p, session, stream=True):
+            if isinstance(event, LogprobsDelta):
+                held.extend(event.items)
+            elif isinstance(event, Finished):
+                finished = event
+            else:
+                for out in self._deltas(p, shaper, [event], held):
+                    yield out
+        assert finished is not None
+        yield shaper.chunk(DeltaMessage(), finish_reason=finished.reason)
+        if include_usage:
             yield ChatCompletionChunk(
-                id=p.id, created=p.created, model=p.request.model, choices=[], usage=usage_of(session.usage)
+                id=p.id, created=p.created, model=p.conversation.model, choices=[], usage=usage_of(finished.usage)
             )
+
+    @staticmethod
+    def _deltas(
+        p: PreparedGeneration, shaper: _ChunkShaper, events: list[OutputEvent], held: list[TokenLogprob]
+    ) -> Iterator[ChatCompletionChunk | str]:
+        """Events as chat chunks; the logprobs held so far ride on the first (and are taken from `held`)."""
+        for delta in shaper.deltas(events):
+            if not held and (text := shaper.text_json(delta)) is not None:
+                yield text
+                continue
+            lp = logprobs_out(p.profile.tokenizer, held) if held else None
+            held.clear()
+            yield shaper.chunk(delta, logprobs=lp)
 
 
 class _ChunkShaper:
     """Turns parser events into chunk deltas, merging runs of the same kind."""
 
-    def __init__(self, p: PreparedChat) -> None:
+    def __init__(self, p: PreparedGeneration) -> None:
         self._p = p
-        self._template = ChunkTemplate(p.id, p.created, p.request.model)
-        self.calls = 0
-        self._max_calls = None if p.tool_plan.parallel else 1
-        self._dropped: set[int] = set()
+        self._template = ChunkTemplate(p.id, p.created, p.conversation.model)
 
     def chunk(
         self, delta: DeltaMessage, finish_reason: str | None = None, logprobs: ChoiceLogprobs | None = None
     ) -> ChatCompletionChunk:
         choice = ChatChunkChoice(delta=delta, finish_reason=finish_reason, logprobs=logprobs)
         return ChatCompletionChunk(
-            id=self._p.id, created=self._p.created, model=self._p.request.model, choices=[choice]
+            id=self._p.id, created=self._p.created, model=self._p.conversation.model, choices=[choice]
         )
 
     def text_json(self, delta: DeltaMessage) -> str | None:
@@ -196,15 +178,11 @@ class _ChunkShaper:
         if isinstance(ev, ReasoningDelta):
             return DeltaMessage(reasoning_content=ev.text) if ev.text else None
         if isinstance(ev, ToolCallStart):
-            if self._max_calls is not None and self.calls >= self._max_calls:
-                self._dropped.add(ev.index)
-                return None
-            self.calls += 1
             fn = ToolCallFunctionDelta(name=ev.name, arguments="")
             call = ToolCallDelta(index=ev.index, id=ev.id, type="function", function=fn)
             return DeltaMessage(tool_calls=[call])
         if isinstance(ev, ToolCallArgsDelta):
-            if ev.index in self._dropped or not ev.text:
+            if not ev.text:
                 return None
             fn = ToolCallFunctionDelta(arguments=ev.text)
             return DeltaMessage(tool_calls=[ToolCallDelta(index=ev.index, function=fn)])
@@ -215,15 +193,3 @@ def _mergeable(a: DeltaMessage, b: DeltaMessage) -> bool:
     if a.tool_calls or b.tool_calls:
         return False
     return (a.content is None) == (b.content is None) and (a.reasoning_content is None) == (b.reasoning_content is None)
-
-
-def _parse_cut(p: PreparedChat, text: str) -> ParsedOutput:
-    """An output cut by max_tokens, read as the stream reads it: the call it was writing stays a call with
-    the arguments written so far (as OpenAI answers, and as the stream announced it), and its raw markup
-    never comes back as content."""
-    pipeline = p.pipeline(stream=True)
-    return collect(pipeline.feed(text) + pipeline.finish(cut=True))
-
-
-def _limit_calls(parsed: ParsedOutput, parallel: bool) -> list[Any]:
-    return parsed.tool_calls if parallel else parsed.tool_calls[:1]

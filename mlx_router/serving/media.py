@@ -1,6 +1,6 @@
 """A chat's images and PDFs, made ready for one model before anything is generated.
 
-Every `image_url`, `input_image` and `file` part is decoded (`vision/inputs.py`, off the event loop), checked
+Every image and file part is decoded (`vision/inputs.py`, off the event loop), checked
 against the request's limits, and turned into what the chat template reads: an image part (`{"type": "image"}`,
 where the template writes the model's placeholder) or text (a PDF's text layer). Images are resized here to
 exactly the size the model's processor would pick (`vision/spec.py`), so the prompt's token count is known,
@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from mlx_router.config.settings import Settings
+from mlx_router.conversation.model import FilePart, ImagePart, Message, Part, TextPart
 from mlx_router.engine.params import ImageInput
 from mlx_router.errors import InvalidRequestError
-from mlx_router.protocol.chat import ChatMessage, ContentPart
 from mlx_router.vision.inputs import MediaDecoder
 from mlx_router.vision.limits import MediaBudget
 from mlx_router.vision.media import DecodedImage, PdfDocument, resize
@@ -47,8 +47,9 @@ class MediaPreparer:
     def close(self) -> None:
         self._decoder.close()
 
-    async def prepare(self, model_id: str, messages: list[ChatMessage], vision: Any) -> ChatMedia:
-        """`vision`: the model's VisionSpec, or None for a model without images."""
+    async def prepare(self, model_id: str, messages: list[Message], vision: Any, prefix: str = "messages") -> ChatMedia:
+        """`vision`: the model's VisionSpec, or None for a model without images; `prefix`: where the API keeps
+        its messages (error `param`s name it)."""
         ms = self._settings.model_settings(model_id)
         mode: PdfMode = ms.pdf_mode or self._settings.defaults.pdf_mode or ("images" if vision else "text")
         if vision is None:
@@ -57,18 +58,19 @@ class MediaPreparer:
         budget = MediaBudget(self._settings.server.media)
         media = ChatMedia()
         for index, message in enumerate(messages):
-            if not message.has_media() or not isinstance(message.content, list):
+            if not message.has_media() or message.content is None:
                 continue
             parts: list[dict[str, Any]] = []
+            param = f"{prefix}.{index}.content"
             for part in message.content:
-                parts.extend(await self._part(part, index, model_id, vision, mode, cap, budget, media))
+                parts.extend(await self._part(part, param, model_id, vision, mode, cap, budget, media))
             media.contents[index] = parts
         return media
 
     async def _part(
         self,
-        part: ContentPart,
-        index: int,
+        part: Part,
+        param: str,
         model_id: str,
         vision: Any,
         mode: PdfMode,
@@ -76,11 +78,10 @@ class MediaPreparer:
         budget: MediaBudget,
         media: ChatMedia,
     ) -> list[dict[str, Any]]:
-        param = f"messages.{index}.content"
-        if part.type == "text":
-            return [{"type": "text", "text": part.text or ""}]
-        if part.type in ("image_url", "input_image"):
-            url, detail = _image_url(part, param)
+        if isinstance(part, TextPart):
+            return [{"type": "text", "text": part.text}]
+        if isinstance(part, ImagePart):
+            url, detail = part.url, part.detail
             if vision is None and not url[:32].lower().startswith("data:application/pdf"):
                 raise _no_vision(model_id, param)  # before any decoding: it would be wasted
             want_images, want_text = mode in ("images", "both"), mode in ("text", "both")
@@ -93,15 +94,15 @@ class MediaPreparer:
                 return await asyncio.to_thread(self._pdf, decoded, model_id, vision, mode, cap, media)
             size_cap = min(cap, LOW_DETAIL_PIXELS) if detail == "low" else cap
             return [await asyncio.to_thread(self._image, decoded, vision, size_cap, media)]
-        if part.type == "file":
-            file_data, filename = _file(part, param)
+        if isinstance(part, FilePart):
+            file_data, filename = part.data, part.filename
             want_images = mode in ("images", "both")
             want_text = mode in ("text", "both")
             doc = await asyncio.to_thread(
                 lambda: self._decoder.decode_file(file_data, filename, budget, want_images, want_text, param=param)
             )
             return await asyncio.to_thread(self._pdf, doc, model_id, vision, mode, cap, media)
-        raise InvalidRequestError(f"content parts of type {part.type!r} are not supported", param=param)
+        raise InvalidRequestError(f"content parts of type {type(part).__name__} are not supported", param=param)
 
     def _pdf(
         self, doc: PdfDocument, model_id: str, vision: Any, mode: PdfMode, cap: int, media: ChatMedia
@@ -130,23 +131,3 @@ def _no_vision(model_id: str, param: str | None) -> InvalidRequestError:
         param=param,
         code="model_without_vision",
     )
-
-
-def _image_url(part: ContentPart, param: str) -> tuple[str, str | None]:
-    value = part.image_url
-    if isinstance(value, str):
-        return value, None
-    if isinstance(value, dict) and isinstance(value.get("url"), str):
-        detail = value.get("detail")
-        return value["url"], detail if isinstance(detail, str) else None
-    raise InvalidRequestError("an image part needs image_url.url (a data: URI)", param=param)
-
-
-def _file(part: ContentPart, param: str) -> tuple[str, str | None]:
-    value = part.file
-    if isinstance(value, dict) and isinstance(value.get("file_data"), str):
-        name = value.get("filename")
-        return value["file_data"], name if isinstance(name, str) else None
-    if isinstance(value, dict) and value.get("file_id") is not None:
-        raise InvalidRequestError("file_id is not supported: send the file inline as file.file_data", param=param)
-    raise InvalidRequestError("a file part needs file.file_data (a data: URI)", param=param)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mlx_router.config.settings import DefaultsConfig, ModelSettings, PressureLevel
+from mlx_router.conversation.model import SamplingOptions
 from mlx_router.engine.params import SamplingParams
 from mlx_router.errors import InvalidRequestError
 from mlx_router.protocol.common import SamplingFields
@@ -11,7 +12,7 @@ from mlx_router.protocol.common import SamplingFields
 DEFAULT_TEMPERATURE = 1.0
 
 
-def sampling_params(req: SamplingFields, ms: ModelSettings, vocab_size: int) -> SamplingParams:
+def sampling_params(req: SamplingOptions | SamplingFields, ms: ModelSettings, vocab_size: int) -> SamplingParams:
     """Request values first, then the model's config entry, then OpenAI's defaults."""
 
     def pick(value: float | int | None, model_value: float | int | None, default: float | int) -> float | int:
@@ -56,12 +57,16 @@ def output_limit(
     pressure: PressureLevel,
     prompt_tokens: int,
     context_tokens: int | None,
+    *,
+    cap_to_room: bool = False,
+    param: str = "messages",
 ) -> int:
     """How many tokens to generate at most.
 
     The request's limit (else the model's, else the server's), capped by the model's
     `memory_pressure_max_tokens` for the current pressure level. A prompt that leaves no room in the
-    context, or an explicit limit that would run past it, is a 400: nothing is silently truncated.
+    context is a 400; so is an explicit limit that would run past it, unless `cap_to_room` (Anthropic's clients ask
+    for more than any local context holds: theirs is cut to the room, and the answer says where it stopped).
     """
     limit = requested or ms.max_tokens or defaults.max_tokens
     cap = ms.memory_pressure_max_tokens.get(pressure)
@@ -73,10 +78,10 @@ def output_limit(
     if room <= 0:
         raise InvalidRequestError(
             f"the prompt has {prompt_tokens} tokens and this model's context is {context_tokens}",
-            param="messages",
+            param=param,
             code="context_length_exceeded",
         )
-    if requested is not None and requested > room:
+    if requested is not None and requested > room and not cap_to_room:
         raise InvalidRequestError(
             f"prompt ({prompt_tokens} tokens) plus max_tokens ({requested}) exceeds this model's context "
             f"of {context_tokens} tokens",

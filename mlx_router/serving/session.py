@@ -197,6 +197,11 @@ class GenerationSession:
         return self._assembler.text
 
     @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the output, if one did."""
+        return self._assembler.stop_sequence
+
+    @property
     def whole(self) -> bool:
         """Whether `text` is all of `token_ids`, decoded: the output ended at EOS or max_tokens, not at a stop
         string (whose tokens past the cut were generated but are not in the text)."""

@@ -17,6 +17,7 @@ class StopMatcher:
     def __init__(self, stops: list[str]) -> None:
         self._stops = [s for s in stops if s]
         self._held = ""
+        self.matched: str | None = None  # the stop string that ended the text
 
     def feed(self, text: str) -> tuple[str, bool]:
         """Add text; return (text safe to emit, whether a stop string was reached)."""
@@ -27,7 +28,7 @@ class StopMatcher:
         for s in self._stops:
             i = buf.find(s)
             if i != -1 and (first == -1 or i < first):
-                first = i
+                first, self.matched = i, s
         if first != -1:
             self._held = ""
             return buf[:first], True
@@ -57,8 +58,14 @@ class TextAssembler:
     def __init__(self, tokenizer: Any, stops: list[str]) -> None:
         self._detok = IncrementalDetokenizer(tokenizer)
         self._stops = StopMatcher(stops)
+
         self.stopped = False
         self.text = ""
+
+    @property
+    def stop_sequence(self) -> str | None:
+        """The stop string that ended the output, if one did."""
+        return self._stops.matched
 
     def add(self, tokens: list[int]) -> str:
         """Feed generated tokens; return the new text (empty while held back). Sets `stopped`."""

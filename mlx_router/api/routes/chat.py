@@ -18,9 +18,10 @@ router = APIRouter(tags=["chat"])
 async def create_chat_completion(body: ChatCompletionRequest, request: Request, s: ServicesDep) -> Response:
     record = request_record(request)
     record.model = body.model
-    prepared = await s.chat_preparer.prepare(body, record.id)
-    session = s.chat.session(prepared)
+    prepared = await s.preparer.prepare(body.to_conversation(), record.id, "chatcmpl")
+    session = s.generation.session(prepared)
     record.attach(session, s.metrics)  # its tokens, times and end go into the request's end line and metrics
     if wants_stream(body.stream, request.headers.get("accept"), s.settings.defaults.stream):
-        return await stream_response(session, lambda: s.chat.stream(prepared, session), s.settings.defaults)
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        return await stream_response(session, lambda: s.chat.stream(prepared, session, usage), s.settings.defaults)
     return await unary_response(request, session, lambda: s.chat.complete(prepared, session))

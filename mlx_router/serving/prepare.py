@@ -1,4 +1,5 @@
-"""Turning a ChatCompletionRequest into a ready generation: template, tools, reasoning, grammar, limits.
+"""Turning a Conversation (from any API) into a ready generation: template, media, tools, reasoning, grammar,
+limits.
 
 Everything that can make a request invalid is checked here, before a byte is streamed, so the client gets a
 400 with the reason instead of a broken stream.
@@ -6,7 +7,6 @@ Everything that can make a request invalid is checked here, before a byte is str
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +19,8 @@ from mlx_router.constraints.grammars import (
     response_format_grammar,
     response_format_schema,
 )
+from mlx_router.conversation.model import Conversation
+from mlx_router.conversation.normalize import template_messages, template_tools
 from mlx_router.engine.params import GenerationRequest
 from mlx_router.engine.resource_monitor import ResourceMonitor
 from mlx_router.errors import InvalidRequestError
@@ -26,7 +28,6 @@ from mlx_router.observability.ids import RequestId
 from mlx_router.parsing.pipeline import OutputPipeline
 from mlx_router.parsing.registry import get_reasoning_parser, get_tool_parser
 from mlx_router.parsing.tools.base import ToolChoiceMode
-from mlx_router.protocol.chat import ChatCompletionRequest, ChatMessage, NamedToolChoice
 from mlx_router.serving.media import ChatMedia, MediaPreparer
 from mlx_router.serving.offload import INLINE_ENCODE_CHARS, INLINE_RENDER_CHARS, run_sized
 from mlx_router.serving.params import output_limit, sampling_params
@@ -55,12 +56,12 @@ class ThinkingPlan:
 
 
 @dataclass
-class PreparedChat:
-    """A validated chat request, ready to run."""
+class PreparedGeneration:
+    """A validated conversation, ready to run."""
 
     id: str
     created: int
-    request: ChatCompletionRequest
+    conversation: Conversation
     profile: ModelProfile
     generation: GenerationRequest
     stops: list[str]
@@ -84,45 +85,8 @@ class PreparedChat:
         return OutputPipeline(reasoning, tools)
 
 
-def template_messages(
-    messages: list[ChatMessage], contents: dict[int, list[dict[str, Any]]] | None = None
-) -> list[dict[str, Any]]:
-    """OpenAI messages as the dicts chat templates read (developer is system; text parts joined). `contents`:
-    content lists that replace those of the messages at their indexes (parts with images, `serving/media.py`)."""
-    out: list[dict[str, Any]] = []
-    for index, m in enumerate(messages):
-        content: Any = m.text()
-        if contents and index in contents:
-            parts = contents[index]
-            # text alone (a PDF's text layer for a text model) is joined as text parts always are
-            texts_only = all(p.get("type") == "text" for p in parts)
-            content = "".join(str(p.get("text") or "") for p in parts) if texts_only else parts
-        d: dict[str, Any] = {"role": "system" if m.role == "developer" else m.role, "content": content}
-        if m.name:
-            d["name"] = m.name
-        if m.tool_calls:
-            d["tool_calls"] = [
-                {
-                    "id": tc.id or f"call_{i}",
-                    "type": "function",
-                    "function": {"name": tc.function.name, "arguments": _arguments(tc.function.arguments)},
-                }
-                for i, tc in enumerate(m.tool_calls)
-            ]
-        if m.tool_call_id:
-            d["tool_call_id"] = m.tool_call_id
-        if m.reasoning_content:
-            d["reasoning_content"] = m.reasoning_content
-        out.append(d)
-    return out
-
-
-def _arguments(args: str | dict[str, Any]) -> str:
-    return args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)
-
-
-class ChatPreparer:
-    """Validates chat requests and builds their generation."""
+class GenerationPreparer:
+    """Validates conversations and builds their generation."""
 
     def __init__(self, settings: Settings, profiles: ProfileStore, monitor: ResourceMonitor) -> None:
         self._settings = settings
@@ -134,46 +98,49 @@ class ChatPreparer:
         """End the media decoder's PDF workers."""
         self._media.close()
 
-    async def prepare(self, req: ChatCompletionRequest, rid: RequestId | None = None) -> PreparedChat:
-        """`rid`: the request's id (`X-Request-ID`); the response's id is `chatcmpl-<id>`."""
+    async def prepare(
+        self, conv: Conversation, rid: RequestId | None = None, id_prefix: str = "chatcmpl"
+    ) -> PreparedGeneration:
+        """`rid`: the request's id (`X-Request-ID`); the response's id is `<id_prefix>-<id>`."""
         received = time.monotonic()
         rid = rid or RequestId.new()
-        profile = await self._profiles.get(req.model)
+        profile = await self._profiles.get(conv.model)
         media = ChatMedia()
-        if any(m.has_media() for m in req.messages):
-            media = await self._media.prepare(req.model, req.messages, profile.vision)
-        plan = self._tool_plan(req, profile)
-        kwargs = self._template_kwargs(req, profile)
-        chars = sum(len(m.text() or "") for m in req.messages)
-        prompt_text = await run_sized(chars, INLINE_RENDER_CHARS, self._render, profile, req, plan, kwargs, media)
+        if any(m.has_media() for m in conv.messages):
+            media = await self._media.prepare(conv.model, conv.messages, profile.vision, conv.param_prefix)
+        plan = self._tool_plan(conv, profile)
+        kwargs = self._template_kwargs(conv, profile)
+        chars = sum(len(m.text() or "") for m in conv.messages)
+        prompt_text = await run_sized(chars, INLINE_RENDER_CHARS, self._render, profile, conv, plan, kwargs, media)
         if media.images and profile.vision is not None:
             counts = [profile.vision.token_count(i.width, i.height) for i in media.images]
             prompt_text = profile.vision.expand_text(prompt_text, counts)
-        profile.prompts.refuse_oversized(prompt_text, profile.context_tokens, "messages")  # before costly encoding
+        profile.prompts.refuse_oversized(prompt_text, profile.context_tokens, conv.param_prefix)  # before encoding
         tokens = await run_sized(len(prompt_text), INLINE_ENCODE_CHARS, profile.prompts.encode, prompt_text)
         if media.images and profile.vision is not None:
             counts = [profile.vision.token_count(i.width, i.height) for i in media.images]
             tokens = profile.vision.expand(tokens, counts)
         limit = output_limit(
-            req.output_limit(),
+            conv.max_tokens,
             profile.settings,
             self._settings.defaults,
             self._monitor.snapshot().pressure,
             len(tokens),
             profile.context_tokens,
+            cap_to_room=conv.max_tokens_policy == "cap",
+            param=conv.param_prefix,
         )
         think = self._thinking(profile, prompt_text, limit)
-        grammar = self._tool_grammar(plan, profile, think) or self._format_grammar(req, profile, think)
-        top = req.top_logprobs or 0
+        grammar = self._tool_grammar(plan, profile, think) or self._format_grammar(conv, profile, think)
         gen = GenerationRequest(
-            request_id=rid.engine_id("chatcmpl"),
-            model_id=req.model,
+            request_id=rid.engine_id(id_prefix),
+            model_id=conv.model,
             prompt_tokens=tokens,
             max_tokens=limit,
-            sampling=sampling_params(req, profile.settings, profile.vocab_size),
-            logprobs=top if req.logprobs else None,
+            sampling=sampling_params(conv.sampling, profile.settings, profile.vocab_size),
+            logprobs=conv.logprobs,
             grammar=grammar,
-            ignore_eos=req.ignore_eos,
+            ignore_eos=conv.ignore_eos,
             received=received,
             images=media.image_inputs(),
             prompt_text=prompt_text if profile.vision is not None and profile.vision.solo else None,
@@ -181,64 +148,65 @@ class ChatPreparer:
             if profile.vision is not None
             else 0,
         )
-        return PreparedChat(
-            rid.response_id("chatcmpl"),
+        return PreparedGeneration(
+            rid.response_id(id_prefix),
             int(time.time()),
-            req,
+            conv,
             profile,
             gen,
-            req.stop_list(),
+            conv.stop,
             prompt_text,
             plan,
             think.in_reasoning,
         )
 
-    def _template_kwargs(self, req: ChatCompletionRequest, profile: ModelProfile) -> dict[str, Any]:
+    def _template_kwargs(self, conv: Conversation, profile: ModelProfile) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}
         if profile.settings.reasoning_response is not None:
             kwargs["enable_thinking"] = profile.settings.reasoning_response == "enable"
-        if req.reasoning_effort is not None:
-            kwargs["reasoning_effort"] = req.reasoning_effort
-        kwargs.update(req.chat_template_kwargs or {})
+        if conv.thinking is not None:
+            kwargs["enable_thinking"] = conv.thinking
+        if conv.reasoning_effort is not None:
+            kwargs["reasoning_effort"] = conv.reasoning_effort
+        kwargs.update(conv.template_kwargs)
         return kwargs
 
-    def _render(
-        self, profile: ModelProfile, req: ChatCompletionRequest, plan: ToolPlan, kwargs: dict, media: ChatMedia
-    ) -> str:
+    def _render(self, profile: ModelProfile, conv: Conversation, plan: ToolPlan, kwargs: dict, media: ChatMedia) -> str:
         try:
             return profile.renderer.render(
-                template_messages(req.messages, media.contents),
+                template_messages(conv, media.contents),
                 tools=plan.tools or None,
                 add_generation_prompt=True,
                 **kwargs,
             )
         except TemplateRenderError as e:
-            raise InvalidRequestError(f"the chat template rejected these messages: {e}", param="messages") from None
+            raise InvalidRequestError(
+                f"the chat template rejected these messages: {e}", param=conv.param_prefix
+            ) from None
 
-    def _tool_plan(self, req: ChatCompletionRequest, profile: ModelProfile) -> ToolPlan:
-        choice = req.tool_choice
-        forced = choice == "required" or isinstance(choice, NamedToolChoice)
+    def _tool_plan(self, conv: Conversation, profile: ModelProfile) -> ToolPlan:
+        choice = conv.tool_choice
+        forced = choice.mode in ("required", "named")
         enabled = self._settings.defaults.enable_function_calling and profile.supports_tools
-        if not req.tools or choice == "none":
+        if not conv.tools or choice.mode == "none":
             if forced:
                 raise InvalidRequestError("tool_choice requires tools", param="tool_choice")
             return ToolPlan()
         if not enabled:
             if forced:
-                raise InvalidRequestError(f"tool calling is disabled for {req.model}", param="tool_choice")
+                raise InvalidRequestError(f"tool calling is disabled for {conv.model}", param="tool_choice")
             return ToolPlan()
-        tools = [t.model_dump(exclude_none=True) for t in req.tools]
-        parallel = req.parallel_tool_calls is not False
-        plan = ToolPlan(tools=tools, parser=profile.tool_parser, mode="auto", parallel=parallel)
+        tools = template_tools(conv.tools)
+        plan = ToolPlan(tools=tools, parser=profile.tool_parser, mode="auto", parallel=conv.parallel_tool_calls)
         if forced and plan.parser is None:
-            raise InvalidRequestError(f"no tool-call format is known for {req.model}", param="tool_choice")
-        if isinstance(choice, NamedToolChoice):
-            if not any(t["function"]["name"] == choice.function.name for t in tools):
+            raise InvalidRequestError(f"no tool-call format is known for {conv.model}", param="tool_choice")
+        if choice.mode == "named":
+            if not any(t["function"]["name"] == choice.name for t in tools):
                 raise InvalidRequestError(
-                    f"tool_choice names {choice.function.name!r}, which is not in tools", param="tool_choice"
+                    f"tool_choice names {choice.name!r}, which is not in tools", param="tool_choice"
                 )
-            plan.mode, plan.named = "named", choice.function.name
-        elif choice == "required":
+            plan.mode, plan.named = "named", choice.name
+        elif choice.mode == "required":
             plan.mode = "required"
         return plan
 
@@ -270,10 +238,10 @@ class ChatPreparer:
                 return None
             raise InvalidRequestError(str(e), param="tools") from None
 
-    def _format_grammar(self, req: ChatCompletionRequest, profile: ModelProfile, think: ThinkingPlan) -> str | None:
-        if req.response_format is None:
+    def _format_grammar(self, conv: Conversation, profile: ModelProfile, think: ThinkingPlan) -> str | None:
+        if conv.response_format is None:
             return None
-        fmt = req.response_format.model_dump(by_alias=True, exclude_none=True)
+        fmt = conv.response_format
         try:
             in_channel = self._answer_channel_grammar(fmt, profile, think)
             if in_channel is not None:
