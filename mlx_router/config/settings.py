@@ -7,6 +7,7 @@ silently, and must not stop a service either).
 
 from __future__ import annotations
 
+import fnmatch
 import json
 import logging
 import os
@@ -101,6 +102,12 @@ class DefaultsConfig(_Section):
         "schema (costs a little speed).",
     )
     model: str | None = Field(None, description="Model to load at start-up (null: each loads on its first request).")
+    model_aliases: dict[str, str] = Field(
+        default_factory=dict,
+        description="Other names for local models in /v1/messages requests: name or glob pattern (* and ?) -> "
+        'model id, e.g. {"claude-sonnet-*": "Qwen3-8B-4bit", "claude-haiku-*": "Qwen3-1.7B-4bit"} for Claude Code, '
+        "which asks for Anthropic's names. An exact name wins, then the first pattern that matches.",
+    )
     model_directory: str | None = Field(
         None, description="Folder of MLX models (MLX_MODEL_DIR and --model-dir override it)."
     )
@@ -205,6 +212,15 @@ class DefaultsConfig(_Section):
     @classmethod
     def _expand(cls, v: str | None) -> str | None:
         return os.path.expanduser(v) if v else v
+
+    def resolve_model(self, name: str) -> str:
+        """The model id `name` stands for through `model_aliases` (`name` itself when none matches)."""
+        if name in self.model_aliases:
+            return self.model_aliases[name]
+        for pattern, target in self.model_aliases.items():
+            if fnmatch.fnmatchcase(name, pattern):
+                return target
+        return name
 
     @model_validator(mode="after")
     def _swap_order(self) -> DefaultsConfig:

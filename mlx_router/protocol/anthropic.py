@@ -1,0 +1,375 @@
+"""`/v1/messages` and `/v1/messages/count_tokens` wire types, with Anthropic's field names.
+
+A request converts itself into the serving core's `Conversation` (`to_conversation`). Claude Code's habits are
+kept as the prefix cache needs them: its system text inside `messages` stays where it is, and the per-request
+billing line it writes at the top of the system prompt (`x-anthropic-billing-header: ...; cch=<hash>;`, a new
+hash every request) is dropped, so that the prompt starts the same every turn.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
+
+from mlx_router.conversation.model import (
+    Conversation,
+    FilePart,
+    FunctionTool,
+    ImagePart,
+    Message,
+    Part,
+    SamplingOptions,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+from mlx_router.protocol.common import MAX_STOP_SEQUENCES, JSONObject, OpenAIModel, lone_surrogate_path
+
+logger = logging.getLogger(__name__)
+
+BILLING_LINE_PREFIX = "x-anthropic-billing-header:"
+
+
+class CacheControlled(OpenAIModel):
+    """Blocks may carry `cache_control` (Anthropic's cache breakpoints): accepted; the prefix cache needs none."""
+
+    cache_control: JSONObject | None = None
+
+
+class TextBlock(CacheControlled):
+    type: Literal["text"]
+    text: str
+
+
+class Base64Source(OpenAIModel):
+    type: Literal["base64"]
+    media_type: str
+    data: str
+
+
+class URLSource(OpenAIModel):
+    type: Literal["url"]
+    url: str
+
+
+class PlainTextSource(OpenAIModel):
+    type: Literal["text"]
+    media_type: str = "text/plain"
+    data: str
+
+
+class ContentSource(OpenAIModel):
+    type: Literal["content"]
+    content: str | list[TextBlock]
+
+
+class ImageBlock(CacheControlled):
+    type: Literal["image"]
+    source: Annotated[Base64Source | URLSource, Field(discriminator="type")]
+
+
+class DocumentBlock(CacheControlled):
+    type: Literal["document"]
+    source: Annotated[Base64Source | URLSource | PlainTextSource | ContentSource, Field(discriminator="type")]
+    title: str | None = None
+    context: str | None = None
+
+    @model_validator(mode="after")
+    def _servable(self) -> DocumentBlock:
+        src = self.source
+        if isinstance(src, Base64Source) and src.media_type != "application/pdf":
+            raise ValueError(f"a base64 document must be application/pdf, not {src.media_type}")
+        if isinstance(src, URLSource):
+            raise ValueError("a document given by URL is not fetched: send the PDF as a base64 source")
+        return self
+
+
+class ToolUseBlock(CacheControlled):
+    type: Literal["tool_use"]
+    id: str
+    name: str
+    input: JSONObject = Field(default_factory=dict)
+
+
+class ToolResultBlock(CacheControlled):
+    type: Literal["tool_result"]
+    tool_use_id: str
+    content: str | list[Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]] = ""
+    # Accepted: the result's text says what failed (Claude Code writes <tool_use_error>...), and it goes to the
+    # model as it is.
+    is_error: bool | None = None
+
+
+class ThinkingBlock(OpenAIModel):
+    type: Literal["thinking"]
+    thinking: str
+    signature: str | None = None
+
+
+class RedactedThinkingBlock(OpenAIModel):
+    """Thinking only Anthropic can read (its `data` is encrypted): nothing of it reaches the model."""
+
+    type: Literal["redacted_thinking"]
+    data: str = ""
+
+
+ContentBlock = Annotated[
+    TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
+    Field(discriminator="type"),
+]
+
+
+class MessageParam(OpenAIModel):
+    # "system": Claude Code (2.1.154 on) writes system text inside the conversation; it stays where it is
+    role: Literal["user", "assistant", "system"]
+    content: str | list[ContentBlock]
+
+    @model_validator(mode="after")
+    def _blocks_fit_the_role(self) -> MessageParam:
+        if isinstance(self.content, str):
+            return self
+        allowed = _ROLE_BLOCKS[self.role]
+        for block in self.content:
+            if block.type not in allowed:
+                raise ValueError(f"a {self.role} message may not hold a {block.type} block")
+        return self
+
+
+_ROLE_BLOCKS = {
+    "system": {"text"},
+    "user": {"text", "image", "document", "tool_result"},
+    "assistant": {"text", "image", "document", "tool_use", "thinking", "redacted_thinking"},
+}
+
+
+class ToolParam(CacheControlled):
+    """A client tool. Anthropic's server tools (`web_search_...`, `code_execution_...`) have a `type` of their own
+    and no `input_schema`: the server runs none of them, so they are left out with a log line."""
+
+    type: str | None = None
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    input_schema: JSONObject | None = None
+    strict: bool | None = None
+
+
+class ToolChoiceParam(OpenAIModel):
+    type: Literal["auto", "any", "tool", "none"]
+    name: str | None = None
+    disable_parallel_tool_use: bool | None = None
+
+    @model_validator(mode="after")
+    def _named(self) -> ToolChoiceParam:
+        if self.type == "tool" and not self.name:
+            raise ValueError("a tool_choice of type tool needs the tool's name")
+        return self
+
+
+class ThinkingParam(OpenAIModel):
+    type: Literal["enabled", "disabled", "adaptive"]
+    budget_tokens: int | None = Field(None, ge=1)
+
+
+class Metadata(OpenAIModel):
+    user_id: str | None = None
+
+
+class MessagesInput(OpenAIModel):
+    """What a Messages request and a count_tokens request have in common: the prompt."""
+
+    model: str = Field(min_length=1)
+    messages: list[MessageParam] = Field(min_length=1)
+    system: str | list[TextBlock] | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: ToolChoiceParam | None = None
+    thinking: ThinkingParam | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        # as protocol/common.py's SamplingFields: text with no UTF-8 form is refused here, naming the field
+        where = lone_surrogate_path(data)
+        if where is not None:
+            raise PydanticCustomError(
+                "lone_surrogate",
+                "the text holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), "
+                "which is not valid Unicode",
+                {"param": where},
+            )
+        return data
+
+    def to_conversation(self, model: str | None = None) -> Conversation:
+        """The core's conversation; `model`: the local model an alias resolved to (default: `self.model`)."""
+        messages: list[Message] = []
+        system = system_parts(self.system)
+        if system:
+            messages.append(Message(role="system", content=system))
+        for m in self.messages:
+            messages.extend(convert_message(m))
+        choice = self.tool_choice
+        return Conversation(
+            model=model or self.model,
+            messages=messages,
+            tools=client_tools(self.tools),
+            tool_choice=tool_choice(choice),
+            parallel_tool_calls=not (choice is not None and choice.disable_parallel_tool_use),
+            thinking=thinking_switch(self.thinking),
+            param_prefix="messages",
+        )
+
+
+class MessagesRequest(MessagesInput):
+    """The body of `POST /v1/messages`."""
+
+    max_tokens: int = Field(ge=1)
+    stop_sequences: list[str] | None = None
+    temperature: float | None = Field(None, ge=0, le=1)  # 0: greedy
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    stream: bool | None = None
+    metadata: Metadata | None = None
+
+    @field_validator("stop_sequences")
+    @classmethod
+    def _stop_count(cls, v: list[str] | None) -> list[str] | None:
+        if v is not None and len(v) > MAX_STOP_SEQUENCES:
+            raise ValueError(f"at most {MAX_STOP_SEQUENCES} stop sequences are supported")
+        return v
+
+    def to_conversation(self, model: str | None = None) -> Conversation:
+        conv = super().to_conversation(model)
+        conv.max_tokens = self.max_tokens
+        # Claude Code always asks for 32000: cut to the room the context leaves, never refused
+        conv.max_tokens_policy = "cap"
+        conv.sampling = SamplingOptions(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
+        conv.stop = [s for s in self.stop_sequences or [] if s]
+        return conv
+
+
+class CountTokensRequest(MessagesInput):
+    """The body of `POST /v1/messages/count_tokens`."""
+
+
+def strip_billing_line(text: str) -> str:
+    """`text` without Claude Code's billing line at its top (the line and its line break)."""
+    if not text.startswith(BILLING_LINE_PREFIX):
+        return text
+    end = text.find("\n")
+    return "" if end < 0 else text[end + 1 :]
+
+
+def system_parts(system: str | list[TextBlock] | None) -> list[Part]:
+    """The system prompt's text parts, the billing line left out (a block holding only it goes whole)."""
+    if system is None:
+        return []
+    texts = [system] if isinstance(system, str) else [b.text for b in system]
+    return [TextPart(t) for t in (strip_billing_line(t) for t in texts) if t]
+
+
+def convert_message(m: MessageParam) -> list[Message]:
+    """One Anthropic message as the core's messages: a user turn's tool results become tool messages (first, as
+    Anthropic requires them to come first), its other blocks one user message after them."""
+    if m.role == "system":
+        system = m.content if isinstance(m.content, str) else [b for b in m.content if isinstance(b, TextBlock)]
+        return [Message(role="system", content=system_parts(system))]
+    if isinstance(m.content, str):
+        return [Message(role=m.role, content=[TextPart(m.content)])]
+    if m.role == "assistant":
+        return [_assistant(m.content)]
+    out: list[Message] = []
+    parts: list[Part] = []
+    for block in m.content:
+        if isinstance(block, ToolResultBlock):
+            out.append(Message(role="tool", content=_result_parts(block), tool_call_id=block.tool_use_id))
+        elif isinstance(block, TextBlock | ImageBlock | DocumentBlock):
+            parts.extend(_parts(block))
+    if parts or not out:
+        out.append(Message(role="user", content=parts))
+    return out
+
+
+def _assistant(blocks: list[Any]) -> Message:
+    parts: list[Part] = []
+    calls: list[ToolCall] = []
+    thinking: list[str] = []
+    for block in blocks:
+        if isinstance(block, ToolUseBlock):
+            calls.append(ToolCall(block.id, block.name, json.dumps(block.input, ensure_ascii=False)))
+        elif isinstance(block, ThinkingBlock):
+            thinking.append(block.thinking)
+        elif isinstance(block, TextBlock | ImageBlock | DocumentBlock):
+            parts.extend(_parts(block))
+    return Message(
+        role="assistant",
+        content=parts or None,
+        tool_calls=calls,
+        reasoning="".join(thinking) or None,
+    )
+
+
+def _parts(block: TextBlock | ImageBlock | DocumentBlock) -> list[Part]:
+    if isinstance(block, TextBlock):
+        return [TextPart(block.text)]
+    if isinstance(block, ImageBlock):
+        src = block.source
+        url = f"data:{src.media_type};base64,{src.data}" if isinstance(src, Base64Source) else src.url
+        return [ImagePart(url)]
+    return _document(block)
+
+
+def _document(block: DocumentBlock) -> list[Part]:
+    src = block.source
+    if isinstance(src, Base64Source):
+        return [FilePart(f"data:application/pdf;base64,{src.data}", filename=block.title)]
+    if isinstance(src, URLSource):  # refused by the block's validator
+        raise AssertionError("document URL")
+    if isinstance(src, PlainTextSource):
+        return [TextPart(src.data)]
+    content = src.content
+    return [TextPart(content)] if isinstance(content, str) else [TextPart(b.text) for b in content]
+
+
+def _result_parts(block: ToolResultBlock) -> list[Part]:
+    if isinstance(block.content, str):
+        return [TextPart(block.content)]
+    parts: list[Part] = []
+    for b in block.content:
+        parts.extend(_parts(b))
+    return parts
+
+
+def client_tools(tools: list[ToolParam] | None) -> list[Tool]:
+    out: list[Tool] = []
+    for t in tools or []:
+        if t.type not in (None, "custom") or t.input_schema is None:
+            logger.info("tool %r of type %s left out: the server runs no server tools", t.name, t.type)
+            continue
+        out.append(FunctionTool(t.name, t.description, t.input_schema, t.strict))
+    return out
+
+
+_CHOICE_MODES: dict[str, Literal["auto", "required", "none", "named"]] = {
+    "auto": "auto",
+    "any": "required",
+    "none": "none",
+    "tool": "named",
+}
+
+
+def tool_choice(choice: ToolChoiceParam | None) -> ToolChoice:
+    if choice is None:
+        return ToolChoice()
+    return ToolChoice(_CHOICE_MODES[choice.type], choice.name if choice.type == "tool" else None)
+
+
+def thinking_switch(thinking: ThinkingParam | None) -> bool | None:
+    """enabled: the template's thinking on; disabled: off; adaptive or absent: the model's default. A budget is
+    accepted; thinking is bounded by max_tokens alone (README "Claude Code")."""
+    if thinking is None or thinking.type == "adaptive":
+        return None
+    return thinking.type == "enabled"
