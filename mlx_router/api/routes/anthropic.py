@@ -1,0 +1,49 @@
+"""POST /v1/messages and /v1/messages/count_tokens: Anthropic's Messages API (Claude Code sends `?beta=true`
+and `anthropic-beta` values; neither changes anything here). Errors under these paths come in Anthropic's
+envelope (api/errors.py)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from mlx_router.api.deps import ServicesDep
+from mlx_router.api.request_log import request_record
+from mlx_router.api.responses import stream_response, unary_response
+from mlx_router.protocol.anthropic import CountTokensRequest, MessagesRequest
+from mlx_router.protocol.anthropic_response import CountTokensResponse, MessageResponse
+from mlx_router.serving.anthropic import ANTHROPIC_EVENTS, MessageRenderer
+
+router = APIRouter(tags=["anthropic"])
+
+
+@router.post("/v1/messages", response_model=MessageResponse)
+async def create_message(body: MessagesRequest, request: Request, s: ServicesDep) -> Response:
+    record = request_record(request)
+    conv = body.to_conversation(s.settings.defaults.resolve_model(body.model))
+    record.model = conv.model
+    prepared = await s.preparer.prepare(conv, record.id, "msg")
+    session = s.generation.session(prepared)
+    record.attach(session, s.metrics)
+    renderer = MessageRenderer(prepared.id, body.model, len(prepared.generation.prompt_tokens))
+    if body.stream:
+        return await stream_response(
+            session,
+            lambda: renderer.stream(s.generation.events(prepared, session, stream=True)),
+            s.settings.defaults,
+            named=ANTHROPIC_EVENTS,
+        )
+    return await unary_response(
+        request, session, lambda: renderer.message(s.generation.events(prepared, session, stream=False))
+    )
+
+
+@router.post("/v1/messages/count_tokens", response_model=CountTokensResponse)
+async def count_message_tokens(body: CountTokensRequest, request: Request, s: ServicesDep) -> CountTokensResponse:
+    """The prompt's tokens as the model would see them: the request prepared as for generation (template,
+    tools, images), nothing run."""
+    record = request_record(request)
+    conv = body.to_conversation(s.settings.defaults.resolve_model(body.model))
+    record.model = conv.model
+    prepared = await s.preparer.prepare(conv, record.id, "msg")
+    return CountTokensResponse(input_tokens=len(prepared.generation.prompt_tokens))
