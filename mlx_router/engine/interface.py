@@ -1,5 +1,10 @@
-"""The engine's narrow async interface: `start(model_id, request) -> Generation` (its TokenEvents, `close`),
-and `health()`.
+"""The engine's narrow async interface for serving code: `async with engine.generate(request) as generation`,
+then `generation.events()`; and `health()`.
+
+Entering `generate` admits the request (queue and memory limits: 429/503) and, for a model not loaded yet,
+starts its load and waits until the engine has found its files sound and made room, so whatever refuses the
+request is raised before a response starts. `events()` then waits for the weights, runs the request and yields
+its TokenEvents; leaving the block cancels it in the engine unless it finished, and releases what it held.
 
 Tokens travel from the engine's worker thread to the event loop in one message per worker iteration, however
 many streams are running (`core/host.py`). The event loop never waits on MLX; it only awaits its own queues.
@@ -8,12 +13,13 @@ many streams are running (`core/host.py`). The event loop never waits on MLX; it
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from mlx_router.engine.activity import Activity
 from mlx_router.engine.client import EngineClient
-from mlx_router.engine.manager import MLXModelManager, ModelSlot
+from mlx_router.engine.manager import LoadJob, MLXModelManager, ModelSlot
 from mlx_router.engine.params import GenerationRequest, TokenEvent
 
 
@@ -36,24 +42,39 @@ def _coalesce(event: TokenEvent, queue: asyncio.Queue[TokenEvent]) -> TokenEvent
 
 
 class Generation:
-    """One request queued on the engine: its events as they come, and `close`, which cancels it in the engine
-    unless it finished (a client gone, a timeout, a stop string; the batch slot frees at the next step)."""
+    """One admitted request: `events()` runs it (after its model's load) and yields its events; `close`
+    cancels it in the engine unless it finished (a client gone, a timeout, a stop string; the batch slot frees
+    at the next step)."""
 
-    def __init__(self, engine: Engine, model_id: str, req: GenerationRequest) -> None:
+    def __init__(self, engine: Engine, req: GenerationRequest, load: LoadJob | None) -> None:
         self._engine = engine
-        self._model_id = model_id
-        self._request_id = req.request_id
-        self._queue = engine.client.open(model_id, req)
+        self._req = req
+        self._model_id = req.model_id
+        self._load = load
+        self._queue: asyncio.Queue[TokenEvent] | None = None
         self._finished = False
         self._closed = False
         self._activity = None if req.internal else engine.activity  # the warm-up is not the users' activity
+        self.posted_at: float | None = None  # time.monotonic() when it went to the engine, its model loaded
+
+    def start(self) -> None:
+        """Queue the request on its loaded model now (`events` does it otherwise)."""
+        if self._queue is not None or self._closed:
+            return
+        self.posted_at = time.monotonic()
+        self._queue = self._engine.client.open(self._model_id, self._req)
         if self._activity is not None:
-            self._activity.request_started(model_id)
+            self._activity.request_started(self._model_id)
 
     async def events(self) -> AsyncIterator[TokenEvent]:
         """The events up to and including the one with a finish_reason."""
+        if self._queue is None:
+            await self._engine.manager.ensure_loaded(self._model_id, self._load)
+            self.start()
+        queue = self._queue
+        assert queue is not None
         while not self._finished and not self._closed:
-            event = _coalesce(await self._queue.get(), self._queue)
+            event = _coalesce(await queue.get(), queue)
             self._finished = event.finish_reason is not None
             if self._activity is not None:
                 self._count(self._activity, event)
@@ -70,9 +91,52 @@ class Generation:
         if self._closed:
             return
         self._closed = True
-        self._engine.client.close(self._model_id, self._request_id, cancel=not self._finished)
+        if self._queue is None:
+            return
+        self._engine.client.close(self._model_id, self._req.request_id, cancel=not self._finished)
         if not self._finished and self._activity is not None:
             self._activity.request_ended(self._model_id, "cancelled")
+
+
+class Admission:
+    """`async with engine.generate(req) as generation`: admits on entry, releases on exit."""
+
+    def __init__(self, engine: Engine, req: GenerationRequest) -> None:
+        self._engine = engine
+        self._req = req
+        self._slot: ModelSlot | None = None
+        self._reserved = 0
+        self._generation: Generation | None = None
+
+    async def __aenter__(self) -> Generation:
+        manager = self._engine.manager
+        self._slot = manager.acquire(self._req.model_id)
+        load = None
+        try:
+            kv_tokens = len(self._req.prompt_tokens) + self._req.max_tokens
+            self._reserved = manager.admit(self._slot, kv_tokens, self._req.encode_bytes)
+            if self._slot.state != "ready":
+                load = await manager.prepare_load(self._req.model_id)
+        except BaseException:
+            self._release()
+            raise
+        self._generation = Generation(self._engine, self._req, load)
+        if self._slot.state == "ready":
+            # Queued on the engine now, before the response starts: under a burst every hop through the event
+            # loop waits behind the other requests' work, and a request that reaches the engine a step later
+            # than its neighbours is prefilled in a group of its own.
+            self._generation.start()
+        return self._generation
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._generation is not None:
+            self._generation.close()
+        self._release()
+
+    def _release(self) -> None:
+        if self._slot is not None:
+            self._engine.manager.release(self._slot, self._reserved)
+            self._slot = None
 
 
 class Engine:
@@ -83,9 +147,9 @@ class Engine:
         self.client = client
         self.activity = activity
 
-    def start(self, model_id: str, req: GenerationRequest) -> Generation:
-        """Queue `req` on its (loaded) model now; read its events from the handle, and close it when done."""
-        return Generation(self, model_id, req)
+    def generate(self, req: GenerationRequest) -> Admission:
+        """`async with engine.generate(req) as generation`: see the module docstring."""
+        return Admission(self, req)
 
     def health(self) -> dict[str, Any]:
         """Loaded models with their running and queued counts; memory; requests in flight.

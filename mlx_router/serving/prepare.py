@@ -26,7 +26,6 @@ from mlx_router.engine.resource_monitor import ResourceMonitor
 from mlx_router.errors import InvalidRequestError
 from mlx_router.observability.ids import RequestId
 from mlx_router.parsing.pipeline import OutputPipeline
-from mlx_router.parsing.registry import get_reasoning_parser, get_tool_parser
 from mlx_router.parsing.tools.base import ToolChoiceMode
 from mlx_router.serving.media import ChatMedia, MediaPreparer
 from mlx_router.serving.offload import INLINE_ENCODE_CHARS, INLINE_RENDER_CHARS, run_sized
@@ -77,11 +76,11 @@ class PreparedGeneration:
         """
         tools = None
         if self.tool_plan.parser is not None:
-            tools = get_tool_parser(self.tool_plan.parser)(self.tool_plan.tools, eager=stream)
+            tools = self.profile.tool_parser_class(self.tool_plan.tools, eager=stream)
         reasoning = None
-        name = self.profile.reasoning_parser
-        if name is not None and not (tools is not None and tools.handles_reasoning):
-            reasoning = get_reasoning_parser(name)(in_reasoning=self.in_reasoning)
+        reasoning_class = self.profile.reasoning_parser_class
+        if reasoning_class is not None and not (tools is not None and tools.handles_reasoning):
+            reasoning = reasoning_class(in_reasoning=self.in_reasoning)
         return OutputPipeline(reasoning, tools)
 
 
@@ -218,17 +217,14 @@ class GenerationPreparer:
         if plan.mode == "auto" and not self._settings.defaults.constrain_tool_calls:
             return None
         tools = [t for t in plan.tools if plan.named is None or t["function"]["name"] == plan.named]
-        parser = get_tool_parser(plan.parser)(plan.tools)
-        tags = None
-        if think.allowed and profile.reasoning_parser is not None:
-            markers = getattr(get_reasoning_parser(profile.reasoning_parser), "markers", None)
-            tags = markers if isinstance(markers, tuple) else None
+        parser = profile.tool_parser_class(plan.tools)
+        tags = profile.think_tags if think.allowed else None
         try:
             return parser.grammar(
                 tools,
                 mode=plan.mode,
                 parallel=plan.parallel,
-                special_tokens=profile.tokenizer.get_added_vocab(),
+                special_tokens=profile.special_tokens,
                 think=tags,
                 in_reasoning=think.in_reasoning,
                 think_budget=None if plan.mode == "auto" else think.budget,
@@ -248,7 +244,7 @@ class GenerationPreparer:
                 return in_channel
             return response_format_grammar(
                 fmt,
-                think=profile.think_markers() if think.allowed else None,
+                think=profile.think_markers if think.allowed else None,
                 in_reasoning=think.in_reasoning,
                 think_budget=think.budget,
                 tags_are_tokens=False,  # tags that are tokens come as ids; text tags are matched as text
@@ -264,15 +260,14 @@ class GenerationPreparer:
         if schema is None or not think.allowed or profile.reasoning_parser is None:
             return None
         answer = lark_json(schema, param="response_format")
-        special = profile.tokenizer.get_added_vocab()
-        layout = get_reasoning_parser(profile.reasoning_parser).answer_grammar(answer, special, think.budget)
+        layout = profile.reasoning_parser_class.answer_grammar(answer, profile.special_tokens, think.budget)
         return None if layout is None else grammar_from_lark(layout)
 
     @staticmethod
     def _thinking(profile: ModelProfile, prompt_text: str, limit: int) -> ThinkingPlan:
-        if profile.reasoning_parser is None:
+        parser = profile.reasoning_parser_class
+        if parser is None:
             return ThinkingPlan(allowed=False, in_reasoning=False, budget=limit)
-        parser = get_reasoning_parser(profile.reasoning_parser)
         return ThinkingPlan(
             # a prompt that closed the block (Qwen3's enable_thinking=False) leaves no thinking to allow
             allowed=not parser.prompt_closes_reasoning(prompt_text),

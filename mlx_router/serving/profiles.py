@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_router.config.model_files import context_length, read_json
@@ -34,23 +34,19 @@ class ModelProfile:
     vocab_size: int
     prompts: PromptEncoder  # chat prompt text to ids
     vision: VisionSpec | None = None  # a model served with its vision tower: how its images become tokens
+    # Resolved once when the profile is built, never per request:
+    tool_parser_class: Any = None  # the tool parser's class (`parsing/tools/`)
+    reasoning_parser_class: Any = None  # the reasoning parser's class (`parsing/reasoning/`)
+    special_tokens: dict[str, int] = field(default_factory=dict)  # the tokenizer's added tokens -> ids
+    think_tags: tuple[str, str] | None = None  # the reasoning format's open and close tags, as text
+    # the same tags for grammars: a token id where the tag is one added token, else its text
+    think_markers: tuple[str | int, str | int] | None = None
 
     @property
     def supports_tools(self) -> bool:
         if self.settings.supports_tools is not None:
             return self.settings.supports_tools
         return self.tool_parser is not None
-
-    def think_markers(self) -> tuple[str | int, str | int] | None:
-        """The model's thinking tags for grammars: a token id where the tag is one added token, else its text."""
-        if self.reasoning_parser is None:
-            return None
-        markers = getattr(get_reasoning_parser(self.reasoning_parser), "markers", None)
-        if not isinstance(markers, tuple):
-            return None
-        added = self.tokenizer.get_added_vocab()
-        open_tag, close_tag = markers
-        return (added.get(open_tag, open_tag), added.get(close_tag, close_tag))
 
 
 class ProfileStore:
@@ -76,8 +72,6 @@ class ProfileStore:
         renderer = ChatTemplateRenderer(tokenizer, ms.chat_template)
         vocab = tokenizer.get_vocab().keys()
         tool_parser = ms.tool_parser or detect_tool_parser(renderer.source, vocab)
-        if tool_parser is not None:
-            get_tool_parser(tool_parser)  # fail early on a bad configured name
         reasoning = ms.reasoning_parser or detect_reasoning_parser(renderer.source, vocab)
         config = read_json(path / "config.json")
         context = ms.max_context_tokens or context_length(config)
@@ -85,6 +79,28 @@ class ProfileStore:
         prompts = PromptEncoder(tokenizer)
         mode = self._settings.vision_path(entry) if self._settings.vision_enabled(entry) else None
         vision = read_vision_spec(path, config, solo=mode == "solo") if mode is not None else None
+        special: dict[str, int] = dict(tokenizer.get_added_vocab())
+        reasoning_class = get_reasoning_parser(reasoning) if reasoning is not None else None
+        markers = getattr(reasoning_class, "markers", None)
+        tags: tuple[str, str] | None = markers if isinstance(markers, tuple) else None
         return ModelProfile(
-            model_id, tokenizer, renderer, ms, tool_parser, reasoning, context, vocab_size, prompts, vision
+            model_id,
+            tokenizer,
+            renderer,
+            ms,
+            tool_parser,
+            reasoning,
+            context,
+            vocab_size,
+            prompts,
+            vision,
+            tool_parser_class=get_tool_parser(tool_parser) if tool_parser is not None else None,
+            reasoning_parser_class=reasoning_class,
+            special_tokens=special,
+            think_tags=tags,
+            think_markers=None if tags is None else (_id_or_text(tags[0], special), _id_or_text(tags[1], special)),
         )
+
+
+def _id_or_text(tag: str, special: dict[str, int]) -> str | int:
+    return special.get(tag, tag)

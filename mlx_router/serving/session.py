@@ -13,8 +13,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
-from mlx_router.engine.interface import Engine, Generation
-from mlx_router.engine.manager import LoadJob, ModelSlot
+from mlx_router.engine.interface import Admission, Engine, Generation
 from mlx_router.engine.params import GenerationRequest, TokenLogprob
 from mlx_router.errors import RequestTimeoutError, RouterError
 from mlx_router.serving.text import TextAssembler
@@ -59,14 +58,11 @@ class GenerationSession:
         self._timeout = timeout
         self._chunk_tokens = max(1, chunk_tokens)
         self._started = time.monotonic()
-        self._slot: ModelSlot | None = None
-        self._reserved = 0
+        self._admission: Admission | None = None
         self.usage = UsageCounts(prompt_tokens=len(request.prompt_tokens))
         self.token_ids: list[int] = []  # every generated token, in order (the EOS that ended it not included)
         self.first_token_at: float | None = None
-        self._posted_at: float | None = None  # when the request went to the engine, its model loaded
         self._generation: Generation | None = None
-        self._load: LoadJob | None = None  # the load of the model this request waits for
         self.outcome: str | None = None  # how it ended (`outcome_of`); None while it runs
         self.last_token_at: float | None = None
         self.engine_queue_seconds: float | None = None  # its wait in the engine, from its first event
@@ -74,42 +70,27 @@ class GenerationSession:
         request.deadline = self._started + timeout
 
     async def __aenter__(self) -> GenerationSession:
-        manager = self._engine.manager
-        self._slot = manager.acquire(self.request.model_id)
+        admission = self._engine.generate(self.request)
         try:
-            kv_tokens = len(self.request.prompt_tokens) + self.request.max_tokens
-            self._reserved = manager.admit(self._slot, kv_tokens, self.request.encode_bytes)
-            if self._slot.state != "ready":
-                # What refuses the load (files that cannot load, no room with every idle model evicted) is
-                # known before the response starts, so a stream gets its HTTP status, not 200 and an error
-                async with asyncio.timeout_at(self._loop_deadline()):
-                    self._load = await manager.prepare_load(self.request.model_id)
+            # What refuses the request (limits, a model's files that cannot load, no room with every idle model
+            # evicted) is known before the response starts, so a stream gets its HTTP status, not 200 and an error
+            async with asyncio.timeout_at(self._loop_deadline()):
+                self._generation = await admission.__aenter__()
         except TimeoutError:
-            self._release()
             self.outcome = "timeout"
             raise RequestTimeoutError(
                 f"loading {self.request.model_id} did not start within the server's timeout of {self._timeout:g}s"
             ) from None
         except BaseException as e:
-            self._release()
             self.outcome = outcome_of(e, admitted=False)
             raise
-        if self._slot.state == "ready":
-            # Queued on the engine now, before the response starts: under a burst every hop through the event
-            # loop waits behind the other requests' work, and a request that reaches the engine a step later
-            # than its neighbours is prefilled in a group of its own.
-            self._start()
+        self._admission = admission
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        if self._generation is not None:
-            self._generation.close()
-        self._release()
-
-    def _release(self) -> None:
-        if self._slot is not None:
-            self._engine.manager.release(self._slot, self._reserved)
-            self._slot = None
+        if self._admission is not None:
+            await self._admission.__aexit__(*exc)
+            self._admission = None
 
     async def chunks(self) -> AsyncIterator[TextChunk]:
         """Text deltas until the end of the generation; raises RequestTimeoutError past the deadline."""
@@ -132,16 +113,9 @@ class GenerationSession:
         remaining = self._started + self._timeout - time.monotonic()
         return asyncio.get_running_loop().time() + max(0.0, remaining)
 
-    def _start(self) -> Generation:
-        self._posted_at = time.monotonic()
-        self._generation = self._engine.start(self.request.model_id, self.request)
-        return self._generation
-
     async def _run(self) -> AsyncIterator[TextChunk]:
         generation = self._generation
-        if generation is None:
-            await self._engine.manager.ensure_loaded(self.request.model_id, self._load)
-            generation = self._start()
+        assert generation is not None, "chunks() is read inside `async with session`"
         try:
             async for chunk in self._chunks(generation):
                 yield chunk
@@ -188,9 +162,15 @@ class GenerationSession:
     @property
     def queue_seconds(self) -> float | None:
         """How long it waited before its prefill began: for its model (and the engine), then in the engine."""
-        if self._posted_at is None or self.engine_queue_seconds is None:
+        posted = self._posted_at
+        if posted is None or self.engine_queue_seconds is None:
             return None
-        return self._posted_at - self._started + self.engine_queue_seconds
+        return posted - self._started + self.engine_queue_seconds
+
+    @property
+    def _posted_at(self) -> float | None:
+        """When the request went to the engine, its model loaded."""
+        return None if self._generation is None else self._generation.posted_at
 
     @property
     def text(self) -> str:
