@@ -59,7 +59,7 @@ class Message:
     reasoning: str | None = None  # an assistant turn's thinking, sent back by the client
 
     def text(self) -> str | None:
-        """The text parts joined (nothing between them), or None without content."""
+        """The text parts joined (nothing between them: `normalize.join_text`), or None without content."""
         if self.content is None:
             return None
         return "".join(p.text for p in self.content if isinstance(p, TextPart))

@@ -16,6 +16,12 @@ from mlx_router.conversation.model import Conversation, CustomTool, FunctionTool
 CUSTOM_INPUT = "input"  # the one argument a custom tool's call carries, as templates see it
 
 
+def join_text(texts: list[str]) -> str:
+    """A message's text parts as one text: nothing between them (a content list is one text split up, as
+    clients send it). The one place text parts are joined, whatever API or template."""
+    return "".join(texts)
+
+
 def template_messages(
     conversation: Conversation, contents: dict[int, list[dict[str, Any]]] | None = None
 ) -> list[dict[str, Any]]:
@@ -30,7 +36,7 @@ def _message(m: Message, parts: list[dict[str, Any]] | None, custom: set[str]) -
     if parts is not None:
         # text alone (a PDF's text layer for a text model) is joined as text parts always are
         texts_only = all(p.get("type") == "text" for p in parts)
-        content = "".join(str(p.get("text") or "") for p in parts) if texts_only else parts
+        content = join_text([str(p.get("text") or "") for p in parts]) if texts_only else parts
     d: dict[str, Any] = {"role": m.role, "content": content}
     if m.name:
         d["name"] = m.name

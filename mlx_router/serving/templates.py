@@ -25,6 +25,7 @@ from jinja2 import nodes
 from jinja2.ext import Extension, loopcontrols
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from mlx_router.conversation.normalize import join_text
 from mlx_router.protocol.chat import RESERVED_TEMPLATE_KWARGS  # names the renderer itself passes a template
 
 BUILTIN_TEMPLATES: tuple[str, ...] = ("llama3", "qwen", "chatml", "deepseek", "phi4", "gpt-oss", "generic")
@@ -142,9 +143,8 @@ def build_environment() -> ImmutableSandboxedEnvironment:
 
 
 def _join_text_parts(parts: Sequence[Any]) -> str:
-    # Several text parts of one message are separate paragraphs to the client; keep them apart.
-    return "\n".join(
-        str(part.get("text") or "") for part in parts if isinstance(part, Mapping) and part.get("type") == "text"
+    return join_text(
+        [str(part.get("text") or "") for part in parts if isinstance(part, Mapping) and part.get("type") == "text"]
     )
 
 

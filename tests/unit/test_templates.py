@@ -278,13 +278,14 @@ def test_bos_token_comes_from_the_tokenizer() -> None:
 
 
 def test_text_parts_and_developer_role_are_normalised() -> None:
+    """Text parts join as everywhere else (`conversation.normalize.join_text`: nothing between them)."""
     renderer = ChatTemplateRenderer(fake_tokenizer(), "chatml")
     chat = [
         {"role": "developer", "content": [{"type": "text", "text": "Rule one."}]},
         {"role": "user", "content": [{"type": "text", "text": "Part A"}, {"type": "text", "text": "Part B"}]},
     ]
     assert renderer.render(chat) == (
-        "<|im_start|>system\nRule one.<|im_end|>\n<|im_start|>user\nPart A\nPart B<|im_end|>\n<|im_start|>assistant\n"
+        "<|im_start|>system\nRule one.<|im_end|>\n<|im_start|>user\nPart APart B<|im_end|>\n<|im_start|>assistant\n"
     )
 
 
