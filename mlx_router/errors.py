@@ -46,6 +46,10 @@ class InvalidRequestError(RouterError):
     type = "invalid_request_error"
 
 
+class TemplateRejectedError(InvalidRequestError):
+    """The model's chat template refused these messages (400), e.g. one that wants roles to alternate."""
+
+
 class AuthenticationError(RouterError):
     status = 401
     type = "authentication_error"

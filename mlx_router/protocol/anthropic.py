@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
@@ -341,6 +342,29 @@ def _result_parts(block: ToolResultBlock) -> list[Part]:
     for b in block.content:
         parts.extend(_parts(b))
     return parts
+
+
+def fold_inner_system(conv: Conversation) -> Conversation | None:
+    """For a template that refuses system messages past the first (Gemma's wants user and assistant to
+    alternate): `conv` with each such message's text moved into the user message next to it, in the same
+    place, wrapped as Claude Code wraps its own reminders; None when there is none to move."""
+    messages = conv.messages
+    inner = [i for i, m in enumerate(messages) if m.role == "system" and i > 0]
+    if not inner:
+        return None
+    out = list(messages)
+    for i in reversed(inner):
+        text: list[Part] = [TextPart(f"<system-reminder>\n{out[i].text() or ''}\n</system-reminder>\n")]
+        after, before = i + 1, i - 1
+        if after < len(out) and out[after].role == "user":
+            out[after] = replace(out[after], content=text + list(out[after].content or []))
+        elif before >= 0 and out[before].role == "user":
+            out[before] = replace(out[before], content=list(out[before].content or []) + text)
+        else:
+            out[i] = Message(role="user", content=text)
+            continue
+        del out[i]
+    return replace(conv, messages=out)
 
 
 def client_tools(tools: list[ToolParam] | None) -> list[Tool]:

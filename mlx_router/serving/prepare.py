@@ -23,7 +23,7 @@ from mlx_router.conversation.model import Conversation
 from mlx_router.conversation.normalize import template_messages, template_tools
 from mlx_router.engine.params import GenerationRequest
 from mlx_router.engine.resource_monitor import ResourceMonitor
-from mlx_router.errors import InvalidRequestError
+from mlx_router.errors import InvalidRequestError, TemplateRejectedError
 from mlx_router.observability.ids import RequestId
 from mlx_router.parsing.pipeline import OutputPipeline
 from mlx_router.parsing.tools.base import ToolChoiceMode
@@ -179,7 +179,7 @@ class GenerationPreparer:
                 **kwargs,
             )
         except TemplateRenderError as e:
-            raise InvalidRequestError(
+            raise TemplateRejectedError(
                 f"the chat template rejected these messages: {e}", param=conv.param_prefix
             ) from None
 

@@ -12,9 +12,18 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlx_router.app import create_app
+from mlx_router.config.settings import ModelSettings
 from tests.api.conftest import make_settings
 
 KEY = "sk-in-process"
+# as Gemma's: roles alternate after an optional first system message, else the template raises
+ALTERNATING = (
+    "{%- if messages[0]['role'] == 'system' -%}{%- set rest = messages[1:] -%}{%- else -%}"
+    "{%- set rest = messages -%}{%- endif -%}{%- for m in rest -%}"
+    "{%- if (m['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
+    "<{{ m['role'] }}>{{ m['content'] }}{%- endfor -%}<assistant>"
+)
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +31,7 @@ def app(models_root: Path) -> Iterator[TestClient]:
     settings = make_settings(models_root, keepalive_seconds=0.01)
     settings.server.api_keys = [KEY]
     settings.server.max_body_mb = 0.01
+    settings.models = {"tiny-b": ModelSettings(chat_template=ALTERNATING)}
     with TestClient(create_app(settings)) as client:
         yield client
 
@@ -88,3 +98,23 @@ def test_pings_while_the_model_loads_then_the_stream(app: TestClient) -> None:
     assert [n for n in names if n != "ping"][-2:] == ["message_delta", "message_stop"]
     pings = [json.loads(line[6:]) for line in r.text.splitlines() if line == 'data: {"type":"ping"}']
     assert pings and all(p == {"type": "ping"} for p in pings)
+
+
+def test_system_text_inside_messages_folds_in_place_for_a_template_that_refuses_it(app: TestClient) -> None:
+    headers = {"x-api-key": KEY}
+    turns = [{"role": "user", "content": "a"}, {"role": "assistant", "content": "b"}]
+    inner = body(
+        model="tiny-b", messages=[*turns, {"role": "system", "content": "rule"}, {"role": "user", "content": "c"}]
+    )
+    r = app.post("/v1/messages/count_tokens", json=inner, headers=headers)
+    assert r.status_code == 200, r.text
+    # the same as the reminder written into the user turn that follows it
+    folded = body(
+        model="tiny-b", messages=[*turns, {"role": "user", "content": "<system-reminder>\nrule\n</system-reminder>\nc"}]
+    )
+    assert r.json() == app.post("/v1/messages/count_tokens", json=folded, headers=headers).json()
+    # a refusal for another reason stays a 400 in Anthropic's envelope
+    bad = body(model="tiny-b", messages=[{"role": "assistant", "content": "x"}])
+    assert "alternate" in anthropic_error(
+        app.post("/v1/messages", json=bad, headers=headers), 400, "invalid_request_error"
+    )

@@ -194,3 +194,28 @@ def test_invalid_requests_are_refused_by_validation(fields):
     body = {k: v for k, v in body.items() if v is not None}
     with pytest.raises(ValidationError):
         MessagesRequest.model_validate(body)
+
+
+def test_inner_system_messages_fold_into_the_user_turn_beside_them():
+    from mlx_router.protocol.anthropic import fold_inner_system
+
+    reminder = "<system-reminder>\nrule\n</system-reminder>\n"
+    conv = request(
+        system="top",
+        messages=[
+            {"role": "user", "content": "a"},
+            {"role": "system", "content": "rule"},
+            {"role": "assistant", "content": "b"},
+            {"role": "user", "content": "c"},
+            {"role": "system", "content": "rule"},
+        ],
+    ).to_conversation()
+    folded = fold_inner_system(conv)
+    assert folded is not None
+    assert [(m.role, m.text()) for m in folded.messages] == [
+        ("system", "top"),
+        ("user", "a" + reminder),
+        ("assistant", "b"),
+        ("user", "c" + reminder),
+    ]
+    assert fold_inner_system(request(system="top").to_conversation()) is None

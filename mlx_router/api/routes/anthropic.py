@@ -10,9 +10,14 @@ from fastapi.responses import Response
 from mlx_router.api.deps import ServicesDep
 from mlx_router.api.request_log import request_record
 from mlx_router.api.responses import stream_response, unary_response
-from mlx_router.protocol.anthropic import CountTokensRequest, MessagesRequest
+from mlx_router.conversation.model import Conversation
+from mlx_router.errors import TemplateRejectedError
+from mlx_router.observability.ids import RequestId
+from mlx_router.protocol.anthropic import CountTokensRequest, MessagesRequest, fold_inner_system
 from mlx_router.protocol.anthropic_response import CountTokensResponse, MessageResponse
+from mlx_router.services import Services
 from mlx_router.serving.anthropic import ANTHROPIC_EVENTS, MessageRenderer
+from mlx_router.serving.prepare import PreparedGeneration
 
 router = APIRouter(tags=["anthropic"])
 
@@ -22,7 +27,7 @@ async def create_message(body: MessagesRequest, request: Request, s: ServicesDep
     record = request_record(request)
     conv = body.to_conversation(s.settings.defaults.resolve_model(body.model))
     record.model = conv.model
-    prepared = await s.preparer.prepare(conv, record.id, "msg")
+    prepared = await _prepare(s, conv, record.id)
     session = s.generation.session(prepared)
     record.attach(session, s.metrics)
     renderer = MessageRenderer(prepared.id, body.model, len(prepared.generation.prompt_tokens))
@@ -45,5 +50,17 @@ async def count_message_tokens(body: CountTokensRequest, request: Request, s: Se
     record = request_record(request)
     conv = body.to_conversation(s.settings.defaults.resolve_model(body.model))
     record.model = conv.model
-    prepared = await s.preparer.prepare(conv, record.id, "msg")
+    prepared = await _prepare(s, conv, record.id)
     return CountTokensResponse(input_tokens=len(prepared.generation.prompt_tokens))
+
+
+async def _prepare(s: Services, conv: Conversation, rid: RequestId) -> PreparedGeneration:
+    """Prepared as sent; a template that refuses Claude Code's system messages inside the conversation gets
+    them folded into the user turns beside them (`fold_inner_system`), still in place for the prefix cache."""
+    try:
+        return await s.preparer.prepare(conv, rid, "msg")
+    except TemplateRejectedError:
+        folded = fold_inner_system(conv)
+        if folded is None:
+            raise
+        return await s.preparer.prepare(folded, rid, "msg")
