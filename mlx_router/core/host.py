@@ -23,7 +23,7 @@ from typing import Any
 
 from mlx_router.config.settings import Settings
 from mlx_router.core.loader import free_memory
-from mlx_router.core.pool import LoadResult, ModelPool
+from mlx_router.core.pool import ModelPool
 from mlx_router.core.worker import MLXWorker
 from mlx_router.engine.commands import (
     CancelGeneration,
@@ -31,6 +31,7 @@ from mlx_router.engine.commands import (
     EngineReport,
     EvictModels,
     LoadModel,
+    LoadResult,
     ReadMemory,
     StartGeneration,
     UnloadModel,

@@ -35,6 +35,7 @@ from mlx_router.core.runner import ModelRunner, RunnerConfig
 from mlx_router.core.vision_solo import SoloVisionRunner
 from mlx_router.core.warmup import warm_up, warmup_plan
 from mlx_router.core.worker import MLXWorker
+from mlx_router.engine.commands import LoadResult
 from mlx_router.engine.eviction import PoolEntry, RoomPlan, plan_room
 from mlx_router.engine.params import ModelState
 from mlx_router.engine.resource_monitor import GB, ResourceMonitor, mlx_readings
@@ -55,14 +56,6 @@ class PooledModel:
     error: str | None = None
     loads: int = 0  # successful loads since start
     kv_per_token: int = 0  # measured once loaded
-
-
-@dataclass(frozen=True)
-class LoadResult:
-    """What the HTTP side learns from a load."""
-
-    cost_bytes: int
-    kv_per_token: int
 
 
 class ModelPool:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import MutableMapping
+from importlib import metadata
 from pathlib import Path
 
 
@@ -31,8 +32,10 @@ def configure_backend(cudnn_attention: bool, environ: MutableMapping[str, str] |
 
 
 def _kernel_cache_dir(env: MutableMapping[str, str]) -> Path:
-    import mlx.core as mx
-
-    mlx_version = getattr(mx, "__version__", "unknown")
+    # the installed version, read without importing MLX (this runs in the HTTP process)
+    try:
+        mlx_version = metadata.version("mlx")
+    except metadata.PackageNotFoundError:
+        mlx_version = "unknown"
     base = Path(env.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "mlx-router" / "cuda-kernels" / f"mlx-{mlx_version}"

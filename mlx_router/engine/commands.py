@@ -1,4 +1,5 @@
-"""What the HTTP side asks of the engine: one typed command each, plain picklable data (no MLX).
+"""What the HTTP side asks of the engine: one typed command each, and what comes back; plain picklable data
+(no MLX): whatever the engine sends is unpickled in the HTTP process, so its classes must live on this side.
 
 A command `call`ed through `EngineClient.call` gets an answer (its result, or its exception raised at the caller);
 one `post`ed gets none. The engine (`core/host.py`) dispatches them by type.
@@ -22,10 +23,18 @@ class CheckModel:
 
 @dataclass(frozen=True)
 class LoadModel:
-    """Load a model after evicting `evict` (answer: the pool's LoadResult)."""
+    """Load a model after evicting `evict` (answer: a LoadResult)."""
 
     entry: ModelEntry
     evict: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """What the HTTP side learns from a load."""
+
+    cost_bytes: int
+    kv_per_token: int
 
 
 @dataclass(frozen=True)

@@ -105,3 +105,22 @@ def test_ctrl_c_stops_server_and_engine_cleanly(models_root, tmp_path):
         assert "did not stop" not in log  # the engine left when told, and was not killed
     finally:
         srv.stop()
+
+
+def _mlx_mapped(pid: int) -> bool:
+    """Whether MLX's libraries are mapped into the process (Linux: its memory maps name the files)."""
+    with open(f"/proc/{pid}/maps", encoding="utf-8") as maps:
+        return any("libmlx" in line or "/mlx/core" in line for line in maps)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/maps"), reason="reads /proc/<pid>/maps")
+def test_the_http_process_never_loads_mlx_while_serving(models_root, tmp_path):
+    """Serving a chat (template, tokens, detokenizing, parsing) needs no MLX in the HTTP process: only the
+    engine process maps MLX's libraries."""
+    with RouterServer(tmp_path, base_config(models_root)) as server:
+        body = {"model": "tiny-a", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+        assert httpx.post(server.base_url + "/v1/chat/completions", json=body, timeout=60).status_code == 200
+        assert server.proc is not None
+        engine_pid = server.health()["engine_pid"]
+        assert _mlx_mapped(engine_pid)  # the probe sees MLX where it is
+        assert not _mlx_mapped(server.proc.pid)
