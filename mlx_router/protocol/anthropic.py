@@ -180,6 +180,19 @@ class Metadata(OpenAIModel):
     user_id: str | None = None
 
 
+class JSONOutputFormat(OpenAIModel):
+    type: Literal["json_schema"]
+    schema_: JSONObject = Field(alias="schema")
+
+
+class OutputConfig(OpenAIModel):
+    """Structured output (`format`: the answer parses and matches the schema, through the constrained decoder)
+    and `effort` (a template's reasoning_effort: gpt-oss reads it; xhigh and max are its high)."""
+
+    effort: Literal["low", "medium", "high", "xhigh", "max"] | None = None
+    format: JSONOutputFormat | None = None
+
+
 class MessagesInput(OpenAIModel):
     """What a Messages request and a count_tokens request have in common: the prompt."""
 
@@ -234,6 +247,8 @@ class MessagesRequest(MessagesInput):
     top_k: int | None = Field(None, ge=0)
     stream: bool | None = None
     metadata: Metadata | None = None
+    output_config: OutputConfig | None = None
+    output_format: JSONOutputFormat | None = None  # the structured-outputs beta's name of output_config.format
 
     @field_validator("stop_sequences")
     @classmethod
@@ -249,6 +264,12 @@ class MessagesRequest(MessagesInput):
         conv.max_tokens_policy = "cap"
         conv.sampling = SamplingOptions(temperature=self.temperature, top_p=self.top_p, top_k=self.top_k)
         conv.stop = [s for s in self.stop_sequences or [] if s]
+        config = self.output_config or OutputConfig()
+        fmt = config.format or self.output_format
+        if fmt is not None:
+            conv.response_format = {"type": "json_schema", "json_schema": {"name": "output", "schema": fmt.schema_}}
+        if config.effort is not None:
+            conv.reasoning_effort = {"xhigh": "high", "max": "high"}.get(config.effort, config.effort)
         return conv
 
 

@@ -202,6 +202,18 @@ def test_a_full_context_ends_with_model_context_window_exceeded(client: anthropi
     assert msg.usage.output_tokens == SMALL_CONTEXT - prompt
 
 
+def test_structured_output_matches_the_schema(client: anthropic.Anthropic) -> None:
+    schema = {
+        "type": "object",
+        "properties": {"city": {"type": "string", "maxLength": 12}, "rank": {"type": "integer"}},
+        "required": ["city", "rank"],
+        "additionalProperties": False,
+    }
+    msg = ask(client, max_tokens=60, output_config={"format": {"type": "json_schema", "schema": schema}})
+    data = json.loads(next(b.text for b in msg.content if b.type == "text"))  # after any thinking
+    assert set(data) == {"city", "rank"} and isinstance(data["rank"], int) and len(data["city"]) <= 12
+
+
 def test_count_tokens_matches_the_prompt_the_model_sees(client: anthropic.Anthropic) -> None:
     req: dict[str, Any] = {"model": MODEL, "system": SYSTEM, "messages": [{"role": "user", "content": CAPITAL}]}
     counted = client.messages.count_tokens(**req).input_tokens

@@ -177,3 +177,30 @@ def test_memory_returns_after_a_burst_of_image_requests(tmp_path: Path, tiny_vlm
         print(f"engine RSS {base:.0f} MB after a text request; after each burst of 6 images: +{held} MB, {cached}")
         assert cached == [0.0, 0.0]
         assert max(held) < 70, held  # the first image's one-time cost (processor code, tower kernels) is in it
+
+
+def test_anthropic_image_and_document_blocks_take_the_vision_path(vision_server: RouterServer) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=vision_server.base_url, api_key="not-needed", max_retries=0)
+    image = Image.new("RGB", (200, 150), (200, 30, 30))
+    source = {"type": "base64", "media_type": "image/png", "data": data_uri(image).split(",", 1)[1]}
+    blocks = [{"type": "text", "text": "What is in the picture?"}, {"type": "image", "source": source}]
+    msg = client.messages.create(
+        model=VLM, max_tokens=12, messages=[{"role": "user", "content": blocks}], extra_body={"temperature": 0}
+    )
+    chat = vision_server.openai().chat.completions.create(model=VLM, messages=ask(image), max_tokens=12, temperature=0)
+    assert "".join(b.text for b in msg.content if b.type == "text") == (chat.choices[0].message.content or "")
+    assert msg.usage.input_tokens + (msg.usage.cache_read_input_tokens or 0) == chat.usage.prompt_tokens > 20
+    pdf = base64.b64encode(build_pdf([Page(lines=["Hello"], width=300, height=200)])).decode()
+    doc = {
+        "type": "document",
+        "title": "x.pdf",
+        "source": {"type": "base64", "media_type": "application/pdf", "data": pdf},
+    }
+    file_part = {"type": "file", "file": {"file_data": "data:application/pdf;base64," + pdf, "filename": "x.pdf"}}
+    counted = client.messages.count_tokens(model=VLM, messages=[{"role": "user", "content": [doc]}]).input_tokens
+    read = vision_server.openai().chat.completions.create(
+        model=VLM, messages=[{"role": "user", "content": [file_part]}], max_tokens=1
+    )
+    assert counted == read.usage.prompt_tokens > 20  # the page went in as an image

@@ -219,3 +219,14 @@ def test_inner_system_messages_fold_into_the_user_turn_beside_them():
         ("user", "c" + reminder),
     ]
     assert fold_inner_system(request(system="top").to_conversation()) is None
+
+
+def test_structured_output_and_effort():
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    fmt = {"type": "json_schema", "schema": schema}
+    expected = {"type": "json_schema", "json_schema": {"name": "output", "schema": schema}}
+    conv = request(output_config={"format": fmt, "effort": "max"}).to_conversation()
+    assert conv.response_format == expected and conv.reasoning_effort == "high"
+    assert request(output_format=fmt).to_conversation().response_format == expected  # the beta's name
+    plain = request().to_conversation()
+    assert plain.response_format is None and plain.reasoning_effort is None
