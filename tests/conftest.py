@@ -100,3 +100,20 @@ def models_root(
     for name, target in targets.items():
         (root / name).symlink_to(target, target_is_directory=True)
     return root
+
+
+@pytest.fixture(scope="session")
+def embedding_model_dir(model_cache_root: Path) -> Path:
+    """A random-weight tiny Qwen3-Embedding (qwen3 with sentence-transformers' last-token pooling files)."""
+    from tests.fixtures import embedding_models
+
+    return embedding_models.cached_qwen3_embedding(root=model_cache_root)
+
+
+@pytest.fixture(scope="session")
+def embedding_models_root(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, random_llm_dir: Path) -> Path:
+    """A models directory with ``tiny-embed`` (the embedding model) and ``tiny-a`` (a chat model)."""
+    root = tmp_path_factory.mktemp("embedding-models")
+    (root / "tiny-embed").symlink_to(embedding_model_dir, target_is_directory=True)
+    (root / "tiny-a").symlink_to(random_llm_dir, target_is_directory=True)
+    return root

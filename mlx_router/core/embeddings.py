@@ -1,0 +1,205 @@
+"""Embedding vectors on the MLX worker thread: pooling, batching, and the runner that a loaded embedding model has.
+
+A decoder (Qwen3-Embedding) runs through mlx-lm's model class, `model.model(tokens)`: the hidden states after the
+final norm, before the LM head. A batch's rows are padded on the right: attention is causal, so a row's real
+tokens never see the pads after them, and every row's positions start at 0 as they do alone; no mask is needed
+and the vectors equal those of the rows computed one by one (left padding would shift the rotary positions and
+need a mask). The last-token pooling reads each row's own last real token. Long batches run in chunks of
+`step_tokens` through a KV cache, like a prompt's prefill, so the attention's memory stays bounded.
+
+A vector leaves the engine as float32 little-endian bytes: what base64 `encoding_format` sends as is, and what
+the HTTP side turns into floats without numpy or MLX.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlx.core as mx
+import numpy as np
+from mlx_lm.models.cache import make_prompt_cache
+
+from mlx_router.config.embedding_spec import EmbeddingSpec
+
+logger = logging.getLogger(__name__)
+
+Reply = Callable[[list[bytes] | BaseException], None]
+
+
+def _pool_chunk(
+    h: mx.array, start: int, lengths: mx.array, pooling: str, acc: mx.array | None
+) -> mx.array:
+    """Fold one chunk of hidden states (rows x chunk x hidden, positions start..) into the pooled rows."""
+    h = h.astype(mx.float32)
+    n = h.shape[1]
+    positions = mx.arange(start, start + n)[None, :]
+    if pooling == "mean":
+        valid = (positions < lengths[:, None]).astype(mx.float32)[:, :, None]
+        part = (h * valid).sum(axis=1)
+        return part if acc is None else acc + part
+    index = (lengths - 1) if pooling == "last" else mx.zeros_like(lengths)
+    inside = (index >= start) & (index < start + n)
+    picked = mx.take_along_axis(h, mx.clip(index - start, 0, n - 1)[:, None, None], axis=1)[:, 0, :]
+    if acc is None:
+        acc = mx.zeros_like(picked)
+    return mx.where(inside[:, None], picked, acc)
+
+
+def decoder_hidden_pool(model: Any, rows: Sequence[Sequence[int]], pooling: str, step_tokens: int) -> mx.array:
+    """Pooled final hidden states (float32, rows x hidden) of a causal mlx-lm model, rows right-padded."""
+    lengths_list = [len(r) for r in rows]
+    width = max(lengths_list)
+    tokens = mx.array([list(r) + [0] * (width - len(r)) for r in rows], dtype=mx.int32)
+    lengths = mx.array(lengths_list, dtype=mx.int32)
+    cache = make_prompt_cache(model)
+    acc: mx.array | None = None
+    for start in range(0, width, step_tokens):
+        h = model.model(tokens[:, start : start + step_tokens], cache=cache)
+        acc = _pool_chunk(h, start, lengths, pooling, acc)
+        mx.eval(acc, [c.state for c in cache])
+    assert acc is not None
+    if pooling == "mean":
+        acc = acc / lengths[:, None].astype(mx.float32)
+    return acc
+
+
+def encoder_hidden_pool(model: Any, rows: Sequence[Sequence[int]], pooling: str) -> mx.array:
+    """Pooled last hidden states (float32) of a bidirectional mlx-embeddings model; pads masked out."""
+    lengths_list = [len(r) for r in rows]
+    width = max(lengths_list)
+    tokens = mx.array([list(r) + [0] * (width - len(r)) for r in rows], dtype=mx.int32)
+    lengths = mx.array(lengths_list, dtype=mx.int32)
+    mask = (mx.arange(width)[None, :] < lengths[:, None]).astype(mx.float32)
+    out = model(tokens, attention_mask=mask)
+    pooled = _pool_chunk(out.last_hidden_state, 0, lengths, pooling, None)
+    if pooling == "mean":
+        pooled = pooled / lengths[:, None].astype(mx.float32)
+    return pooled
+
+
+def finish(vectors: mx.array, normalize: bool, dimensions: int | None) -> list[bytes]:
+    """Truncate (Matryoshka) and L2-normalise; one float32 little-endian byte string per row."""
+    if dimensions is not None:
+        vectors = vectors[:, :dimensions]
+    if normalize or dimensions is not None:
+        norms = mx.linalg.norm(vectors, axis=-1, keepdims=True)
+        vectors = vectors / mx.maximum(norms, 1e-12)
+    host = np.asarray(vectors.astype(mx.float32), dtype="<f4")
+    return [row.tobytes() for row in host]
+
+
+def embed(
+    model: Any, spec: EmbeddingSpec, rows: Sequence[Sequence[int]], dimensions: int | None, step_tokens: int
+) -> list[bytes]:
+    """The vectors of `rows` (token ids), computed together."""
+    if spec.encoder:
+        pooled = encoder_hidden_pool(model, rows, spec.pooling)
+    else:
+        pooled = decoder_hidden_pool(model, rows, spec.pooling, step_tokens)
+    return finish(pooled, spec.normalize, dimensions)
+
+
+@dataclass(eq=False)  # jobs are told apart by identity
+class EmbeddingJob:
+    """One request's inputs, answered once every row has its vector."""
+
+    job_id: str
+    rows: list[list[int]]
+    dimensions: int | None
+    reply: Reply
+    vectors: list[bytes | None] = field(default_factory=list)
+    next_row: int = 0  # rows before this one are taken into a batch
+    done_rows: int = 0
+
+    def __post_init__(self) -> None:
+        self.vectors = [None] * len(self.rows)
+
+
+@dataclass(frozen=True)
+class EmbeddingConfig:
+    batch_tokens: int = 4096  # padded tokens of one forward pass (rows x the longest row)
+    step_tokens: int = 512  # tokens per chunk of one row's forward pass
+
+
+class EmbeddingRunner:
+    """The queue of one embedding model: each step computes one batch of rows taken from the waiting requests
+    in order of arrival, so concurrent requests share forward passes (worker thread only)."""
+
+    def __init__(self, model_id: str, model: Any, spec: EmbeddingSpec, config: EmbeddingConfig) -> None:
+        self.model_id = model_id
+        self.model = model
+        self.spec = spec
+        self.config = config
+        self._jobs: deque[EmbeddingJob] = deque()
+
+    # -- what the pool and the worker ask of every runner ----------------------------------------------------
+    def has_work(self) -> bool:
+        return bool(self._jobs)
+
+    def ready_in(self) -> float:
+        return 0.0
+
+    def counts(self) -> tuple[int, int]:
+        running = sum(1 for j in self._jobs if j.next_row > 0)
+        return running, len(self._jobs) - running
+
+    def kv_bytes(self) -> int:
+        return 0  # a batch's cache lives for one step only
+
+    def prefix_bytes(self) -> int:
+        return 0
+
+    def close(self) -> None:
+        self._jobs.clear()
+
+    def cancel_all(self, error: BaseException) -> None:
+        jobs, self._jobs = list(self._jobs), deque()
+        for job in jobs:
+            job.reply(error)
+
+    def cancel(self, job_id: str) -> None:
+        """The client went away: its rows not yet computed are dropped."""
+        self._jobs = deque(j for j in self._jobs if j.job_id != job_id)
+
+    # -- requests --------------------------------------------------------------------------------------------
+    def add(self, job: EmbeddingJob) -> None:
+        if not job.rows:
+            job.reply([])
+            return
+        self._jobs.append(job)
+
+    def step(self) -> None:
+        """One forward pass over rows of the oldest requests, up to `batch_tokens` padded tokens (one row at
+        least, however long: it is then chunked by `step_tokens`)."""
+        taken = self._take()
+        by_dimensions: dict[int | None, list[tuple[EmbeddingJob, int]]] = {}
+        for job, index in taken:
+            by_dimensions.setdefault(job.dimensions, []).append((job, index))
+        for dimensions, rows in by_dimensions.items():
+            vectors = embed(
+                self.model, self.spec, [job.rows[i] for job, i in rows], dimensions, self.config.step_tokens
+            )
+            for (job, index), vector in zip(rows, vectors, strict=True):
+                job.vectors[index] = vector
+                job.done_rows += 1
+        for job in {id(job): job for job, _ in taken}.values():
+            if job.done_rows == len(job.rows):
+                self._jobs.remove(job)
+                job.reply([v for v in job.vectors if v is not None])
+
+    def _take(self) -> list[tuple[EmbeddingJob, int]]:
+        taken: list[tuple[EmbeddingJob, int]] = []
+        width = 0
+        for job in self._jobs:
+            while job.next_row < len(job.rows):
+                longest = max(width, len(job.rows[job.next_row]))
+                if taken and longest * (len(taken) + 1) > self.config.batch_tokens:
+                    return taken
+                taken.append((job, job.next_row))
+                job.next_row += 1
+                width = longest
+        return taken

@@ -1,0 +1,111 @@
+"""Embedding vectors on the tiny Qwen3-Embedding, without HTTP: equal to a direct computation with mlx-lm, and
+unchanged by batching (several rows, several requests, chunked forward passes)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from mlx_lm import load
+
+from mlx_router.config.embedding_spec import folder_spec
+from mlx_router.config.model_files import read_json
+from mlx_router.core.embeddings import EmbeddingConfig, EmbeddingJob, EmbeddingRunner, embed
+
+TEXTS = [
+    "The quick brown fox jumps over the lazy dog.",
+    "hi",
+    "Embeddings map text to vectors; similar texts get similar vectors, which retrieval systems rank by.",
+    "A fourth, middling sentence about the sea and the weather.",
+]
+
+
+@pytest.fixture(scope="module")
+def loaded(embedding_model_dir):
+    model, tokenizer = load(str(embedding_model_dir))
+    spec = folder_spec(str(embedding_model_dir), read_json(embedding_model_dir / "config.json"))
+    assert spec is not None and not isinstance(spec, str)
+    return model, tokenizer, spec
+
+
+def direct(model, tokens, dimensions=None):
+    """The reference: the final hidden state of the last token, alone, truncated, L2-normalised (numpy)."""
+    import mlx.core as mx
+
+    h = model.model(mx.array([tokens]))[0, -1].astype(mx.float32)
+    v = np.array(h)[:dimensions]
+    return v / np.linalg.norm(v)
+
+
+def vectors(blobs):
+    return [np.frombuffer(b, dtype="<f4") for b in blobs]
+
+
+def test_spec_of_the_fixture_is_last_token_normalised(loaded):
+    spec = loaded[2]
+    assert (spec.pooling, spec.normalize, spec.encoder, spec.matryoshka) == ("last", True, False, True)
+
+
+def test_tokenizer_appends_the_end_token(loaded):
+    _, tokenizer, _ = loaded
+    assert tokenizer.encode("hi")[-1] == tokenizer.convert_tokens_to_ids("<|endoftext|>")
+
+
+def test_batch_equals_direct_and_one_by_one(loaded):
+    model, tokenizer, spec = loaded
+    rows = [tokenizer.encode(t) for t in TEXTS]
+    assert len({len(r) for r in rows}) == len(rows)  # the batch pads every row but the longest
+    batch = vectors(embed(model, spec, rows, None, step_tokens=512))
+    alone = [vectors(embed(model, spec, [r], None, step_tokens=512))[0] for r in rows]
+    for b, a, r in zip(batch, alone, rows, strict=True):
+        ref = direct(model, r)
+        assert b.shape == (64,)
+        assert np.abs(a - ref).max() < 1e-5
+        assert np.abs(b - ref).max() < 1e-5
+        assert abs(float(np.linalg.norm(b)) - 1.0) < 1e-5
+    assert np.abs(batch[0] - batch[1]).max() > 1e-3  # different texts, different vectors
+
+
+def test_chunked_forward_equals_direct(loaded):
+    model, tokenizer, spec = loaded
+    rows = [tokenizer.encode(t) for t in TEXTS]
+    chunked = vectors(embed(model, spec, rows, None, step_tokens=5))
+    for c, r in zip(chunked, rows, strict=True):
+        assert np.abs(c - direct(model, r)).max() < 1e-5
+
+
+def test_dimensions_truncate_then_renormalise(loaded):
+    model, tokenizer, spec = loaded
+    rows = [tokenizer.encode(t) for t in TEXTS[:2]]
+    short = vectors(embed(model, spec, rows, 16, step_tokens=512))
+    for s, r in zip(short, rows, strict=True):
+        assert s.shape == (16,)
+        assert np.abs(s - direct(model, r, 16)).max() < 1e-5
+
+
+def test_runner_batches_requests_and_rows(loaded):
+    """Two requests queued together share forward passes; a small batch budget splits them across steps; each
+    request gets its own vectors, in its own order."""
+    model, tokenizer, spec = loaded
+    rows = [tokenizer.encode(t) for t in TEXTS]
+    runner = EmbeddingRunner("m", model, spec, EmbeddingConfig(batch_tokens=48, step_tokens=512))
+    replies: dict[str, object] = {}
+    runner.add(EmbeddingJob("a", rows[:3], None, lambda v: replies.__setitem__("a", v)))
+    runner.add(EmbeddingJob("b", rows[3:] + rows[:1], None, lambda v: replies.__setitem__("b", v)))
+    assert runner.counts() == (0, 2)
+    steps = 0
+    while runner.has_work():
+        runner.step()
+        steps += 1
+    assert 2 <= steps <= len(rows) + 1
+    got = vectors(replies["a"]) + vectors(replies["b"])  # type: ignore[arg-type]
+    for g, r in zip(got, rows[:3] + rows[3:] + rows[:1], strict=True):
+        assert np.abs(g - direct(model, r)).max() < 1e-5
+
+
+def test_runner_cancel_drops_a_request(loaded):
+    model, tokenizer, spec = loaded
+    runner = EmbeddingRunner("m", model, spec, EmbeddingConfig())
+    replies: list[object] = []
+    runner.add(EmbeddingJob("a", [tokenizer.encode("x")], None, replies.append))
+    runner.cancel("a")
+    assert not runner.has_work() and replies == []
