@@ -111,9 +111,20 @@ def embedding_model_dir(model_cache_root: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def embedding_models_root(tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, random_llm_dir: Path) -> Path:
-    """A models directory with ``tiny-embed`` (the embedding model) and ``tiny-a`` (a chat model)."""
+def bert_embedding_dir(model_cache_root: Path) -> Path:
+    """A random-weight tiny BERT (mlx-embeddings' classes) with sentence-transformers' mean pooling files."""
+    from tests.fixtures import embedding_models
+
+    return embedding_models.cached_bert_embedding(root=model_cache_root)
+
+
+@pytest.fixture(scope="session")
+def embedding_models_root(
+    tmp_path_factory: pytest.TempPathFactory, embedding_model_dir: Path, bert_embedding_dir: Path, random_llm_dir: Path
+) -> Path:
+    """A models directory with ``tiny-embed`` (Qwen3-Embedding-like), ``tiny-bert`` and ``tiny-a`` (a chat model)."""
     root = tmp_path_factory.mktemp("embedding-models")
     (root / "tiny-embed").symlink_to(embedding_model_dir, target_is_directory=True)
+    (root / "tiny-bert").symlink_to(bert_embedding_dir, target_is_directory=True)
     (root / "tiny-a").symlink_to(random_llm_dir, target_is_directory=True)
     return root

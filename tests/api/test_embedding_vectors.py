@@ -109,3 +109,29 @@ def test_runner_cancel_drops_a_request(loaded):
     runner.add(EmbeddingJob("a", [tokenizer.encode("x")], None, replies.append))
     runner.cancel("a")
     assert not runner.has_work() and replies == []
+
+
+@pytest.fixture(scope="module")
+def bert(bert_embedding_dir):
+    from mlx_embeddings.utils import load_model
+    from mlx_lm.tokenizer_utils import load as load_tokenizer
+
+    spec = folder_spec(str(bert_embedding_dir), read_json(bert_embedding_dir / "config.json"))
+    assert spec is not None and not isinstance(spec, str)
+    return load_model(bert_embedding_dir), load_tokenizer(bert_embedding_dir), spec
+
+
+def test_bert_batch_equals_direct_mean_pooling(bert):
+    """A BERT model through mlx-embeddings: pads are masked, so batched vectors equal the mean of the token
+    states of each text alone."""
+    import mlx.core as mx
+
+    model, tokenizer, spec = bert
+    assert (spec.pooling, spec.normalize, spec.encoder, spec.matryoshka) == ("mean", True, True, False)
+    texts = ["the quick brown fox", "hello", "retrieval ranks passages by the cosine of their vectors"]
+    rows = [tokenizer.encode(t) for t in texts]
+    assert rows[1][0] == tokenizer.convert_tokens_to_ids("[CLS]") and len({len(r) for r in rows}) == 3
+    batch = vectors(embed(model, spec, rows, None, step_tokens=512))
+    for b, r in zip(batch, rows, strict=True):
+        h = np.array(model(mx.array([r])).last_hidden_state[0].astype(mx.float32)).mean(axis=0)
+        assert np.abs(b - h / np.linalg.norm(h)).max() < 1e-5
