@@ -34,6 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mlx_router.config.embedding_spec import EmbeddingSpec, folder_spec
 from mlx_router.config.families import LoaderFamilies
 
 logger = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class ModelEntry:
     source: str  # "directory" (a plain folder) or "hf_cache" (the models--org--name layout)
     vision: str | None = None  # a vision model's model_type (its config has a vision tower), else None
     text_class: bool = True  # mlx-lm has a class for its text part (else only mlx-vlm can load it)
+    embedding: EmbeddingSpec | None = None  # an embedding model's pooling (`config/embedding_spec.py`), else None
 
 
 def is_valid_model_id(model_id: str) -> bool:
@@ -84,6 +86,7 @@ class _Inspection:
     problem: str | None = None
     vision: str | None = None
     text_class: bool = True
+    embedding: EmbeddingSpec | None = None
 
 
 _Signature = tuple[int, ...]
@@ -111,7 +114,10 @@ def _read_model_folder(folder: str, mtime: float, families: LoaderFamilies) -> _
         return _Inspection(problem="config.json is not valid JSON")
     if not isinstance(config, dict):
         return _Inspection(problem="config.json is not a JSON object")
-    unsupported = families.problem(config)
+    embedding = folder_spec(folder, config)
+    if isinstance(embedding, str):
+        return _Inspection(problem=f"an embedding model that cannot be served: {embedding}")
+    unsupported = families.encoder_problem(config) if embedding and embedding.encoder else families.problem(config)
     if unsupported is not None:
         return _Inspection(problem=unsupported)
     size, count = 0, 0
@@ -132,7 +138,12 @@ def _read_model_folder(folder: str, mtime: float, families: LoaderFamilies) -> _
     vision = str(config.get("model_type")) if isinstance(config.get("vision_config"), dict) else None
     text_class = families.has_text_model(config)
     return _Inspection(
-        path=Path(folder).resolve(), size_bytes=size, created=int(mtime), vision=vision, text_class=text_class
+        path=Path(folder).resolve(),
+        size_bytes=size,
+        created=int(mtime),
+        vision=vision,
+        text_class=text_class,
+        embedding=embedding,
     )
 
 
@@ -289,6 +300,7 @@ class ModelDiscovery:
             source=source,
             vision=inspection.vision,
             text_class=inspection.text_class,
+            embedding=inspection.embedding,
         )
 
     def _inspect(self, folder: str, scan: _Scan) -> _Inspection:

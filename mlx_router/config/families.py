@@ -103,6 +103,16 @@ class LoaderFamilies:
                 continue
         return False
 
+    def encoder_problem(self, config: dict[str, Any]) -> str | None:
+        """Why mlx-embeddings cannot build the bidirectional encoder `config` describes (BERT and kin), or None."""
+        model_type = str(config.get("model_type")).replace("-", "_")
+        root = _package_dir("mlx_embeddings")
+        if root is None:
+            return f"model_type {model_type!r} is an embedding encoder and mlx-embeddings is not installed"
+        if not model_type.isidentifier() or not (root / "models" / f"{model_type}.py").is_file():
+            return f"model_type {model_type!r} is not supported by mlx-embeddings"
+        return None
+
     def problem(self, config: dict[str, Any]) -> str | None:
         """Why no loader can build the model `config` describes, or None when one can."""
         from mlx_router.vision.spec import is_vision_config, mlx_vlm_has_family  # imports no mlx

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from mlx_router.config.embedding_spec import EmbeddingSpec, default_spec
+from mlx_router.config.model_files import read_json
 from mlx_router.vision.limits import MediaLimits
 
 logger = logging.getLogger(__name__)
@@ -343,6 +345,13 @@ class ModelSettings(_Section):
         description="false serves a vision model as text only (its images get a 400, never dropped silently); "
         "null: from its config.json (a vision_config).",
     )
+    embedding: bool | None = Field(
+        None,
+        description="true serves this model on /v1/embeddings only (last-token pooling for a decoder, mean for a "
+        "BERT-like encoder, L2-normalised, unless its sentence-transformers files say otherwise); false serves "
+        "it as a chat model; null: an embedding model when its folder has sentence-transformers' modules.json "
+        "with a Pooling module (Qwen3-Embedding) or its model_type is a BERT-like encoder.",
+    )
     vision_max_pixels: int | None = Field(None, ge=3136, description="defaults.vision_max_pixels for this model.")
     vision_path: Literal["handover", "solo"] | None = Field(
         None,
@@ -425,6 +434,17 @@ class Settings(BaseModel):
         if entry.vision in HANDOVER_FAMILIES:
             return "handover"
         return "solo" if mlx_vlm_has_family(entry.vision) else None
+
+    def embedding_spec(self, entry: Any) -> EmbeddingSpec | None:
+        """How `entry` (a discovered ModelEntry) makes embedding vectors (an `EmbeddingSpec`), or None when it is
+        a generative model; `models.<id>.embedding` overrides what discovery found."""
+        forced = self.model_settings(entry.id).embedding
+        found = getattr(entry, "embedding", None)
+        if forced is False:
+            return None
+        if forced is True and found is None:
+            return default_spec(read_json(entry.path / "config.json"), f"models.{entry.id}.embedding")
+        return found
 
     def vision_enabled(self, entry: Any) -> bool:
         """Whether `entry` takes images: a vision model served with its tower, `supports_vision` not false."""
