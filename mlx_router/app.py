@@ -16,7 +16,7 @@ from mlx_router.api.drain import RequestGate, RequestGateMiddleware
 from mlx_router.api.errors import install_error_handlers
 from mlx_router.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
 from mlx_router.api.request_log import RequestLogMiddleware
-from mlx_router.api.routes import anthropic, chat, completions, dashboard, health, models, ui
+from mlx_router.api.routes import anthropic, chat, completions, dashboard, embeddings, health, models, ui
 from mlx_router.api.routes.metrics import APIKeyMiddlewareOpenMetrics
 from mlx_router.api.routes.metrics import router as metrics_router
 from mlx_router.config.settings import Settings
@@ -53,8 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="mlx-router", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(metrics_router)
-    routers = (chat.router, completions.router, anthropic.router, models.router, health.router, dashboard.router)
-    for router in (*routers, ui.router):
+    routers = (chat.router, completions.router, anthropic.router, embeddings.router, models.router, health.router)
+    for router in (*routers, dashboard.router, ui.router):
         app.include_router(router)
     if settings.server.api_keys:
         key_check = APIKeyMiddlewareOpenMetrics if settings.server.metrics_public else APIKeyMiddleware

@@ -18,6 +18,7 @@ from mlx_router.log_ring import LogRing
 from mlx_router.observability.metrics import RouterMetrics
 from mlx_router.serving.chat import ChatRenderer
 from mlx_router.serving.completions import CompletionService
+from mlx_router.serving.embeddings import EmbeddingService
 from mlx_router.serving.generation import GenerationService
 from mlx_router.serving.prepare import GenerationPreparer
 from mlx_router.serving.profiles import ProfileStore
@@ -40,6 +41,7 @@ class Services:
     generation: GenerationService  # a ready generation -> API-neutral events
     chat: ChatRenderer
     completions: CompletionService
+    embeddings: EmbeddingService
     metrics: RouterMetrics  # this app's Prometheus registry (GET /metrics)
     activity: Activity  # tokens and requests as the HTTP side saw them (the dashboard's throughput)
     log_ring: LogRing  # the recent log records (the dashboard's log)
@@ -87,6 +89,7 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
         generation=generation,
         chat=ChatRenderer(generation),
         completions=CompletionService(settings, engine, profiles, monitor),
+        embeddings=EmbeddingService(settings, engine, manager),
         metrics=metrics,
         activity=activity,
         log_ring=log_ring,

@@ -90,7 +90,9 @@ def sentence_transformers_spec(folder: str, config: dict[str, Any]) -> Embedding
     model_type = str(config.get("model_type", ""))
     encoder = model_type in ENCODER_TYPES
     normalize = _NORMALIZE_MODULE in kinds
-    return EmbeddingSpec(modes[0], normalize, encoder, _matryoshka(model_type, modes[0], encoder), "sentence-transformers")
+    return EmbeddingSpec(
+        modes[0], normalize, encoder, _matryoshka(model_type, modes[0], encoder), "sentence-transformers"
+    )
 
 
 def folder_spec(folder: str, config: dict[str, Any]) -> EmbeddingSpec | str | None:

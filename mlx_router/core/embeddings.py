@@ -30,9 +30,7 @@ logger = logging.getLogger(__name__)
 Reply = Callable[[list[bytes] | BaseException], None]
 
 
-def _pool_chunk(
-    h: mx.array, start: int, lengths: mx.array, pooling: str, acc: mx.array | None
-) -> mx.array:
+def _pool_chunk(h: mx.array, start: int, lengths: mx.array, pooling: str, acc: mx.array | None) -> mx.array:
     """Fold one chunk of hidden states (rows x chunk x hidden, positions start..) into the pooled rows."""
     h = h.astype(mx.float32)
     n = h.shape[1]

@@ -4,7 +4,8 @@
 worker thread and the model pool, takes messages from the HTTP side (`handle`, any thread) and answers through
 `send`, a callable the transport gives it. Messages are plain tuples of picklable values:
 
-  in:  ("call", call_id, command)   a typed command (`engine/commands.py`) answered by ("reply", ...)
+  in:  ("call", call_id, command)   a typed command (`engine/commands.py`) answered by ("reply", ...); EmbedInputs
+                                    is answered once the runner has computed its rows (with other requests')
        ("post", command)            StartGeneration, CancelGeneration: no answer
   out: ("events", [(request_id, event tuple), ...])   every event of one worker iteration, in one message
        ("reply", call_id, ok, value)
@@ -22,12 +23,14 @@ from collections.abc import Callable
 from typing import Any
 
 from mlx_router.config.settings import Settings
+from mlx_router.core.embeddings import EmbeddingJob, EmbeddingRunner
 from mlx_router.core.loader import free_memory
 from mlx_router.core.pool import ModelPool
 from mlx_router.core.worker import MLXWorker
 from mlx_router.engine.commands import (
     CancelGeneration,
     CheckModel,
+    EmbedInputs,
     EngineReport,
     EvictModels,
     LoadModel,
@@ -81,6 +84,8 @@ class EngineHost:
             UnloadModel: lambda c: self.pool.unload(c.model_id),
             ReadMemory: lambda c: self._memory(c.clear_cache),
         }
+        # answered later, once the runner has computed them with other requests' work
+        self._deferred: dict[type, Callable[[int, Any], None]] = {EmbedInputs: self._embed}
         self._posts: dict[type, Callable[[Any], None]] = {
             StartGeneration: lambda c: self._add(c.model_id, c.request),
             CancelGeneration: self._cancel,
@@ -127,6 +132,10 @@ class EngineHost:
         self._report()
 
     def _call(self, call_id: int, command: Any) -> None:
+        deferred = self._deferred.get(type(command))
+        if deferred is not None:
+            deferred(call_id, command)
+            return
         try:
             handler = self._calls.get(type(command))
             if handler is None:
@@ -155,6 +164,27 @@ class EngineHost:
         )
         return result
 
+    def _embed(self, call_id: int, command: EmbedInputs) -> None:
+        runner = self.pool.runner(command.model_id)
+        if runner is None:  # evicted or unloaded between the HTTP side's load and this request
+            self._reply(call_id, False, ModelUnloadedError(f"{command.model_id} is not loaded", retry_after=1))
+            return
+        if not isinstance(runner, EmbeddingRunner):
+            self._reply(call_id, False, InvalidRequestError(f"{command.model_id} is not an embedding model"))
+            return
+
+        def reply(result: list[bytes] | BaseException) -> None:
+            if isinstance(result, BaseException):
+                error = (
+                    result if isinstance(result, RouterError) else RuntimeError(f"{type(result).__name__}: {result}")
+                )
+                self._reply(call_id, False, error)
+            else:
+                self._reply(call_id, True, result)
+
+        rows = [list(row) for row in command.rows]
+        runner.add(EmbeddingJob(command.request_id, rows, command.dimensions, reply))
+
     def _reply(self, call_id: int, ok: bool, value: Any) -> None:
         self._flush()  # events emitted before the reply arrive before it,
         self._report()  # and so does the state the command left, for whoever reads it after the answer
@@ -170,6 +200,9 @@ class EngineHost:
         runner = self.pool.runner(model_id)
         if runner is None:  # evicted or unloaded between the HTTP side's load and this request
             emit(TokenEvent([], finish_reason="error", error=ModelUnloadedError(f"{model_id} is not loaded")))
+            return
+        if isinstance(runner, EmbeddingRunner):  # the HTTP side refuses this first; kept from the batch loop
+            emit(TokenEvent([], finish_reason="error", error=InvalidRequestError(f"{model_id} is an embedding model")))
             return
         try:
             runner.add(req, emit)

@@ -21,10 +21,12 @@ from mlx_router.config.memory import estimate_model_bytes
 from mlx_router.config.model_files import context_length
 from mlx_router.config.settings import Settings
 from mlx_router.core.dense_rows import prepare_quantized_layers
+from mlx_router.core.embeddings import EmbeddingConfig, EmbeddingRunner
 from mlx_router.core.loader import (
     LoadedModel,
     check_weights,
     free_memory,
+    load_encoder_weights,
     load_solo_vision,
     load_vision_weights,
     load_weights,
@@ -51,7 +53,7 @@ class PooledModel:
     model_id: str
     state: ModelState = "stopped"
     loaded: LoadedModel | None = None
-    runner: ModelRunner | SoloVisionRunner | None = None
+    runner: ModelRunner | SoloVisionRunner | EmbeddingRunner | None = None
     cost_bytes: int = 0
     error: str | None = None
     loads: int = 0  # successful loads since start
@@ -79,7 +81,7 @@ class ModelPool:
     def busy(self) -> bool:
         return any(m.runner is not None and m.runner.has_work() for m in self.models.values())
 
-    def runner(self, model_id: str) -> ModelRunner | SoloVisionRunner | None:
+    def runner(self, model_id: str) -> ModelRunner | SoloVisionRunner | EmbeddingRunner | None:
         m = self.models.get(model_id)
         return m.runner if m is not None and m.state == "ready" else None
 
@@ -88,10 +90,13 @@ class ModelPool:
         """What can be checked before anything is evicted for this model: its config, its tokenizer, its
         weights' headers (and, for a text model, their names and shapes). Raises ModelLoadError."""
         self._checked.clear()
+        embedding = self.settings.embedding_spec(entry)
+        mlx_lm_classes = not (embedding.encoder if embedding else self.settings.vision_path(entry) == "solo")
         try:
-            read_config(entry.path, text_classes=self.settings.vision_path(entry) != "solo")
+            read_config(entry.path, text_classes=mlx_lm_classes)
             tokenizer = open_tokenizer(entry.path)
-            check_weights(entry.path, text_model=self.settings.vision_path(entry) is None)
+            text_model = mlx_lm_classes and (embedding is not None or self.settings.vision_path(entry) is None)
+            check_weights(entry.path, text_model=text_model)
         except ModelLoadError as e:  # health shows why
             m = self.models.setdefault(entry.id, PooledModel(entry.id))
             if m.state != "ready":
@@ -125,7 +130,15 @@ class ModelPool:
         m.state = "ready"
         return LoadResult(m.cost_bytes, m.kv_per_token)
 
-    def _runner(self, entry: ModelEntry, loaded: LoadedModel, tokenizer: Any) -> ModelRunner | SoloVisionRunner:
+    def _runner(
+        self, entry: ModelEntry, loaded: LoadedModel, tokenizer: Any
+    ) -> ModelRunner | SoloVisionRunner | EmbeddingRunner:
+        embedding = self.settings.embedding_spec(entry)
+        if embedding is not None:
+            d = self.settings.defaults
+            batch_tokens = max(d.prefill_batch_tokens, d.prefill_step_size)
+            config = EmbeddingConfig(batch_tokens=batch_tokens, step_tokens=d.prefill_step_size)
+            return EmbeddingRunner(entry.id, loaded.model, embedding, config)
         grammar = self._grammar_processors(tokenizer, loaded) if self._grammar_processors else None
         if loaded.solo_processor is not None:
             context = self.settings.model_settings(entry.id).max_context_tokens or context_length(loaded.config)
@@ -148,6 +161,10 @@ class ModelPool:
         )
 
     def _load_weights(self, entry: ModelEntry, tokenizer: Any) -> LoadedModel:
+        embedding = self.settings.embedding_spec(entry)
+        if embedding is not None:
+            loader = load_encoder_weights if embedding.encoder else load_weights
+            return loader(entry.id, entry.path, tokenizer)
         if self.settings.vision_path(entry) == "solo":
             return load_solo_vision(entry.id, entry.path, tokenizer)
         if self.settings.vision_path(entry) == "handover":

@@ -67,14 +67,25 @@ class StartGeneration:
 
 
 @dataclass(frozen=True)
+class EmbedInputs:
+    """Embedding vectors of `rows` (token ids), computed in batches with other requests' rows (answer: one
+    float32 little-endian byte string per row, in order)."""
+
+    model_id: str
+    request_id: str
+    rows: tuple[tuple[int, ...], ...]
+    dimensions: int | None = None  # Matryoshka truncation (then renormalised)
+
+
+@dataclass(frozen=True)
 class CancelGeneration:
-    """Drop a running generation; its slot frees at the next step (posted)."""
+    """Drop a running generation, or an embedding request's rows not yet computed (posted)."""
 
     model_id: str
     request_id: str
 
 
-Call = Union[CheckModel, LoadModel, EvictModels, UnloadModel, ReadMemory]  # noqa: UP007 (a runtime alias)
+Call = Union[CheckModel, LoadModel, EvictModels, UnloadModel, ReadMemory, EmbedInputs]  # noqa: UP007 (a runtime alias)
 Post = Union[StartGeneration, CancelGeneration]  # noqa: UP007
 
 

@@ -1,5 +1,5 @@
 """The engine's narrow async interface for serving code: `async with engine.generate(request) as generation`,
-then `generation.events()`; and `health()`.
+then `generation.events()`; `await engine.embed(inputs, ...)` (embedding vectors); and `health()`.
 
 Entering `generate` admits the request (queue and memory limits: 429/503) and, for a model not loaded yet,
 starts its load and waits until the engine has found its files sound and made room, so whatever refuses the
@@ -19,6 +19,7 @@ from typing import Any
 
 from mlx_router.engine.activity import Activity
 from mlx_router.engine.client import EngineClient
+from mlx_router.engine.commands import CancelGeneration, EmbedInputs
 from mlx_router.engine.manager import LoadJob, MLXModelManager, ModelSlot
 from mlx_router.engine.params import GenerationRequest, TokenEvent
 
@@ -150,6 +151,48 @@ class Engine:
     def generate(self, req: GenerationRequest) -> Admission:
         """`async with engine.generate(req) as generation`: see the module docstring."""
         return Admission(self, req)
+
+    async def embed(self, inputs: EmbedInputs, activation_bytes_per_token: int = 0) -> list[bytes]:
+        """The embedding vectors of `inputs.rows`, float32 little-endian bytes each, in order.
+
+        Admitted as a generation is (429 when the model's queue is full, 503 naming the memory limit): the
+        engine computes one batch of at most `prefill_batch_tokens` padded tokens at a time per model, so the
+        request reserves the KV cache and activations of its tokens up to one batch's. The model is loaded if
+        it is not; the engine batches the rows with other requests'. Cancelled (the client gone, a timeout),
+        the rows not yet computed are dropped in the engine."""
+        manager = self.manager
+        d = manager.settings.defaults
+        share = min(sum(len(r) for r in inputs.rows), max(d.prefill_batch_tokens, d.prefill_step_size))
+        slot = manager.acquire(inputs.model_id)
+        reserved = 0
+        try:
+            reserved = manager.admit(slot, share, share * activation_bytes_per_token)
+            if slot.state != "ready":
+                await manager.ensure_loaded(inputs.model_id, await manager.prepare_load(inputs.model_id))
+            return await self._compute(inputs)
+        finally:
+            manager.release(slot, reserved)
+
+    async def _compute(self, inputs: EmbedInputs) -> list[bytes]:
+        model_id = inputs.model_id
+        if self.activity is not None:
+            self.activity.request_started(model_id)
+        outcome = "cancelled"
+        try:
+            vectors: list[bytes] = await self.client.call(inputs)
+            outcome = "stop"
+            return vectors
+        except asyncio.CancelledError:
+            self.client.post(CancelGeneration(model_id, inputs.request_id))
+            raise
+        except Exception:
+            outcome = "error"
+            raise
+        finally:
+            if self.activity is not None:
+                if outcome == "stop":
+                    self.activity.prompt_done(model_id, sum(len(r) for r in inputs.rows), 0)
+                self.activity.request_ended(model_id, outcome)
 
     def health(self) -> dict[str, Any]:
         """Loaded models with their running and queued counts; memory; requests in flight.

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, StrictInt, StrictStr, ValidationError, ValidatorFunctionWrapHandler, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidatorFunctionWrapHandler,
+    field_validator,
+)
 
 from mlx_router.protocol.common import OpenAIModel
 
@@ -46,7 +54,7 @@ class EmbeddingRequest(OpenAIModel):
         if isinstance(value, str):
             return [value]
         if value and isinstance(value[0], int):
-            return [value]  # type: ignore[list-item]
+            return [value]
         return value  # type: ignore[return-value]
 
 

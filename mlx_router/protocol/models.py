@@ -19,6 +19,8 @@ class ModelCard(BaseModel):
     memory_estimate_gb: float | None = None
     source: str | None = None
     supports_vision: bool = False  # takes images (and PDFs as page images)
+    # what it serves, in LM Studio's words: llm and vlm generate (chat, completions); embeddings: /v1/embeddings
+    type: Literal["llm", "vlm", "embeddings"] = "llm"
 
 
 class ModelList(BaseModel):

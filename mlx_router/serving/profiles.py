@@ -9,6 +9,7 @@ from typing import Any
 from mlx_router.config.model_files import context_length, read_json
 from mlx_router.config.settings import ModelSettings, Settings
 from mlx_router.engine.manager import MLXModelManager
+from mlx_router.errors import InvalidRequestError
 from mlx_router.parsing.registry import (
     detect_reasoning_parser,
     detect_tool_parser,
@@ -61,6 +62,12 @@ class ProfileStore:
         profile = self._profiles.get(model_id)
         if profile is None:
             entry = self._manager.resolve(model_id)
+            if self._settings.embedding_spec(entry) is not None:
+                raise InvalidRequestError(
+                    f"'{model_id}' is an embedding model: it serves POST /v1/embeddings, not text generation",
+                    param="model",
+                    code="model_not_supported",
+                )
             tokenizer = await self._manager.tokenizer(model_id)
             profile = await asyncio.to_thread(self._build, model_id, tokenizer, entry)
             self._profiles[model_id] = profile

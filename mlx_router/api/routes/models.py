@@ -17,6 +17,8 @@ router = APIRouter(tags=["models"])
 def _card(s: Services, entry: ModelEntry) -> ModelCard:
     slot = s.manager.slot(entry.id)
     state = slot.state if slot is not None else "stopped"
+    vision = s.settings.vision_enabled(entry)
+    embedding = s.settings.embedding_spec(entry) is not None
     return ModelCard(
         id=entry.id,
         created=entry.created,
@@ -24,7 +26,8 @@ def _card(s: Services, entry: ModelEntry) -> ModelCard:
         loaded=state == "ready",
         memory_estimate_gb=round(s.manager.estimate_bytes(entry) / 1024**3, 3),
         source=entry.source,
-        supports_vision=s.settings.vision_enabled(entry),
+        supports_vision=vision and not embedding,
+        type="embeddings" if embedding else "vlm" if vision else "llm",
     )
 
 
