@@ -139,19 +139,6 @@ def load_vision_weights(model_id: str, path: Path, tokenizer: Any, feature_cache
     return _loaded(model_id, path, tokenizer, model, config, t0, " with its vision tower", vision=vision)
 
 
-def load_encoder_weights(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
-    """A bidirectional embedding encoder (BERT and kin) through mlx-embeddings' classes (on the MLX thread)."""
-    from mlx_embeddings.utils import load_model as load_encoder
-
-    t0 = time.perf_counter()
-    config = read_config(path, text_classes=False)
-    try:
-        model = load_encoder(path, lazy=False)
-    except Exception as e:
-        raise _load_failed(f"{model_id}: the embedding model could not be loaded ({e})") from None
-    return _loaded(model_id, path, tokenizer, model, config, t0, " (mlx-embeddings)")
-
-
 def load_solo_vision(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
     """A vision model mlx-vlm serves alone: its model and processor (on the MLX thread)."""
     from mlx_vlm.utils import load_model as load_vlm_model

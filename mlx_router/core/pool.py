@@ -21,12 +21,12 @@ from mlx_router.config.memory import estimate_model_bytes
 from mlx_router.config.model_files import context_length
 from mlx_router.config.settings import Settings
 from mlx_router.core.dense_rows import prepare_quantized_layers
+from mlx_router.core.embedding_loader import check_decoder_weights, load_decoder_embedding, load_encoder_embedding
 from mlx_router.core.embeddings import EmbeddingConfig, EmbeddingRunner
 from mlx_router.core.loader import (
     LoadedModel,
     check_weights,
     free_memory,
-    load_encoder_weights,
     load_solo_vision,
     load_vision_weights,
     load_weights,
@@ -95,8 +95,10 @@ class ModelPool:
         try:
             read_config(entry.path, text_classes=mlx_lm_classes)
             tokenizer = open_tokenizer(entry.path)
-            text_model = mlx_lm_classes and (embedding is not None or self.settings.vision_path(entry) is None)
-            check_weights(entry.path, text_model=text_model)
+            if embedding is not None and not embedding.encoder:
+                check_decoder_weights(entry.path)
+            else:
+                check_weights(entry.path, text_model=embedding is None and self.settings.vision_path(entry) is None)
         except ModelLoadError as e:  # health shows why
             m = self.models.setdefault(entry.id, PooledModel(entry.id))
             if m.state != "ready":
@@ -163,7 +165,7 @@ class ModelPool:
     def _load_weights(self, entry: ModelEntry, tokenizer: Any) -> LoadedModel:
         embedding = self.settings.embedding_spec(entry)
         if embedding is not None:
-            loader = load_encoder_weights if embedding.encoder else load_weights
+            loader = load_encoder_embedding if embedding.encoder else load_decoder_embedding
             return loader(entry.id, entry.path, tokenizer)
         if self.settings.vision_path(entry) == "solo":
             return load_solo_vision(entry.id, entry.path, tokenizer)

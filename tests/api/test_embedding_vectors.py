@@ -135,3 +135,32 @@ def test_bert_batch_equals_direct_mean_pooling(bert):
     for b, r in zip(batch, rows, strict=True):
         h = np.array(model(mx.array([r])).last_hidden_state[0].astype(mx.float32)).mean(axis=0)
         assert np.abs(b - h / np.linalg.norm(h)).max() < 1e-5
+
+
+def test_qwens_own_checkpoint_layout_loads(loaded, embedding_model_dir, tmp_path):
+    """Qwen's Qwen3-Embedding files name the backbone's tensors without `model.` and the 8B says its head is
+    untied yet ships none: plain mlx-lm refuses such a folder; the embedding loader reads it, same vectors."""
+    import json
+    import shutil
+
+    import mlx.core as mx
+    from mlx_lm.utils import load_model
+
+    from mlx_router.core.embedding_loader import check_decoder_weights, load_decoder_embedding
+
+    model, tokenizer, spec = loaded
+    folder = shutil.copytree(embedding_model_dir, tmp_path / "official")
+    for index in folder.glob("*.safetensors.index.json"):
+        index.unlink()
+    weights = mx.load(str(folder / "model.safetensors"))
+    assert isinstance(weights, dict)
+    mx.save_safetensors(str(folder / "model.safetensors"), {k.removeprefix("model."): v for k, v in weights.items()})
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "tie_word_embeddings": False}))
+    with pytest.raises(ValueError):
+        load_model(folder)
+    check_decoder_weights(folder)
+    official = load_decoder_embedding("official", folder, tokenizer).model
+    rows = [tokenizer.encode(t) for t in TEXTS]
+    for got, row in zip(vectors(embed(official, spec, rows, None, step_tokens=512)), rows, strict=True):
+        assert np.abs(got - direct(model, row)).max() < 1e-5
