@@ -153,3 +153,12 @@ def test_models_lists_the_type(client):
         "embeddings",
         "llm",
     )
+
+
+def test_a_request_past_the_memory_budget_is_503_with_retry_after(embedding_models_root: Path):
+    """Admission as for a chat: the batch's KV and activations must fit beside the model, or 503."""
+    with TestClient(create_app(make_settings(embedding_models_root, memory_budget_gb=0.004))) as c:
+        assert c.post(URL, json={"model": "tiny-embed", "input": "fits"}).status_code == 200
+        r = c.post(URL, json={"model": "tiny-embed", "input": ["many words in a long text " * 40] * 64})
+        assert_error(r, 503, code="insufficient_memory")
+        assert int(r.headers["Retry-After"]) >= 1
