@@ -113,6 +113,7 @@ SCENARIOS = (
     Scenario("load", "load.py"),
     Scenario("raw", "gen_bench.py"),
     Scenario("raw-batch", "batch_bench.py"),
+    Scenario("embeddings", "embed_bench.py"),
     # diagnostics (where a step's time goes; what compiles on first use)
     Scenario("ablation", "step_ablation.py"),
     Scenario("step-modes", "step_modes.py"),

@@ -28,6 +28,9 @@ from mlx_router.config.embedding_spec import EmbeddingSpec
 logger = logging.getLogger(__name__)
 
 Reply = Callable[[list[bytes] | BaseException], None]
+# a row shares a batch with rows at most this much longer than itself (as a fraction of the longest): padding
+# is computed like tokens, and on a CPU a batch of short rows is no faster than the rows one by one
+MAX_PADDING = 0.25
 
 
 def _pool_chunk(h: mx.array, start: int, lengths: mx.array, pooling: str, acc: mx.array | None) -> mx.array:
@@ -90,15 +93,18 @@ def finish(vectors: mx.array, normalize: bool, dimensions: int | None) -> list[b
     return [row.tobytes() for row in host]
 
 
+def pool_rows(model: Any, spec: EmbeddingSpec, rows: Sequence[Sequence[int]], step_tokens: int) -> mx.array:
+    """The pooled vectors (float32, before truncation and normalisation) of `rows` (token ids), computed together."""
+    if spec.encoder:
+        return encoder_hidden_pool(model, rows, spec.pooling)
+    return decoder_hidden_pool(model, rows, spec.pooling, step_tokens)
+
+
 def embed(
     model: Any, spec: EmbeddingSpec, rows: Sequence[Sequence[int]], dimensions: int | None, step_tokens: int
 ) -> list[bytes]:
     """The vectors of `rows` (token ids), computed together."""
-    if spec.encoder:
-        pooled = encoder_hidden_pool(model, rows, spec.pooling)
-    else:
-        pooled = decoder_hidden_pool(model, rows, spec.pooling, step_tokens)
-    return finish(pooled, spec.normalize, dimensions)
+    return finish(pool_rows(model, spec, rows, step_tokens), spec.normalize, dimensions)
 
 
 @dataclass(eq=False)  # jobs are told apart by identity
@@ -110,11 +116,11 @@ class EmbeddingJob:
     dimensions: int | None
     reply: Reply
     vectors: list[bytes | None] = field(default_factory=list)
-    next_row: int = 0  # rows before this one are taken into a batch
-    done_rows: int = 0
+    pending: list[int] = field(default_factory=list)  # rows not yet taken into a batch, in order
 
     def __post_init__(self) -> None:
         self.vectors = [None] * len(self.rows)
+        self.pending = list(range(len(self.rows)))
 
 
 @dataclass(frozen=True)
@@ -125,7 +131,7 @@ class EmbeddingConfig:
 
 class EmbeddingRunner:
     """The queue of one embedding model: each step computes one batch of rows taken from the waiting requests
-    in order of arrival, so concurrent requests share forward passes (worker thread only)."""
+    (`_take`), so concurrent requests share forward passes (worker thread only)."""
 
     def __init__(self, model_id: str, model: Any, spec: EmbeddingSpec, config: EmbeddingConfig) -> None:
         self.model_id = model_id
@@ -142,7 +148,7 @@ class EmbeddingRunner:
         return 0.0
 
     def counts(self) -> tuple[int, int]:
-        running = sum(1 for j in self._jobs if j.next_row > 0)
+        running = sum(1 for j in self._jobs if len(j.pending) < len(j.rows))
         return running, len(self._jobs) - running
 
     def kv_bytes(self) -> int:
@@ -174,30 +180,43 @@ class EmbeddingRunner:
         """One forward pass over rows of the oldest requests, up to `batch_tokens` padded tokens (one row at
         least, however long: it is then chunked by `step_tokens`)."""
         taken = self._take()
-        by_dimensions: dict[int | None, list[tuple[EmbeddingJob, int]]] = {}
-        for job, index in taken:
-            by_dimensions.setdefault(job.dimensions, []).append((job, index))
-        for dimensions, rows in by_dimensions.items():
-            vectors = embed(
-                self.model, self.spec, [job.rows[i] for job, i in rows], dimensions, self.config.step_tokens
-            )
-            for (job, index), vector in zip(rows, vectors, strict=True):
+        pooled = pool_rows(self.model, self.spec, [job.rows[i] for job, i in taken], self.config.step_tokens)
+        by_dimensions: dict[int | None, list[int]] = {}
+        for k, (job, _) in enumerate(taken):
+            by_dimensions.setdefault(job.dimensions, []).append(k)
+        for dimensions, ks in by_dimensions.items():
+            vectors = finish(pooled[mx.array(ks)], self.spec.normalize, dimensions)
+            for k, vector in zip(ks, vectors, strict=True):
+                job, index = taken[k]
                 job.vectors[index] = vector
-                job.done_rows += 1
         for job in {id(job): job for job, _ in taken}.values():
-            if job.done_rows == len(job.rows):
+            if not job.pending and all(v is not None for v in job.vectors):
                 self._jobs.remove(job)
                 job.reply([v for v in job.vectors if v is not None])
 
     def _take(self) -> list[tuple[EmbeddingJob, int]]:
-        taken: list[tuple[EmbeddingJob, int]] = []
-        width = 0
+        """The rows of the next batch. The window is the oldest waiting rows, in order of arrival, up to
+        `batch_tokens` tokens (one row at least); of those, the longest go together, as many as fit at their
+        width and no shorter than `MAX_PADDING` below it, so that rows of like lengths share a batch and little
+        of it is padding. The oldest row is in every
+        window, so it is taken within a few steps however many rows arrive after it."""
+        window: list[tuple[EmbeddingJob, int]] = []
+        tokens = 0
         for job in self._jobs:
-            while job.next_row < len(job.rows):
-                longest = max(width, len(job.rows[job.next_row]))
-                if taken and longest * (len(taken) + 1) > self.config.batch_tokens:
-                    return taken
-                taken.append((job, job.next_row))
-                job.next_row += 1
-                width = longest
+            for index in job.pending:
+                size = len(job.rows[index])
+                if window and tokens + size > self.config.batch_tokens:
+                    break
+                window.append((job, index))
+                tokens += size
+            else:
+                continue
+            break
+        window.sort(key=lambda row: len(row[0].rows[row[1]]), reverse=True)
+        width = len(window[0][0].rows[window[0][1]])
+        shortest = (1 - MAX_PADDING) * width
+        alike = [row for row in window if len(row[0].rows[row[1]]) >= shortest]
+        taken = alike[: max(1, self.config.batch_tokens // width)]
+        for job, index in taken:
+            job.pending.remove(index)
         return taken
