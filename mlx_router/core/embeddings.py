@@ -169,6 +169,14 @@ class EmbeddingRunner:
         """The client went away: its rows not yet computed are dropped."""
         self._jobs = deque(j for j in self._jobs if j.job_id != job_id)
 
+    def warm_up(self, seed: list[int]) -> None:
+        """A row alone and a padded batch, so that the first requests do not wait for kernel compiles."""
+        try:
+            mx.eval(pool_rows(self.model, self.spec, [seed], self.config.step_tokens))
+            mx.eval(pool_rows(self.model, self.spec, [seed, seed[: max(1, len(seed) // 2)]], self.config.step_tokens))
+        except Exception as e:  # the model still works; its first requests may wait for kernel compiles
+            logger.warning("warm-up of %s failed, serving it without: %s", self.model_id, e)
+
     # -- requests --------------------------------------------------------------------------------------------
     def add(self, job: EmbeddingJob) -> None:
         if not job.rows:

@@ -203,6 +203,12 @@ class ModelPool:
         land on a user's request."""
         d = self.settings.defaults
         tokens, sizes = warmup_plan(d.warmup_tokens, d.warmup_batch_sizes, d.max_running_requests)
+        if tokens > 0 and m.loaded is not None and isinstance(m.runner, EmbeddingRunner):
+            t0 = time.perf_counter()
+            m.runner.warm_up(m.loaded.tokenizer.encode("Hello, who are you? Tell me about the weather and the sea."))
+            free_memory()
+            logger.info("warmed %s up in %.2fs (alone, batched)", m.model_id, time.perf_counter() - t0)
+            return
         if tokens <= 0 or m.loaded is None or not isinstance(m.runner, ModelRunner):
             return  # a model mlx-vlm serves alone has no batch paths to compile ahead
         t0 = time.perf_counter()
