@@ -2,13 +2,14 @@
 requests queued together (batched), on a random-weight qwen3 of a chosen shape; and the largest difference
 between the two runs' vectors.
 
-usage: embed_bench.py [--shape small|0.6b] [--requests 32] [--tokens 64] [--spread 0.5] [--repeat 3]
+usage: embed_bench.py [--shape small|0.6b] [--requests 32] [--tokens 64] [--spread 0.5] [--repeat 3] [--out F]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import time
@@ -66,7 +67,8 @@ def main() -> None:
     ap.add_argument("--requests", type=int, default=32)
     ap.add_argument("--tokens", type=int, default=64, help="mean tokens a text")
     ap.add_argument("--spread", type=float, default=0.5, help="lengths vary by this fraction of --tokens")
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each way, alternating; the best counts")
+    ap.add_argument("--out", help="append the result row to this JSONL file")
     a = ap.parse_args()
     rng = random.Random(0)
     requests = [
@@ -79,14 +81,13 @@ def main() -> None:
     spec = EmbeddingSpec("last", True, False, True, "bench")
     runner = EmbeddingRunner("bench", build(a.shape), spec, EmbeddingConfig(batch_tokens=4096, step_tokens=512))
     run(runner, requests[:4], together=True)  # first use compiles kernels
-    best = {}
+    times: dict[bool, list[float]] = {False: [], True: []}
     vectors = {}
-    for together in (False, True):
-        times = []
-        for _ in range(a.repeat):
+    for _ in range(a.repeat):  # alternating, so that both ways see the same load
+        for together in (False, True):
             seconds, vectors[together] = run(runner, requests, together)
-            times.append(seconds)
-        best[together] = min(times)
+            times[together].append(seconds)
+    best = {k: min(v) for k, v in times.items()}
     diff = max(
         float(np.abs(np.frombuffer(x, "<f4") - np.frombuffer(y, "<f4")).max())
         for x, y in zip(vectors[False], vectors[True], strict=True)
@@ -101,8 +102,12 @@ def main() -> None:
         "speedup": round(best[False] / best[True], 2),
         "max_abs_diff": diff,
         "machine": f"{platform.machine()} {mx.default_device()}",
+        "load": os.getloadavg()[0],
     }
     print(json.dumps(row))
+    if a.out:
+        with open(a.out, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":
