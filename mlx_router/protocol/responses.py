@@ -1,0 +1,396 @@
+"""`POST /v1/responses` request wire types (OpenAI's names), and their conversion into a `Conversation`.
+
+The server is stateless: a request carries its whole history in `input` (Codex resends it every turn), or
+names an earlier response with `previous_response_id` (the bounded store in `serving/response_store.py`).
+Hosted tools (`web_search`, `file_search`, `computer`, `mcp`, ...) are skipped with a log line: a client that
+offers them everywhere still gets its answer. The output side is `protocol/responses_output.py`.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import Discriminator, Field, Tag, field_validator
+
+from mlx_router.conversation.model import (
+    Conversation,
+    CustomTool,
+    FilePart,
+    FunctionTool,
+    ImagePart,
+    Message,
+    Part,
+    SamplingOptions,
+    TextPart,
+    Tool,
+    ToolCall,
+    ToolChoice,
+)
+from mlx_router.errors import InvalidRequestError
+from mlx_router.protocol.common import JSONObject, OpenAIModel
+
+logger = logging.getLogger(__name__)
+
+
+class InputText(OpenAIModel):
+    type: Literal["input_text", "output_text", "summary_text", "reasoning_text"]
+    text: str
+
+
+class Refusal(OpenAIModel):
+    type: Literal["refusal"]
+    refusal: str
+
+
+class InputImage(OpenAIModel):
+    type: Literal["input_image"]
+    image_url: str | None = None
+    file_id: str | None = None
+    detail: Literal["low", "high", "auto", "original"] | None = None
+
+
+class InputFile(OpenAIModel):
+    type: Literal["input_file"]
+    file_data: str | None = None
+    file_id: str | None = None
+    file_url: str | None = None
+    filename: str | None = None
+
+
+ContentPart = Annotated[Union[InputText, Refusal, InputImage, InputFile], Field(discriminator="type")]  # noqa: UP007
+
+
+class MessageItem(OpenAIModel):
+    """A message: `type` may be left out (the SDK's "easy" input message)."""
+
+    type: Literal["message"] = "message"
+    role: Literal["user", "system", "developer", "assistant"]
+    content: str | list[ContentPart]
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallItem(OpenAIModel):
+    type: Literal["function_call"]
+    call_id: str
+    name: str
+    arguments: str
+    id: str | None = None
+    status: str | None = None
+
+
+class FunctionCallOutputItem(OpenAIModel):
+    type: Literal["function_call_output"]
+    call_id: str
+    output: str | list[ContentPart]
+    id: str | None = None
+    status: str | None = None
+
+
+class CustomToolCallItem(OpenAIModel):
+    type: Literal["custom_tool_call"]
+    call_id: str
+    name: str
+    input: str
+    id: str | None = None
+    status: str | None = None
+
+
+class CustomToolCallOutputItem(OpenAIModel):
+    type: Literal["custom_tool_call_output"]
+    call_id: str
+    output: str | list[ContentPart]
+    id: str | None = None
+
+
+class ReasoningItem(OpenAIModel):
+    type: Literal["reasoning"]
+    id: str | None = None
+    summary: list[InputText] = Field(default_factory=list)
+    content: list[InputText] | None = None
+    encrypted_content: str | None = None
+
+
+class OtherItem(OpenAIModel):
+    """An item of a kind this server does not run (a hosted tool's call, an item_reference): skipped."""
+
+    type: str
+
+
+def _item_kind(value: Any) -> str:
+    kind = value.get("type", "message") if isinstance(value, dict) else getattr(value, "type", "message")
+    return kind if kind in _ITEM_KINDS else "other"
+
+
+_ITEM_KINDS = (
+    "message",
+    "function_call",
+    "function_call_output",
+    "custom_tool_call",
+    "custom_tool_call_output",
+    "reasoning",
+)
+
+InputItem = Annotated[
+    Union[  # noqa: UP007
+        Annotated[MessageItem, Tag("message")],
+        Annotated[FunctionCallItem, Tag("function_call")],
+        Annotated[FunctionCallOutputItem, Tag("function_call_output")],
+        Annotated[CustomToolCallItem, Tag("custom_tool_call")],
+        Annotated[CustomToolCallOutputItem, Tag("custom_tool_call_output")],
+        Annotated[ReasoningItem, Tag("reasoning")],
+        Annotated[OtherItem, Tag("other")],
+    ],
+    Discriminator(_item_kind),
+]
+
+
+class FunctionToolParam(OpenAIModel):
+    type: Literal["function"]
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    parameters: JSONObject | None = None
+    strict: bool | None = None
+
+
+class CustomToolFormat(OpenAIModel):
+    """`{"type": "text"}` (free text) or `{"type": "grammar", "syntax": "lark"|"regex", "definition": ...}`."""
+
+    type: Literal["text", "grammar"]
+    syntax: Literal["lark", "regex"] | None = None
+    definition: str | None = None
+
+
+class CustomToolParam(OpenAIModel):
+    type: Literal["custom"]
+    name: str = Field(min_length=1, max_length=128)
+    description: str | None = None
+    format: CustomToolFormat | None = None
+
+    @field_validator("format")
+    @classmethod
+    def _grammar_complete(cls, v: CustomToolFormat | None) -> CustomToolFormat | None:
+        if v is not None and v.type == "grammar" and (v.syntax is None or not v.definition):
+            raise ValueError("a grammar format needs syntax ('lark' or 'regex') and a definition")
+        return v
+
+
+class HostedToolParam(OpenAIModel):
+    """A tool OpenAI runs itself (web_search, file_search, computer, local_shell, mcp, ...)."""
+
+    type: str
+
+
+def _tool_kind(value: Any) -> str:
+    kind = value.get("type") if isinstance(value, dict) else getattr(value, "type", None)
+    return kind if kind in ("function", "custom") else "hosted"
+
+
+ToolParam = Annotated[
+    Union[  # noqa: UP007
+        Annotated[FunctionToolParam, Tag("function")],
+        Annotated[CustomToolParam, Tag("custom")],
+        Annotated[HostedToolParam, Tag("hosted")],
+    ],
+    Discriminator(_tool_kind),
+]
+
+
+class NamedToolChoiceParam(OpenAIModel):
+    """`{"type": "function"|"custom", "name": ...}`; another type names a hosted tool, which is refused."""
+
+    type: str
+    name: str | None = None
+
+
+class ReasoningParam(OpenAIModel):
+    effort: Literal["none", "minimal", "low", "medium", "high", "xhigh"] | None = None
+    summary: str | None = None
+
+
+class TextFormatParam(OpenAIModel):
+    type: Literal["text", "json_object", "json_schema"]
+    name: str | None = None
+    description: str | None = None
+    schema_: JSONObject | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
+class TextParam(OpenAIModel):
+    format: TextFormatParam | None = None
+    verbosity: str | None = None
+
+
+class ResponsesRequest(OpenAIModel):
+    """The body of `POST /v1/responses`."""
+
+    model: str = Field(min_length=1)
+    input: str | list[InputItem]
+    instructions: str | None = None
+    tools: list[ToolParam] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoiceParam | None = None
+    parallel_tool_calls: bool | None = None
+    max_output_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0, le=2)
+    top_p: float | None = Field(None, gt=0, le=1)
+    reasoning: ReasoningParam | None = None
+    text: TextParam | None = None
+    stream: bool | None = None
+    store: bool | None = None
+    previous_response_id: str | None = None
+    include: list[str] | None = None
+    metadata: dict[str, str] | None = None
+    prompt_cache_key: str | None = None
+    user: str | None = None
+    background: bool | None = None
+    conversation: Any = None
+
+    @field_validator("background")
+    @classmethod
+    def _not_background(cls, v: bool | None) -> bool | None:
+        if v:
+            raise ValueError("background responses are not supported: this server answers while you wait")
+        return v
+
+    @field_validator("conversation")
+    @classmethod
+    def _no_conversation(cls, v: Any) -> Any:
+        if v is not None:
+            raise ValueError("conversations are not stored by this server: send the history in input")
+        return v
+
+    def input_items(self) -> list[Any]:
+        """`input` as a list of items (a string is one user message)."""
+        if isinstance(self.input, str):
+            return [MessageItem(role="user", content=self.input)]
+        return list(self.input)
+
+    def response_format(self) -> dict[str, Any] | None:
+        """`text.format` in Chat Completions' `response_format` shape (what the core's grammars read)."""
+        fmt = self.text.format if self.text is not None else None
+        if fmt is None or fmt.type == "text":
+            return None
+        if fmt.type == "json_object":
+            return {"type": "json_object"}
+        if fmt.schema_ is None:
+            raise InvalidRequestError("text.format.schema is required when type is json_schema", param="text.format")
+        spec: dict[str, Any] = {"name": fmt.name or "response", "schema": fmt.schema_}
+        if fmt.strict is not None:
+            spec["strict"] = fmt.strict
+        return {"type": "json_schema", "json_schema": spec}
+
+    def to_conversation(self, history: list[Any] | None = None) -> Conversation:
+        """The request in the core's terms. `history`: the items of the response `previous_response_id` names
+        (its input and output), which come before this request's input."""
+        messages = [Message(role="system", content=[TextPart(self.instructions)])] if self.instructions else []
+        messages += items_to_messages([*(history or []), *self.input_items()])
+        effort = self.reasoning.effort if self.reasoning is not None else None
+        return Conversation(
+            model=self.model,
+            messages=messages,
+            tools=self._tools(),
+            tool_choice=self._tool_choice(),
+            parallel_tool_calls=self.parallel_tool_calls is not False,
+            response_format=self.response_format(),
+            max_tokens=self.max_output_tokens,
+            # agents (Codex, the Agents SDK) run long contexts: a limit past the context's room is cut to the
+            # room, and the answer then ends `incomplete`, as it does at max_output_tokens
+            max_tokens_policy="cap",
+            sampling=SamplingOptions(temperature=self.temperature, top_p=self.top_p),
+            reasoning_effort=None if effort in (None, "none") else effort,
+            thinking=False if effort == "none" else None,
+            param_prefix="input",
+        )
+
+    def _tools(self) -> list[Tool]:
+        tools: list[Tool] = []
+        for tool in self.tools or []:
+            if isinstance(tool, FunctionToolParam):
+                tools.append(FunctionTool(tool.name, tool.description, tool.parameters, tool.strict))
+            elif isinstance(tool, CustomToolParam):
+                fmt = tool.format
+                grammar = fmt is not None and fmt.type == "grammar"
+                tools.append(
+                    CustomTool(
+                        tool.name,
+                        tool.description,
+                        syntax=fmt.syntax if grammar and fmt is not None else None,
+                        definition=fmt.definition if grammar and fmt is not None else None,
+                    )
+                )
+            else:
+                logger.info("responses: tool of type %r skipped (a hosted tool this server does not run)", tool.type)
+        return tools
+
+    def _tool_choice(self) -> ToolChoice:
+        choice = self.tool_choice
+        if choice is None:
+            return ToolChoice()
+        if isinstance(choice, str):
+            return ToolChoice(mode=choice)
+        if choice.type not in ("function", "custom") or not choice.name:
+            raise InvalidRequestError(
+                f"tool_choice of type {choice.type!r} is not supported: name a function or custom tool, "
+                "or use 'auto', 'required' or 'none'",
+                param="tool_choice",
+            )
+        return ToolChoice(mode="named", name=choice.name)
+
+
+def items_to_messages(items: list[Any]) -> list[Message]:
+    """Input items as chat turns: calls join the assistant turn before them, a reasoning item goes to the
+    assistant turn after it, `developer` is `system`, and a tool's output is a `tool` message."""
+    messages: list[Message] = []
+    reasoning: str | None = None
+    for index, item in enumerate(items):
+        if isinstance(item, MessageItem):
+            role = "system" if item.role == "developer" else item.role
+            message = Message(role=role, content=_parts(item.content, f"input.{index}.content"))
+            if role == "assistant":
+                message.reasoning, reasoning = reasoning, None
+            messages.append(message)
+        elif isinstance(item, FunctionCallItem | CustomToolCallItem):
+            arguments = item.arguments if isinstance(item, FunctionCallItem) else item.input
+            turn = messages[-1] if messages and messages[-1].role == "assistant" else None
+            if turn is None:
+                turn = Message(role="assistant", reasoning=reasoning)
+                messages.append(turn)
+                reasoning = None
+            turn.tool_calls.append(ToolCall(item.call_id, item.name, arguments))
+        elif isinstance(item, FunctionCallOutputItem | CustomToolCallOutputItem):
+            content = _parts(item.output, f"input.{index}.output")
+            messages.append(Message(role="tool", content=content, tool_call_id=item.call_id))
+        elif isinstance(item, ReasoningItem):
+            texts = [p.text for p in (item.content or [])] or [p.text for p in item.summary]
+            reasoning = "\n".join(t for t in texts if t) or None
+        else:
+            logger.info("responses: input item of type %r skipped (this server does not run it)", item.type)
+    return messages
+
+
+def _parts(content: str | list[Any], param: str) -> list[Part]:
+    if isinstance(content, str):
+        return [TextPart(content)]
+    parts: list[Part] = []
+    for index, part in enumerate(content):
+        if isinstance(part, InputText):
+            parts.append(TextPart(part.text))
+        elif isinstance(part, Refusal):
+            parts.append(TextPart(part.refusal))
+        elif isinstance(part, InputImage):
+            if not part.image_url:
+                raise InvalidRequestError(
+                    "input_image needs an image_url (a data: URI or a URL): uploaded files are not stored here",
+                    param=f"{param}.{index}.image_url",
+                )
+            detail = part.detail if part.detail in ("low", "high") else None
+            parts.append(ImagePart(part.image_url, detail))
+        else:
+            if not part.file_data:
+                raise InvalidRequestError(
+                    "input_file needs file_data (a data: URI): uploaded or linked files are not fetched",
+                    param=f"{param}.{index}.file_data",
+                )
+            parts.append(FilePart(part.file_data, part.filename))
+    return parts
