@@ -204,6 +204,13 @@ class DefaultsConfig(_Section):
         "(SSE, detokenizing, parsing) never holds up a decode step, and a crash inside MLX restarts the engine "
         "(requests in flight get a retryable 503) instead of the server; false: a thread of the server's process.",
     )
+    responses_store_size: int = Field(
+        64,
+        ge=0,
+        description="Recent /v1/responses answers kept in memory (input and output items, least recently used "
+        "out) for previous_response_id; store false keeps one out; 0: none kept, previous_response_id is a 400. "
+        "Clients that send the whole history (Codex) need none.",
+    )
     cudnn_attention: bool = Field(
         False,
         description="CUDA only: cuDNN's fused attention for prompts (it builds a plan for every new prompt length, "
