@@ -221,12 +221,12 @@ class _Expr:
             return f"(?:{atom}){{{low},{high}}}"
         if text == "{":
             self.take()
-            low, high = self.take().text, None
+            count = self.take().text
             if self.peek_text() == ",":
                 self.take()
-                high = self.take().text if self.peek_text() != "}" else ""
+                count += "," + (self.take().text if self.peek_text() != "}" else "")
             self.take("}")
-            return f"(?:{atom}){{{low}}}" if high is None else f"(?:{atom}){{{low},{high}}}"
+            return f"(?:{atom}){{{count}}}"
         return atom
 
     def atom(self) -> str:

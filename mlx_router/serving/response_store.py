@@ -65,9 +65,15 @@ def as_input_item(item: Any) -> Any:
         parts = [InputText(type="output_text", text=p.text) for p in item.content]
         return MessageItem(role="assistant", content=parts, id=item.id)
     if isinstance(item, ReasoningOut):
-        return ReasoningItem(type="reasoning", id=item.id, content=[InputText(type="reasoning_text", text=p.text) for p in item.content])
+        return ReasoningItem(
+            type="reasoning", id=item.id, content=[InputText(type="reasoning_text", text=p.text) for p in item.content]
+        )
     if isinstance(item, FunctionCallOut):
-        return FunctionCallItem(type="function_call", call_id=item.call_id, name=item.name, arguments=item.arguments, id=item.id)
+        return FunctionCallItem(
+            type="function_call", call_id=item.call_id, name=item.name, arguments=item.arguments, id=item.id
+        )
     if isinstance(item, CustomToolCallOut):
-        return CustomToolCallItem(type="custom_tool_call", call_id=item.call_id, name=item.name, input=item.input, id=item.id)
+        return CustomToolCallItem(
+            type="custom_tool_call", call_id=item.call_id, name=item.name, input=item.input, id=item.id
+        )
     raise TypeError(f"not an output item: {type(item).__name__}")

@@ -133,9 +133,18 @@ class ResponseBuilder:
         item = self._open
         if not isinstance(item, kind):
             events += self._close("completed")
-            item = self._add(kind(id=new_item_id("msg" if kind is MessageOut else "rs")), events)
-            part = OutputText() if isinstance(item, MessageOut) else ReasoningText()
-            item.content.append(part)  # type: ignore[arg-type]
+            # added with no part, then its one part (OpenAI's order)
+            if kind is MessageOut:
+                message = MessageOut(id=new_item_id("msg"))
+                self._add(message, events)
+                message.content.append(OutputText())
+                item = message
+            else:
+                reasoning = ReasoningOut(id=new_item_id("rs"))
+                self._add(reasoning, events)
+                reasoning.content.append(ReasoningText())
+                item = reasoning
+            part = item.content[0]
             events.append(
                 ContentPartEvent(
                     type="response.content_part.added",
@@ -178,7 +187,11 @@ class ResponseBuilder:
             item.arguments += event.text
             kind = "response.function_call_arguments.delta"
         index = self.response.output.index(item)
-        return [ArgumentsDelta(type=kind, sequence_number=self._next(), item_id=item.id, output_index=index, delta=event.text)]
+        return [
+            ArgumentsDelta(
+                type=kind, sequence_number=self._next(), item_id=item.id, output_index=index, delta=event.text
+            )
+        ]
 
     def _add(self, item: Item, events: list[StreamEvent]) -> Item:
         self.response.output.append(item)

@@ -11,7 +11,7 @@ from mlx_router.constraints.grammars import validate_json_schema
 from mlx_router.constraints.lark_regex import lark_to_regex
 
 # Codex's apply_patch grammar, as its freeform tool sends it
-APPLY_PATCH = r'''start: begin_patch hunk+ end_patch
+APPLY_PATCH = r"""start: begin_patch hunk+ end_patch
 begin_patch: "*** Begin Patch" LF
 end_patch: "*** End Patch" LF?
 
@@ -30,12 +30,13 @@ change_line: ("+" | "-" | " ") /(.*)/ LF
 eof_line: "*** End of File" LF
 
 %import common.LF
-'''
+"""
 
 PATCHES = [
     "*** Begin Patch\n*** Add File: hello.txt\n+Hello world\n*** End Patch\n",
     "*** Begin Patch\n*** Update File: a.py\n@@ def f():\n-    return 1\n+    return 2\n*** End Patch",
-    "*** Begin Patch\n*** Delete File: old.txt\n*** Update File: b.py\n*** Move to: c.py\n x\n*** End of File\n*** End Patch\n",
+    "*** Begin Patch\n*** Delete File: old.txt\n*** Update File: b.py\n*** Move to: c.py\n x\n"
+    "*** End of File\n*** End Patch\n",
 ]
 NOT_PATCHES = [
     "",

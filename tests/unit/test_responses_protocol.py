@@ -99,7 +99,11 @@ def test_tools_function_custom_and_hosted(caplog: pytest.LogCaptureFixture) -> N
         input="x",
         tools=[
             {"type": "function", "name": "f", "description": "F", "parameters": {"type": "object"}, "strict": True},
-            {"type": "custom", "name": "apply_patch", "format": {"type": "grammar", "syntax": "lark", "definition": "start: /x/"}},
+            {
+                "type": "custom",
+                "name": "apply_patch",
+                "format": {"type": "grammar", "syntax": "lark", "definition": "start: /x/"},
+            },
             {"type": "custom", "name": "note", "format": {"type": "text"}},
             {"type": "web_search"},
             {"type": "local_shell"},
@@ -150,7 +154,10 @@ def test_settings() -> None:
     ).to_conversation()
     assert conv.max_tokens == 20 and conv.sampling.temperature == 0 and conv.sampling.top_p == 0.5
     assert conv.reasoning_effort == "high" and conv.thinking is None
-    assert conv.response_format == {"type": "json_schema", "json_schema": {"name": "thing", "schema": schema, "strict": True}}
+    assert conv.response_format == {
+        "type": "json_schema",
+        "json_schema": {"name": "thing", "schema": schema, "strict": True},
+    }
     assert request(input="x", text={"format": {"type": "json_object"}}).to_conversation().response_format == {
         "type": "json_object"
     }
