@@ -16,7 +16,7 @@ from mlx_router.api.drain import RequestGate, RequestGateMiddleware
 from mlx_router.api.errors import install_error_handlers
 from mlx_router.api.middleware import APIKeyMiddleware, BodyLimitMiddleware, HostCheckMiddleware
 from mlx_router.api.request_log import RequestLogMiddleware
-from mlx_router.api.routes import anthropic, chat, completions, dashboard, embeddings, health, models, ui
+from mlx_router.api.routes import anthropic, chat, completions, dashboard, embeddings, health, models, responses, ui
 from mlx_router.api.routes.metrics import APIKeyMiddlewareOpenMetrics
 from mlx_router.api.routes.metrics import router as metrics_router
 from mlx_router.config.settings import Settings
@@ -53,7 +53,8 @@ def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="mlx-router", version=__version__, lifespan=lifespan, docs_url=None, redoc_url=None)
     install_error_handlers(app)
     app.include_router(metrics_router)
-    routers = (chat.router, completions.router, anthropic.router, embeddings.router, models.router, health.router)
+    apis = (chat.router, completions.router, anthropic.router, responses.router, embeddings.router)
+    routers = (*apis, models.router, health.router)
     for router in (*routers, dashboard.router, ui.router):
         app.include_router(router)
     if settings.server.api_keys:

@@ -22,6 +22,8 @@ from mlx_router.serving.embeddings import EmbeddingService
 from mlx_router.serving.generation import GenerationService
 from mlx_router.serving.prepare import GenerationPreparer
 from mlx_router.serving.profiles import ProfileStore
+from mlx_router.serving.response_store import ResponseStore
+from mlx_router.serving.responses import ResponsesService
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +42,7 @@ class Services:
     preparer: GenerationPreparer  # any API's conversation -> a ready generation
     generation: GenerationService  # a ready generation -> API-neutral events
     chat: ChatRenderer
+    responses: ResponsesService  # /v1/responses, with its store for previous_response_id
     completions: CompletionService
     embeddings: EmbeddingService
     metrics: RouterMetrics  # this app's Prometheus registry (GET /metrics)
@@ -88,6 +91,7 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
         preparer=GenerationPreparer(settings, profiles, monitor),
         generation=generation,
         chat=ChatRenderer(generation),
+        responses=ResponsesService(generation, ResponseStore(settings.defaults.responses_store_size)),
         completions=CompletionService(settings, engine, profiles, monitor),
         embeddings=EmbeddingService(settings, engine, manager),
         metrics=metrics,

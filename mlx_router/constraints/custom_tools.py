@@ -18,10 +18,9 @@ from mlx_router.constraints.errors import UnsupportedSchemaError
 from mlx_router.constraints.grammars import validate_json_schema
 from mlx_router.constraints.lark_regex import lark_to_regex
 from mlx_router.conversation.model import CustomTool
+from mlx_router.conversation.normalize import CUSTOM_INPUT
 
 logger = logging.getLogger(__name__)
-
-CUSTOM_INPUT = "input"
 
 
 def input_pattern(tool: CustomTool) -> str | None:
@@ -60,6 +59,8 @@ def grammar_tools(tools: list[dict[str, Any]], custom: list[CustomTool], *, forc
             out.append(tool)
             continue
         held = copy.deepcopy(tool)
-        held["function"]["parameters"]["properties"][CUSTOM_INPUT]["pattern"] = pattern
+        parameters = held["function"]["parameters"]
+        parameters["properties"][CUSTOM_INPUT]["pattern"] = pattern
+        parameters["additionalProperties"] = False  # the input and nothing else
         out.append(held)
     return out

@@ -15,6 +15,7 @@ it back as text, hits the prefix cache to its end.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal, Union
@@ -183,14 +184,32 @@ class _CallFilter:
 
 def _raw_input(arguments: str) -> str:
     """A custom tool's input from the arguments the model wrote (`{"input": "..."}`); text that is not such an
-    object (a model that wrote the input bare) is the input itself."""
+    object (a model that wrote the input bare) is the input itself. Arguments cut by the output limit give the
+    part of the input written before the cut, never the JSON around it."""
     try:
         value = json.loads(arguments)
     except ValueError:
-        return arguments
+        return _cut_input(arguments)
     if isinstance(value, dict) and isinstance(value.get(CUSTOM_INPUT), str):
         return value[CUSTOM_INPUT]
     return arguments
+
+
+_CUT_INPUT = re.compile(r'\s*\{\s*"' + CUSTOM_INPUT + r'"\s*:\s*"((?:[^"\\]|\\.)*)(\\[^"]*)?$', re.S)
+
+
+def _cut_input(arguments: str) -> str:
+    """The decoded input of `{"input": "...` cut before its string closed (an escape cut in half is dropped)."""
+    if ('{"' + CUSTOM_INPUT + '":"').startswith(re.sub(r"\s", "", arguments)):  # cut before the input began
+        return ""
+    match = _CUT_INPUT.match(arguments)
+    if match is None:
+        return arguments
+    body = re.sub(r"\\u[0-9a-fA-F]{0,3}$", "", match.group(1))  # a \uXXXX escape cut in half
+    try:
+        return str(json.loads('"' + body + '"'))
+    except ValueError:
+        return arguments
 
 
 def _as_events(parsed: ParsedOutput) -> list[OutputEvent]:

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mlx_router.config.settings import Settings
+from mlx_router.constraints.custom_tools import grammar_tools
 from mlx_router.constraints.grammars import (
     UnsupportedSchemaError,
     grammar_from_lark,
@@ -19,7 +20,7 @@ from mlx_router.constraints.grammars import (
     response_format_grammar,
     response_format_schema,
 )
-from mlx_router.conversation.model import Conversation
+from mlx_router.conversation.model import Conversation, CustomTool
 from mlx_router.conversation.normalize import template_messages, template_tools
 from mlx_router.engine.params import GenerationRequest
 from mlx_router.engine.resource_monitor import ResourceMonitor
@@ -43,6 +44,7 @@ class ToolPlan:
     mode: ToolChoiceMode | None = None  # None: no tools
     named: str | None = None
     parallel: bool = True
+    custom: list[CustomTool] = field(default_factory=list)  # the freeform tools, whose grammars hold their input
 
 
 @dataclass(frozen=True)
@@ -196,7 +198,10 @@ class GenerationPreparer:
                 raise InvalidRequestError(f"tool calling is disabled for {conv.model}", param="tool_choice")
             return ToolPlan()
         tools = template_tools(conv.tools)
-        plan = ToolPlan(tools=tools, parser=profile.tool_parser, mode="auto", parallel=conv.parallel_tool_calls)
+        custom = [t for t in conv.tools if isinstance(t, CustomTool)]
+        plan = ToolPlan(
+            tools=tools, parser=profile.tool_parser, mode="auto", parallel=conv.parallel_tool_calls, custom=custom
+        )
         if forced and plan.parser is None:
             raise InvalidRequestError(f"no tool-call format is known for {conv.model}", param="tool_choice")
         if choice.mode == "named":
@@ -220,6 +225,7 @@ class GenerationPreparer:
         parser = profile.tool_parser_class(plan.tools)
         tags = profile.think_tags if think.allowed else None
         try:
+            tools = grammar_tools(tools, plan.custom, forced=plan.mode != "auto")
             return parser.grammar(
                 tools,
                 mode=plan.mode,

@@ -107,7 +107,7 @@ def _response_shell(body: ResponsesRequest, created: int) -> ResponseObject:
         temperature=body.temperature,
         top_p=body.top_p,
         text={"format": fmt.model_dump(by_alias=True, exclude_none=True) if fmt else {"type": "text"}},
-        tool_choice=choice.model_dump(exclude_none=True) if choice is not None and not isinstance(choice, str) else choice or "auto",
+        tool_choice=choice or "auto" if choice is None or isinstance(choice, str) else choice.model_dump(),
         tools=[t.model_dump(by_alias=True, exclude_none=True) for t in body.tools or []],
         metadata=body.metadata or {},
         user=body.user,

@@ -127,6 +127,23 @@ def test_a_custom_call_carries_its_raw_input_once_complete() -> None:
     assert calls.count == 2
 
 
+@pytest.mark.parametrize(
+    ("written", "input_"),
+    [
+        ('{"input": "*** Begin Patch\\n*** Add', "*** Begin Patch\n*** Add"),
+        ('{"input": "caf\\u00', "caf"),  # an escape cut in half is dropped
+        ('{"input": "x\\', "x"),
+        ('{"inp', ""),  # cut before the input began
+        ('{"input": ', ""),
+        ("a bare input", "a bare input"),
+    ],
+)
+def test_a_custom_call_cut_by_the_limit_carries_the_input_written(written: str, input_: str) -> None:
+    calls = _CallFilter(_prepared([CustomTool("apply_patch")]))
+    out = calls.filter([ToolCallStart(0, "a", "apply_patch"), ToolCallArgsDelta(0, written)], last=True)
+    assert out[-1] == ToolCallArgsDelta(0, input_)
+
+
 def test_without_parallel_calls_only_the_first_is_kept() -> None:
     calls = _CallFilter(_prepared([FunctionTool("f")], parallel=False))
     out = calls.filter(

@@ -43,7 +43,7 @@ def accepts() -> Callable[[str, str], bool]:
 
 
 def hermes_call(name: str, value: str) -> str:
-    return f'<tool_call>\n{json.dumps({"name": name, "arguments": {"input": value}})}\n</tool_call>'
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': {'input': value}})}\n</tool_call>"
 
 
 def test_a_forced_custom_call_follows_its_lark_grammar(accepts: Callable[[str, str], bool]) -> None:
@@ -52,6 +52,9 @@ def test_a_forced_custom_call_follows_its_lark_grammar(accepts: Callable[[str, s
     assert accepts(grammar, hermes_call("apply_patch", PATCH))
     assert not accepts(grammar, hermes_call("apply_patch", "please patch hello.txt"))
     assert not accepts(grammar, hermes_call("apply_patch", PATCH + "trailing"))
+    extra = "<tool_call>\n" + json.dumps({"name": "apply_patch", "arguments": {"input": PATCH, "x": 1}})
+    extra += "\n</tool_call>"
+    assert not accepts(grammar, extra)  # the input and nothing else
 
 
 def test_a_regex_grammar_and_free_text(accepts: Callable[[str, str], bool]) -> None:

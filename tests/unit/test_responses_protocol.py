@@ -13,8 +13,8 @@ from mlx_router.errors import InvalidRequestError
 from mlx_router.parsing.events import ContentDelta, ReasoningDelta, ToolCallArgsDelta, ToolCallStart
 from mlx_router.protocol.responses import ResponsesRequest
 from mlx_router.protocol.responses_output import ResponseObject
-from mlx_router.serving.response_store import ResponseStore
 from mlx_router.serving.response_builder import ResponseBuilder
+from mlx_router.serving.response_store import ResponseStore
 
 PNG = "data:image/png;base64,iVBORw0KGgo="
 PDF = "data:application/pdf;base64,JVBERi0="
