@@ -22,6 +22,7 @@ from mlx_router.app import create_app
 from mlx_router.protocol.anthropic import CountTokensRequest, MessagesRequest
 from mlx_router.protocol.chat import ChatCompletionRequest
 from mlx_router.protocol.completions import CompletionRequest
+from mlx_router.protocol.responses import ResponsesRequest
 from tests.api.conftest import make_settings
 from tests.fixtures.tokenizers import FLAVOURS
 
@@ -162,6 +163,9 @@ def _send(client: TestClient, path: str, body: Any) -> None:
                 assert error is None or error["type"] not in ("server_error", "api_error"), (
                     f"{line} for {json.dumps(body)[:600]}"
                 )
+            if line.startswith("data: {") and '"response.failed"' in line:  # Responses' failure event
+                failure = json.loads(line[6:])["response"]["error"]
+                assert failure["code"] not in ("internal_error", "server_error"), f"{line} for {json.dumps(body)[:600]}"
 
 
 @FUZZ_SETTINGS
@@ -192,3 +196,16 @@ def test_anthropic_message_bodies_never_get_5xx(fuzz_client: TestClient, body: A
 @given(body=bodies(CountTokensRequest))
 def test_anthropic_count_tokens_bodies_never_get_5xx(fuzz_client: TestClient, body: Any) -> None:
     _send(fuzz_client, "/v1/messages/count_tokens", body)
+
+
+@FUZZ_SETTINGS
+@given(body=bodies(ResponsesRequest), stream=st.booleans())
+def test_responses_bodies_never_get_5xx(fuzz_client: TestClient, body: Any, stream: bool) -> None:
+    if isinstance(body, dict):
+        body["stream"] = stream
+        limit = body.get("max_output_tokens")
+        if isinstance(limit, int) and limit > 6:
+            body["max_output_tokens"] = 6  # capped to the context, never refused: a large one only runs long
+        elif "max_output_tokens" not in body:
+            body["max_output_tokens"] = 6
+    _send(fuzz_client, "/v1/responses", body)
