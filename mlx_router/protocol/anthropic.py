@@ -11,16 +11,14 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mlx_router.conversation.model import (
     Conversation,
-    FilePart,
     FunctionTool,
-    ImagePart,
     Message,
     Part,
     SamplingOptions,
@@ -29,100 +27,24 @@ from mlx_router.conversation.model import (
     ToolCall,
     ToolChoice,
 )
+from mlx_router.protocol.anthropic_blocks import (
+    CacheControlled,
+    ContentBlock,
+    DocumentBlock,
+    ImageBlock,
+    SearchResultBlock,
+    TextBlock,
+    ThinkingBlock,
+    ToolResultBlock,
+    ToolUseBlock,
+    block_parts,
+    result_parts,
+)
 from mlx_router.protocol.common import MAX_STOP_SEQUENCES, JSONObject, OpenAIModel, lone_surrogate_path
 
 logger = logging.getLogger(__name__)
 
 BILLING_LINE_PREFIX = "x-anthropic-billing-header:"
-
-
-class CacheControlled(OpenAIModel):
-    """Blocks may carry `cache_control` (Anthropic's cache breakpoints): accepted; the prefix cache needs none."""
-
-    cache_control: JSONObject | None = None
-
-
-class TextBlock(CacheControlled):
-    type: Literal["text"]
-    text: str
-
-
-class Base64Source(OpenAIModel):
-    type: Literal["base64"]
-    media_type: str
-    data: str
-
-
-class URLSource(OpenAIModel):
-    type: Literal["url"]
-    url: str
-
-
-class PlainTextSource(OpenAIModel):
-    type: Literal["text"]
-    media_type: str = "text/plain"
-    data: str
-
-
-class ContentSource(OpenAIModel):
-    type: Literal["content"]
-    content: str | list[TextBlock]
-
-
-class ImageBlock(CacheControlled):
-    type: Literal["image"]
-    source: Annotated[Base64Source | URLSource, Field(discriminator="type")]
-
-
-class DocumentBlock(CacheControlled):
-    type: Literal["document"]
-    source: Annotated[Base64Source | URLSource | PlainTextSource | ContentSource, Field(discriminator="type")]
-    title: str | None = None
-    context: str | None = None
-
-    @model_validator(mode="after")
-    def _servable(self) -> DocumentBlock:
-        src = self.source
-        if isinstance(src, Base64Source) and src.media_type != "application/pdf":
-            raise ValueError(f"a base64 document must be application/pdf, not {src.media_type}")
-        if isinstance(src, URLSource):
-            raise ValueError("a document given by URL is not fetched: send the PDF as a base64 source")
-        return self
-
-
-class ToolUseBlock(CacheControlled):
-    type: Literal["tool_use"]
-    id: str
-    name: str
-    input: JSONObject = Field(default_factory=dict)
-
-
-class ToolResultBlock(CacheControlled):
-    type: Literal["tool_result"]
-    tool_use_id: str
-    content: str | list[Annotated[TextBlock | ImageBlock | DocumentBlock, Field(discriminator="type")]] = ""
-    # Accepted: the result's text says what failed (Claude Code writes <tool_use_error>...), and it goes to the
-    # model as it is.
-    is_error: bool | None = None
-
-
-class ThinkingBlock(OpenAIModel):
-    type: Literal["thinking"]
-    thinking: str
-    signature: str | None = None
-
-
-class RedactedThinkingBlock(OpenAIModel):
-    """Thinking only Anthropic can read (its `data` is encrypted): nothing of it reaches the model."""
-
-    type: Literal["redacted_thinking"]
-    data: str = ""
-
-
-ContentBlock = Annotated[
-    TextBlock | ImageBlock | DocumentBlock | ToolUseBlock | ToolResultBlock | ThinkingBlock | RedactedThinkingBlock,
-    Field(discriminator="type"),
-]
 
 
 class MessageParam(OpenAIModel):
@@ -143,7 +65,7 @@ class MessageParam(OpenAIModel):
 
 _ROLE_BLOCKS = {
     "system": {"text"},
-    "user": {"text", "image", "document", "tool_result"},
+    "user": {"text", "image", "document", "search_result", "tool_result"},
     "assistant": {"text", "image", "document", "tool_use", "thinking", "redacted_thinking"},
 }
 
@@ -307,9 +229,9 @@ def convert_message(m: MessageParam) -> list[Message]:
     parts: list[Part] = []
     for block in m.content:
         if isinstance(block, ToolResultBlock):
-            out.append(Message(role="tool", content=_result_parts(block), tool_call_id=block.tool_use_id))
-        elif isinstance(block, TextBlock | ImageBlock | DocumentBlock):
-            parts.extend(_parts(block))
+            out.append(Message(role="tool", content=result_parts(block), tool_call_id=block.tool_use_id))
+        elif isinstance(block, TextBlock | ImageBlock | DocumentBlock | SearchResultBlock):
+            parts.extend(block_parts(block))
     if parts or not out:
         out.append(Message(role="user", content=parts))
     return out
@@ -325,44 +247,13 @@ def _assistant(blocks: list[Any]) -> Message:
         elif isinstance(block, ThinkingBlock):
             thinking.append(block.thinking)
         elif isinstance(block, TextBlock | ImageBlock | DocumentBlock):
-            parts.extend(_parts(block))
+            parts.extend(block_parts(block))
     return Message(
         role="assistant",
         content=parts or None,
         tool_calls=calls,
         reasoning="".join(thinking) or None,
     )
-
-
-def _parts(block: TextBlock | ImageBlock | DocumentBlock) -> list[Part]:
-    if isinstance(block, TextBlock):
-        return [TextPart(block.text)]
-    if isinstance(block, ImageBlock):
-        src = block.source
-        url = f"data:{src.media_type};base64,{src.data}" if isinstance(src, Base64Source) else src.url
-        return [ImagePart(url)]
-    return _document(block)
-
-
-def _document(block: DocumentBlock) -> list[Part]:
-    src = block.source
-    if isinstance(src, Base64Source):
-        return [FilePart(f"data:application/pdf;base64,{src.data}", filename=block.title)]
-    if isinstance(src, URLSource):  # refused by the block's validator
-        raise AssertionError("document URL")
-    if isinstance(src, PlainTextSource):
-        return [TextPart(src.data)]
-    content = src.content
-    return [TextPart(content)] if isinstance(content, str) else [TextPart(b.text) for b in content]
-
-
-def _result_parts(block: ToolResultBlock) -> list[Part]:
-    if isinstance(block.content, str):
-        return [TextPart(block.content)]
-    parts: list[Part] = []
-    for b in block.content:
-        parts.extend(_parts(b))
-    return parts
 
 
 def fold_inner_system(conv: Conversation) -> Conversation | None:

@@ -230,3 +230,21 @@ def test_structured_output_and_effort():
     assert request(output_format=fmt).to_conversation().response_format == expected  # the beta's name
     plain = request().to_conversation()
     assert plain.response_format is None and plain.reasoning_effort is None
+
+
+def test_search_results_and_tool_references_reach_the_model_as_text():
+    found = {
+        "type": "search_result",
+        "title": "Doc",
+        "source": "https://x",
+        "content": [{"type": "text", "text": "hit"}],
+    }
+    reference = {"type": "tool_reference", "tool_name": "Grep"}
+    messages = [
+        {"role": "user", "content": [found]},
+        {"role": "assistant", "content": [{"type": "tool_use", "id": "t", "name": "ToolSearch", "input": {}}]},
+        {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t", "content": [reference, found]}]},
+    ]
+    conv = request(messages=messages).to_conversation()
+    assert conv.messages[0].text() == "Doc\nhttps://x\nhit"
+    assert conv.messages[2].text() == "Tool available: Grep\nDoc\nhttps://x\nhit"
