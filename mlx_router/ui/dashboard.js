@@ -203,7 +203,8 @@
       cells[2].title = slot ? `KV reserved ${gb(slot.kv_reserved_gb)}, KV cache ${gb(slot.kv_cache_gb)}` : "estimate";
       cells[3].textContent = slot ? num(slot.running) : "0";
       cells[4].textContent = slot ? num(slot.queued) : "0";
-      cells[5].textContent = (card.source || "") + (card.supports_vision ? " · vision" : "");
+      const kind = card.type === "embeddings" ? " · embeddings" : card.supports_vision ? " · vision" : "";
+      cells[5].textContent = (card.source || "") + kind;
       const button = cells[6].firstChild;
       const loaded = modelState === "ready";
       button.dataset.action = loaded ? "unload" : "load";
@@ -232,10 +233,11 @@
   function fillModelChoice() {
     const select = $("chat-model");
     const chosen = select.value;
-    const ids = state.cards.map((c) => c.id);
+    const chats = state.cards.filter((c) => c.type !== "embeddings"); // the playground chats
+    const ids = chats.map((c) => c.id);
     if ([...select.options].map((o) => o.value).join("\n") === ids.join("\n")) return;
     select.replaceChildren(...ids.map((id) => new Option(id, id)));
-    const ready = state.cards.find((c) => c.state === "ready");
+    const ready = chats.find((c) => c.state === "ready");
     select.value = ids.includes(chosen) ? chosen : ready ? ready.id : ids[0] || "";
   }
 
