@@ -156,17 +156,18 @@ class Engine:
         """The embedding vectors of `inputs.rows`, float32 little-endian bytes each, in order.
 
         Admitted as a generation is (429 when the model's queue is full, 503 naming the memory limit): the
-        engine computes one batch of at most `prefill_batch_tokens` padded tokens at a time per model, so the
-        request reserves the KV cache and activations of its tokens up to one batch's. The model is loaded if
-        it is not; the engine batches the rows with other requests'. Cancelled (the client gone, a timeout),
-        the rows not yet computed are dropped in the engine."""
+        engine computes one batch of at most `prefill_batch_tokens` padded tokens (or one longer row alone) at a
+        time per model, so the request reserves the KV cache and activations of its tokens up to one batch's.
+        The model is loaded if it is not; the engine batches the rows with other requests'. Cancelled (the
+        client gone, a timeout), the rows not yet computed are dropped in the engine."""
         manager = self.manager
         d = manager.settings.defaults
-        share = min(sum(len(r) for r in inputs.rows), max(d.prefill_batch_tokens, d.prefill_step_size))
+        tokens, batch = sum(len(r) for r in inputs.rows), max(d.prefill_batch_tokens, d.prefill_step_size)
+        kv_tokens = min(tokens, max(batch, max(len(r) for r in inputs.rows)))  # a longer row runs alone, chunked
         slot = manager.acquire(inputs.model_id)
         reserved = 0
         try:
-            reserved = manager.admit(slot, share, share * activation_bytes_per_token)
+            reserved = manager.admit(slot, kv_tokens, min(tokens, batch) * activation_bytes_per_token)
             if slot.state != "ready":
                 await manager.ensure_loaded(inputs.model_id, await manager.prepare_load(inputs.model_id))
             return await self._compute(inputs)
