@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from mlx_router.conversation.model import (
@@ -178,8 +178,10 @@ class CustomToolParam(OpenAIModel):
 
 
 class HostedToolParam(OpenAIModel):
-    """A tool OpenAI runs itself (web_search, file_search, computer, local_shell, mcp, ...)."""
+    """A tool OpenAI runs itself (web_search, file_search, computer, local_shell, mcp, ...): kept whole, to be
+    echoed in the Response, and skipped."""
 
+    model_config = ConfigDict(extra="allow")
     type: str
 
 
@@ -227,7 +229,7 @@ class ResponsesRequest(OpenAIModel):
     """The body of `POST /v1/responses`."""
 
     model: str = Field(min_length=1)
-    input: str | list[InputItem]
+    input: list[InputItem]  # a string is one user message (see `_text_input`)
     instructions: str | None = None
     tools: list[ToolParam] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoiceParam | None = None
@@ -261,6 +263,12 @@ class ResponsesRequest(OpenAIModel):
             )
         return data
 
+    @field_validator("input", mode="before")
+    @classmethod
+    def _text_input(cls, v: Any) -> Any:
+        # a list-only field, so a bad item's error names the item, not "input.str"
+        return [{"type": "message", "role": "user", "content": v}] if isinstance(v, str) else v
+
     @field_validator("background")
     @classmethod
     def _not_background(cls, v: bool | None) -> bool | None:
@@ -276,9 +284,7 @@ class ResponsesRequest(OpenAIModel):
         return v
 
     def input_items(self) -> list[Any]:
-        """`input` as a list of items (a string is one user message)."""
-        if isinstance(self.input, str):
-            return [MessageItem(role="user", content=self.input)]
+        """`input` as a list of items (a string came as one user message)."""
         return list(self.input)
 
     def response_format(self) -> dict[str, Any] | None:
