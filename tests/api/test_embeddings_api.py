@@ -162,3 +162,23 @@ def test_a_request_past_the_memory_budget_is_503_with_retry_after(embedding_mode
         r = c.post(URL, json={"model": "tiny-embed", "input": ["many words in a long text " * 40] * 64})
         assert_error(r, 503, code="insufficient_memory")
         assert int(r.headers["Retry-After"]) >= 1
+
+
+def test_a_full_queue_is_429_with_retry_after(embedding_models_root: Path):
+    """The model's running+queued limit counts embedding requests as it counts chats."""
+    settings = make_settings(embedding_models_root, max_running_requests=1, max_queued_requests=0)
+
+    async def run() -> list[httpx.Response]:
+        app = create_app(settings)
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://t") as c:
+                assert (await c.post(URL, json={"model": "tiny-embed", "input": "load it"})).status_code == 200
+                body = {"model": "tiny-embed", "input": TEXTS * 20}
+                return list(await asyncio.gather(*(c.post(URL, json=body) for _ in range(3))))
+
+    replies = asyncio.run(run())
+    assert sorted(r.status_code for r in replies) == [200, 429, 429]
+    refused = next(r for r in replies if r.status_code == 429)
+    assert_error(refused, 429, "rate_limit_error", code="queue_full")
+    assert int(refused.headers["Retry-After"]) >= 1
