@@ -60,12 +60,13 @@ def usage(finished: Finished) -> MessageUsage:
 
 
 def tool_input(arguments: str) -> dict[str, Any]:
-    """A call's arguments as the object Anthropic sends; {} for arguments a max_tokens cut left unfinished."""
+    """A call's arguments as the object Anthropic sends; {} for arguments that are no whole object (a call a
+    max_tokens cut left unfinished; the stream sent the fragments written so far)."""
     try:
         value = json.loads(arguments) if arguments.strip() else {}
     except json.JSONDecodeError:
         return {}
-    return value if isinstance(value, dict) else {"input": value}
+    return value if isinstance(value, dict) else {}
 
 
 @dataclass
