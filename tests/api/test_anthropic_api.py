@@ -65,7 +65,8 @@ def test_refusals_in_anthropics_envelope(app: TestClient, payload: dict, words: 
     payload = {k: v for k, v in payload.items() if v is not None}
     r = app.post("/v1/messages?beta=true", json=payload, headers={"x-api-key": KEY})
     if payload["model"] == "no-such-model":
-        assert "no-such-model" in anthropic_error(r, 404, "not_found_error")
+        message = anthropic_error(r, 404, "not_found_error")
+        assert "no-such-model" in message and "defaults.model_aliases" in message
     else:
         assert words in anthropic_error(r, 400, "invalid_request_error")
 

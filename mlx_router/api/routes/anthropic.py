@@ -11,7 +11,7 @@ from mlx_router.api.deps import ServicesDep
 from mlx_router.api.request_log import request_record
 from mlx_router.api.responses import stream_response, unary_response
 from mlx_router.conversation.model import Conversation
-from mlx_router.errors import TemplateRejectedError
+from mlx_router.errors import ModelNotFoundError, TemplateRejectedError
 from mlx_router.observability.ids import RequestId
 from mlx_router.protocol.anthropic import CountTokensRequest, MessagesRequest, fold_inner_system
 from mlx_router.protocol.anthropic_response import CountTokensResponse, MessageResponse
@@ -27,7 +27,7 @@ async def create_message(body: MessagesRequest, request: Request, s: ServicesDep
     record = request_record(request)
     conv = body.to_conversation(s.settings.defaults.resolve_model(body.model))
     record.model = conv.model
-    prepared = await _prepare(s, conv, record.id)
+    prepared = await _prepare(s, conv, record.id, body.model)
     session = s.generation.session(prepared)
     record.attach(session, s.metrics)
     renderer = MessageRenderer(prepared.id, body.model, len(prepared.generation.prompt_tokens))
@@ -50,15 +50,20 @@ async def count_message_tokens(body: CountTokensRequest, request: Request, s: Se
     record = request_record(request)
     conv = body.to_conversation(s.settings.defaults.resolve_model(body.model))
     record.model = conv.model
-    prepared = await _prepare(s, conv, record.id)
+    prepared = await _prepare(s, conv, record.id, body.model)
     return CountTokensResponse(input_tokens=len(prepared.generation.prompt_tokens))
 
 
-async def _prepare(s: Services, conv: Conversation, rid: RequestId) -> PreparedGeneration:
+async def _prepare(s: Services, conv: Conversation, rid: RequestId, asked: str) -> PreparedGeneration:
     """Prepared as sent; a template that refuses Claude Code's system messages inside the conversation gets
-    them folded into the user turns beside them (`fold_inner_system`), still in place for the prefix cache."""
+    them folded into the user turns beside them (`fold_inner_system`), still in place for the prefix cache.
+    `asked`: the model name the client sent (Claude Code's are Anthropic's: the 404 says how to map them)."""
     try:
         return await s.preparer.prepare(conv, rid, "msg")
+    except ModelNotFoundError as e:
+        if conv.model == asked:
+            e.message += "; to serve this name with a local model, map it in defaults.model_aliases"
+        raise
     except TemplateRejectedError:
         folded = fold_inner_system(conv)
         if folded is None:
