@@ -33,6 +33,8 @@ from mlx_router.protocol.common import JSONObject, OpenAIModel, lone_surrogate_p
 
 logger = logging.getLogger(__name__)
 
+LOGPROBS = "message.output_text.logprobs"  # the `include` value that asks for the output text's logprobs
+
 
 class InputText(OpenAIModel):
     type: Literal["input_text", "output_text", "summary_text", "reasoning_text"]
@@ -230,7 +232,7 @@ class ResponsesRequest(OpenAIModel):
 
     model: str = Field(min_length=1)
     input: list[InputItem]  # a string is one user message (see `_text_input`)
-    instructions: str | None = None
+    instructions: str | list[InputItem] | None = None  # a list: messages (system or developer) put first
     tools: list[ToolParam] | None = None
     tool_choice: Literal["none", "auto", "required"] | NamedToolChoiceParam | None = None
     parallel_tool_calls: bool | None = None
@@ -243,6 +245,7 @@ class ResponsesRequest(OpenAIModel):
     store: bool | None = None
     previous_response_id: str | None = None
     include: list[str] | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     metadata: dict[str, str] | None = None
     prompt_cache_key: str | None = None
     user: str | None = None
@@ -304,8 +307,12 @@ class ResponsesRequest(OpenAIModel):
     def to_conversation(self, history: list[Any] | None = None) -> Conversation:
         """The request in the core's terms. `history`: the items of the response `previous_response_id` names
         (its input and output), which come before this request's input."""
-        messages = [Message(role="system", content=[TextPart(self.instructions)])] if self.instructions else []
-        messages += items_to_messages([*(history or []), *self.input_items()])
+        messages: list[Message] = []
+        if isinstance(self.instructions, str) and self.instructions:
+            messages.append(Message(role="system", content=[TextPart(self.instructions)]))
+        elif isinstance(self.instructions, list):
+            messages += items_to_messages(self.instructions, "instructions")
+        messages += items_to_messages([*(history or []), *self.input_items()], "input", -len(history or []))
         effort = self.reasoning.effort if self.reasoning is not None else None
         return Conversation(
             model=self.model,
@@ -321,6 +328,7 @@ class ResponsesRequest(OpenAIModel):
             sampling=SamplingOptions(temperature=self.temperature, top_p=self.top_p),
             reasoning_effort=None if effort in (None, "none") else effort,
             thinking=False if effort == "none" else None,
+            logprobs=(self.top_logprobs or 0) if LOGPROBS in (self.include or []) else None,
             param_prefix="input",
         )
 
@@ -359,15 +367,17 @@ class ResponsesRequest(OpenAIModel):
         return ToolChoice(mode="named", name=choice.name)
 
 
-def items_to_messages(items: list[Any]) -> list[Message]:
+def items_to_messages(items: list[Any], param: str = "input", first: int = 0) -> list[Message]:
     """Input items as chat turns: calls join the assistant turn before them, a reasoning item goes to the
-    assistant turn after it, `developer` is `system`, and a tool's output is a `tool` message."""
+    assistant turn after it, `developer` is `system`, and a tool's output is a `tool` message. Errors name
+    `<param>.<index>`, counted from `first` (the items of a stored response come first, below 0)."""
     messages: list[Message] = []
     reasoning: str | None = None
-    for index, item in enumerate(items):
+    for index, item in enumerate(items, start=first):
+        where = f"{param}.{index}" if index >= 0 else "previous_response_id"
         if isinstance(item, MessageItem):
             role = "system" if item.role == "developer" else item.role
-            message = Message(role=role, content=_parts(item.content, f"input.{index}.content"))
+            message = Message(role=role, content=_parts(item.content, f"{where}.content"))
             if role == "assistant":
                 message.reasoning, reasoning = reasoning, None
             messages.append(message)
@@ -380,7 +390,7 @@ def items_to_messages(items: list[Any]) -> list[Message]:
                 reasoning = None
             turn.tool_calls.append(ToolCall(item.call_id, item.name, arguments))
         elif isinstance(item, FunctionCallOutputItem | CustomToolCallOutputItem):
-            content = _parts(item.output, f"input.{index}.output")
+            content = _parts(item.output, f"{where}.output")
             messages.append(Message(role="tool", content=content, tool_call_id=item.call_id))
         elif isinstance(item, ReasoningItem):
             texts = [p.text for p in (item.content or [])] or [p.text for p in item.summary]

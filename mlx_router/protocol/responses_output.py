@@ -10,14 +10,31 @@ from typing import Annotated, Any, Literal, Union
 
 from pydantic import BaseModel, Field
 
+from mlx_router.protocol.common import FiniteLogprob
+
 ItemStatus = Literal["in_progress", "completed", "incomplete"]
+
+
+class TopLogprob(BaseModel):
+    token: str
+    logprob: FiniteLogprob
+    bytes: list[int]
+
+
+class Logprob(BaseModel):
+    """A token of the output text (asked for with `include: ["message.output_text.logprobs"]`)."""
+
+    token: str
+    logprob: FiniteLogprob
+    bytes: list[int]
+    top_logprobs: list[TopLogprob] = Field(default_factory=list)
 
 
 class OutputText(BaseModel):
     type: Literal["output_text"] = "output_text"
     text: str = ""
     annotations: list[Any] = Field(default_factory=list)
-    logprobs: list[Any] = Field(default_factory=list)
+    logprobs: list[Logprob] = Field(default_factory=list)
 
 
 class ReasoningText(BaseModel):
@@ -109,7 +126,7 @@ class ResponseObject(BaseModel):
     completed_at: int | None = None
     error: ResponseErrorOut | None = None
     incomplete_details: IncompleteDetails | None = None
-    instructions: str | None = None
+    instructions: str | list[Any] | None = None
     max_output_tokens: int | None = None
     model: str
     output: list[OutputItem] = Field(default_factory=list)
@@ -162,7 +179,7 @@ class OutputTextDelta(_Event):
     output_index: int
     content_index: int = 0
     delta: str
-    logprobs: list[Any] = Field(default_factory=list)
+    logprobs: list[Logprob] = Field(default_factory=list)
 
 
 class OutputTextDone(_Event):

@@ -25,6 +25,7 @@ from mlx_router.protocol.responses_output import (
     FunctionCallOut,
     IncompleteDetails,
     InputTokensDetails,
+    Logprob,
     MessageOut,
     OutputItemEvent,
     OutputText,
@@ -63,6 +64,7 @@ class ResponseBuilder:
         self._sequence = 0
         self._open: Item | None = None  # the item being written (the last of `response.output`)
         self._calls: dict[int, Item] = {}  # a call's item by the generation's call index
+        self._logprobs: list[Logprob] = []  # of the tokens behind the next events
 
     # ---- events --------------------------------------------------------------------------------------
 
@@ -72,6 +74,11 @@ class ResponseBuilder:
             ResponseEvent(type="response.created", sequence_number=self._next(), response=snapshot),
             ResponseEvent(type="response.in_progress", sequence_number=self._next(), response=snapshot),
         ]
+
+    def logprobs(self, items: list[Logprob]) -> None:
+        """The logprobs of the tokens behind the events that follow: they go with the next output text (the
+        tokens of thinking or of a call have none in the Response)."""
+        self._logprobs.extend(items)
 
     def feed(self, event: OutputEvent) -> list[StreamEvent]:
         """One parser event (text, reasoning, a call's start or a piece of its arguments)."""
@@ -154,11 +161,24 @@ class ResponseBuilder:
             )
         assert isinstance(item, MessageOut | ReasoningOut)
         item.content[0].text += text
-        delta = OutputTextDelta if isinstance(item, MessageOut) else ReasoningTextDelta
-        events.append(delta(sequence_number=self._next(), item_id=item.id, output_index=self._index(), delta=text))
+        index = self._index()
+        if isinstance(item, MessageOut):
+            logprobs, self._logprobs = self._logprobs, []
+            item.content[0].logprobs += logprobs
+            events.append(
+                OutputTextDelta(
+                    sequence_number=self._next(), item_id=item.id, output_index=index, delta=text, logprobs=logprobs
+                )
+            )
+        else:
+            self._logprobs = []
+            events.append(
+                ReasoningTextDelta(sequence_number=self._next(), item_id=item.id, output_index=index, delta=text)
+            )
         return events
 
     def _call_start(self, event: ToolCallStart) -> list[StreamEvent]:
+        self._logprobs = []
         events = self._close("completed")
         item: Item
         if event.name in self._custom:

@@ -13,7 +13,7 @@ from typing import Any
 
 from mlx_router.conversation.model import CustomTool
 from mlx_router.protocol.responses import ResponsesRequest
-from mlx_router.protocol.responses_output import ResponseObject, StreamEvent
+from mlx_router.protocol.responses_output import Logprob, ResponseObject, StreamEvent, TopLogprob
 from mlx_router.serving.generation import Finished, GenerationService, LogprobsDelta
 from mlx_router.serving.prepare import PreparedGeneration
 from mlx_router.serving.response_builder import ResponseBuilder
@@ -48,7 +48,9 @@ class ResponsesService:
         async for event in self._generation.events(run.prepared, session, stream=False):
             if isinstance(event, Finished):
                 builder.finish(*self._counts(run, event))
-            elif not isinstance(event, LogprobsDelta):
+            elif isinstance(event, LogprobsDelta):
+                builder.logprobs(_logprobs(run, event))
+            else:
                 builder.feed(event)
         self._keep(run)
         return builder.response
@@ -63,6 +65,7 @@ class ResponsesService:
                 out = builder.finish(*self._counts(run, event))
                 self._keep(run)
             elif isinstance(event, LogprobsDelta):
+                builder.logprobs(_logprobs(run, event))
                 continue
             else:
                 out = builder.feed(event)
@@ -87,6 +90,21 @@ class ResponsesService:
             self.store.put(response.id, [*run.history, *run.body.input_items()], list(response.output))
 
 
+def _logprobs(run: ResponsesRun, event: LogprobsDelta) -> list[Logprob]:
+    tokenizer = run.prepared.profile.tokenizer
+
+    def piece(token: int) -> tuple[str, list[int]]:
+        text = tokenizer.decode([token])
+        return text, list(text.encode("utf-8"))
+
+    out = []
+    for item in event.items:
+        text, raw = piece(item.token)
+        tops = [TopLogprob(token=t, logprob=lp, bytes=b) for t, b, lp in ((*piece(i), lp) for i, lp in item.top)]
+        out.append(Logprob(token=text, logprob=item.logprob, bytes=raw, top_logprobs=tops))
+    return out
+
+
 def _response_shell(body: ResponsesRequest, created: int) -> ResponseObject:
     """The Response before any output: its id and the request's settings, echoed as OpenAI does."""
     fmt = body.text.format if body.text is not None and body.text.format is not None else None
@@ -95,7 +113,9 @@ def _response_shell(body: ResponsesRequest, created: int) -> ResponseObject:
         id=f"resp_{uuid.uuid4().hex}",  # not the request id: a client's X-Request-ID may repeat
         created_at=created,
         model=body.model,
-        instructions=body.instructions,
+        instructions=body.instructions
+        if not isinstance(body.instructions, list)
+        else [i.model_dump(exclude_none=True) for i in body.instructions],
         max_output_tokens=body.max_output_tokens,
         parallel_tool_calls=body.parallel_tool_calls is not False,
         previous_response_id=body.previous_response_id,

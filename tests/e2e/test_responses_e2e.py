@@ -323,3 +323,23 @@ def test_agents_sdk_default_model(server: RouterServer) -> None:
     config = agents.RunConfig(model_provider=agents.OpenAIProvider(openai_client=client, use_responses=True))
     result = agents.Runner.run_sync(agent, "What is the capital of France?", run_config=config)
     assert result.final_output == CAPITAL
+
+
+def test_output_text_logprobs_when_included(client: openai.OpenAI, server: RouterServer) -> None:
+    body = {
+        "model": "trained-qwen",
+        "temperature": 0,
+        "instructions": SYSTEM,
+        "input": "What is the capital of France?",
+    }
+    plain = client.responses.create(**body)
+    assert plain.output[0].content[0].logprobs == []  # only when asked
+    r = client.responses.create(include=["message.output_text.logprobs"], top_logprobs=2, **body)
+    text = r.output[0].content[0]
+    assert text.text == CAPITAL and text.logprobs
+    assert "".join(lp.token for lp in text.logprobs).startswith(CAPITAL)
+    assert all(len(lp.top_logprobs) == 2 and lp.logprob <= 0 for lp in text.logprobs)
+    events = sse_events(server, {**body, "stream": True, "include": ["message.output_text.logprobs"]})
+    final = check_stream(events)
+    streamed = [lp for n, d in events if n == "response.output_text.delta" for lp in d["logprobs"]]
+    assert streamed == final["output"][0]["content"][0]["logprobs"] and streamed

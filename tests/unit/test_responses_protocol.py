@@ -282,3 +282,15 @@ def test_the_store_keeps_recent_responses_and_refuses_others() -> None:
     assert info.value.param == "previous_response_id"
     with pytest.raises(InvalidRequestError, match="keeps no responses"):
         ResponseStore(0).history("resp_1")
+
+
+def test_instructions_as_messages() -> None:
+    conv = request(
+        input="Hi", instructions=[{"role": "developer", "content": [{"type": "input_text", "text": "Be brief."}]}]
+    ).to_conversation()
+    assert [(m.role, m.text()) for m in conv.messages] == [("system", "Be brief."), ("user", "Hi")]
+    with pytest.raises(InvalidRequestError) as info:
+        request(
+            input="Hi", instructions=[{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]
+        ).to_conversation()
+    assert info.value.param == "instructions.0.content.0.image_url"
