@@ -19,6 +19,7 @@ from mlx_router.api.request_log import RequestLogMiddleware
 from mlx_router.api.routes import anthropic, chat, completions, dashboard, embeddings, health, models, responses, ui
 from mlx_router.api.routes.metrics import APIKeyMiddlewareOpenMetrics
 from mlx_router.api.routes.metrics import router as metrics_router
+from mlx_router.config.ranks import GROUP_LOST_EXIT
 from mlx_router.config.settings import Settings
 from mlx_router.engine.resource_monitor import ResourceMonitor
 from mlx_router.services import build_services
@@ -34,6 +35,7 @@ def create_app(settings: Settings) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = build_services(settings, asyncio.get_running_loop())
         app.state.services = services
+        services.client.on_group_lost = lambda reason: _group_lost(app)
         t0 = time.perf_counter()
         await services.client.ready()
         logger.info("engine ready in %.2fs", time.perf_counter() - t0)
@@ -75,6 +77,15 @@ def create_app(settings: Settings) -> FastAPI:
     # Outermost of all: every request gets its id and its end line, also one a middleware inside refuses
     app.add_middleware(RequestLogMiddleware)
     return app
+
+
+def _group_lost(app: FastAPI) -> None:
+    """A distributed group that broke up cannot be mended from here: the server exits non-zero for its supervisor
+    (launchd, systemd, mlx.launch) to start the whole group again; `cli` reads the status from app.state."""
+    app.state.exit_code = GROUP_LOST_EXIT
+    exit_soon = getattr(app.state, "exit_soon", None)
+    if exit_soon is not None:
+        exit_soon()
 
 
 async def _preload(services: object, model_id: str) -> None:

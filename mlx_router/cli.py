@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mlx_router import __version__
+from mlx_router.config.ranks import launch_rank
 from mlx_router.config.settings import ConfigError, Settings, load_settings
 from mlx_router.observability.logs import LogConfig, configure_logging
 
@@ -87,6 +88,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = "debug" if settings.server.debug else settings.server.log_level
     handlers = configure_logging(log_config(settings, level))
     try:
+        rank = launch_rank(os.environ)
+    except ValueError as e:
+        print(f"mlx-router: {e}", file=sys.stderr)
+        return 2
+    if rank is not None and rank > 0:  # a distributed launch's other ranks serve no HTTP: they follow rank 0
+        from mlx_router.core.follower import run_follower
+
+        return run_follower(settings)
+    try:
         from mlx_router.startup import prepare_models
 
         prepare_models(settings, allow_demo=not args.no_demo)
@@ -148,9 +158,13 @@ def _serve(uvicorn: Any, app: Any, settings: Settings, level: str) -> None:
     )
     # SIGTERM drains the app first (mlx_router/server.py); uvicorn.run would cut running requests without a word.
     server = DrainingServer(config, lambda seconds, hurry: drain(app, seconds, hurry), settings.server.drain_seconds)
+    app.state.exit_soon = server.exit_soon
     server.run()
     if not server.started:  # the port was taken, or the app did not start: as uvicorn.run exits
         raise SystemExit(STARTUP_FAILURE)
+    exit_code = getattr(app.state, "exit_code", 0)
+    if exit_code:
+        raise SystemExit(exit_code)
 
 
 if __name__ == "__main__":

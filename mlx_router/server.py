@@ -46,6 +46,12 @@ class DrainingServer(uvicorn.Server):
         else:
             super().handle_exit(sig, frame)
 
+    def exit_soon(self) -> None:
+        """Shut down without waiting for running requests (they have already ended with their error), as on a
+        first SIGINT: the app asks this when it cannot serve any more (a distributed group broke up)."""
+        if self._drain_for is None:
+            self._drain_for = 0.0
+
     async def on_tick(self, counter: int) -> bool:
         if self._drain_for is not None and self._draining is None:
             self._draining = asyncio.create_task(self._drain(self._drain_for, self._hurry))

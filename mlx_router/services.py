@@ -71,7 +71,10 @@ def build_services(settings: Settings, loop: asyncio.AbstractEventLoop) -> Servi
     client.start()
     # MLX's memory figures come from the engine's reports: this process does not run MLX
     monitor = ResourceMonitor(
-        settings.defaults, mlx=lambda: client.report.mlx, device_memory=lambda: client.report.device_memory
+        settings.defaults,
+        mlx=lambda: client.report.mlx,
+        device_memory=lambda: client.report.device_memory,
+        group_budget=lambda: client.report.group_budget,  # a distributed group's, all ranks'
     )
     manager = MLXModelManager(settings, discovery, client, monitor)
     activity = Activity()

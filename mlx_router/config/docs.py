@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from mlx_router.config.settings import DefaultsConfig, ModelSettings, ServerConfig, Settings
+from mlx_router.config.settings import DefaultsConfig, DistributedConfig, ModelSettings, ServerConfig, Settings
 from mlx_router.vision.limits import MediaLimits
 
 REPO = Path(__file__).resolve().parents[2]
@@ -45,6 +45,7 @@ SECTIONS = (
     Section("defaults", DefaultsConfig, ("defaults",)),
     Section("server", ServerConfig, ("server",)),
     Section("server.media", MediaLimits, ("server", "media")),
+    Section("distributed", DistributedConfig, ("distributed",)),
     Section("models", ModelSettings, ("models",)),
 )
 
@@ -117,6 +118,7 @@ def update_config(data: dict[str, Any]) -> dict[str, Any]:
     server = dict(out.get("server") or {})
     server["media"] = _documented(dict(server.get("media") or {}), MediaLimits)
     out["server"] = _documented(server, ServerConfig)
+    out["distributed"] = _documented(dict(out.get("distributed") or {}), DistributedConfig)
     models = dict(out.get("models") or {})
     documented = _documented({}, ModelSettings, add_missing=False)
     for model_id, entry in models.items():

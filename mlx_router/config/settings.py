@@ -390,6 +390,38 @@ class ModelSettings(_Section):
         return v
 
 
+class DistributedConfig(_Section):
+    """`distributed`: serving one model from several machines (ranks started by `mlx.launch`, or by hand with
+    MLX_RANK and MLX_HOSTFILE); ignored when the server is started as one process."""
+
+    parallel: Literal["tensor", "pipeline"] = Field(
+        "tensor",
+        description="How a model is split over the ranks: tensor (every layer's weights split, mlx-lm's "
+        "model.shard(); most architectures) or pipeline (each rank holds a run of whole layers; the architectures "
+        "whose mlx-lm model has pipeline(), e.g. qwen2, qwen3_moe, deepseek_v3).",
+    )
+    backend: Literal["any", "ring", "jaccl", "mpi", "nccl"] = Field(
+        "any",
+        description="mx.distributed backend: any (the one mlx.launch set up), ring (TCP), jaccl (RDMA over "
+        "Thunderbolt), mpi, nccl (CUDA).",
+    )
+    step_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Seconds a step of the group (or the wait for one) may take before a rank is taken for hung: "
+        "the server then answers 503 and exits non-zero, for its supervisor to restart the group.",
+    )
+    load_timeout_s: float = Field(
+        1800.0, gt=0, description="Seconds a model load (all ranks together, warm-up included) may take."
+    )
+    heartbeat_s: float = Field(
+        1.0,
+        gt=0,
+        description="Seconds between rank 0's empty rounds while idle: how soon a rank that died is noticed "
+        "when no request runs.",
+    )
+
+
 class Settings(BaseModel):
     """The whole configuration."""
 
@@ -399,6 +431,9 @@ class Settings(BaseModel):
         default_factory=DefaultsConfig, description="Server-wide request defaults and resource limits."
     )
     server: ServerConfig = Field(default_factory=ServerConfig, description="Where and how the HTTP server listens.")
+    distributed: DistributedConfig = Field(
+        default_factory=DistributedConfig, description="Serving a model from several machines (see README)."
+    )
     models: dict[str, ModelSettings] = Field(
         default_factory=dict,
         description="Per-model request defaults and capabilities, by model id (or its last path segment).",
@@ -466,6 +501,7 @@ class Settings(BaseModel):
         keys += [f"defaults.{k}" for k in self.defaults.unknown_keys()]
         keys += [f"server.{k}" for k in self.server.unknown_keys()]
         keys += [f"server.media.{k}" for k in self.server.media.unknown_keys()]
+        keys += [f"distributed.{k}" for k in self.distributed.unknown_keys()]
         for name, m in self.models.items():
             keys += [f"models.{name}.{k}" for k in m.unknown_keys()]
         return keys

@@ -10,13 +10,19 @@ worker thread and the model pool, takes messages from the HTTP side (`handle`, a
   out: ("events", [(request_id, event tuple), ...])   every event of one worker iteration, in one message
        ("reply", call_id, ok, value)
        ("report", EngineReport)     models and memory, after a command and at most every 0.1 s while busy
+       ("fatal", reason)            a distributed group broke up: the server must answer 503 and exit
+
+Launched as a rank of a distributed group (`core/group.py`), every rank runs an EngineHost: rank 0's takes the
+messages and sends them to the others each round (`core/lockstep.py`); the others apply them and send nothing.
 
 A token event travels as a tuple (`engine/wire.py`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -24,7 +30,9 @@ from typing import Any
 
 from mlx_router.config.settings import Settings
 from mlx_router.core.embeddings import EmbeddingJob, EmbeddingRunner
+from mlx_router.core.group import GROUP_LOST_EXIT, join_group
 from mlx_router.core.loader import free_memory
+from mlx_router.core.lockstep import STOP, Lockstep
 from mlx_router.core.pool import ModelPool
 from mlx_router.core.worker import MLXWorker
 from mlx_router.engine.commands import (
@@ -67,10 +75,19 @@ def _grammar_processors() -> Callable[[Any, Any], Any]:
 class EngineHost:
     """The MLX worker and the model pool, driven by messages."""
 
-    def __init__(self, settings: Settings, send: Callable[[Message], None]) -> None:
+    def __init__(self, settings: Settings, send: Callable[[Message], None], exit_on_fatal: bool = False) -> None:
         self._send = send
         self.worker = MLXWorker()
-        self.pool = ModelPool(settings, self.worker, ResourceMonitor(settings.defaults), _grammar_processors())
+        self.group = join_group(settings.distributed)
+        self.group_budget: int | None = None  # a group's: ranks x the smallest rank's budget (set by `_hello`)
+        monitor = ResourceMonitor(settings.defaults, group_budget=lambda: self.group_budget)
+        self.pool = ModelPool(settings, self.worker, monitor, _grammar_processors(), group=self.group)
+        self._exit_on_fatal = exit_on_fatal  # the engine's own process (or a follower rank): leave at once
+        self.lockstep: Lockstep | None = None
+        if self.group is not None:
+            self.lockstep = Lockstep(
+                self.group, settings.distributed, self.worker, self._apply, self._readings, self._fatal, self._unload
+            )
         self._events: list[tuple[str, tuple[Any, ...]]] = []
         self._lock = threading.Lock()
         self._last_report = 0.0
@@ -92,10 +109,15 @@ class EngineHost:
         }
 
     def start(self) -> None:
+        self.worker.post(self._hello)  # before the loop's first round (a group's first collective operation)
         self.worker.start()
-        self.worker.post(self._hello)
 
     def stop(self, timeout: float = 30.0) -> None:
+        if self.lockstep is not None:  # every rank unloads and ends in the same round
+            if self.worker.alive:
+                self.lockstep.submit(STOP)
+                self.worker.join(timeout)
+            return
         done = threading.Event()
 
         def unload_all() -> None:
@@ -112,23 +134,33 @@ class EngineHost:
     # -- any thread ----------------------------------------------------------------------------------------
     def handle(self, msg: Message) -> None:
         """Take one message from the HTTP side; the work runs on the worker thread."""
+        if self.lockstep is not None:
+            self.lockstep.submit(msg)  # applied on every rank in the next round
+        else:
+            self.worker.post(lambda: self._apply(msg))
+
+    # -- worker thread -------------------------------------------------------------------------------------
+    def _apply(self, msg: Message) -> None:
         kind = msg[0]
         if kind == "call":
             _, call_id, command = msg
-            self.worker.post(lambda: self._call(call_id, command))
+            self._call(call_id, command)
         elif kind == "post":
             command = msg[1]
             handler = self._posts.get(type(command))
             if handler is None:
                 logger.error("engine: unknown command %r", type(command).__name__)
             else:
-                self.worker.post(lambda: handler(command))
+                handler(command)
         else:
             logger.error("engine: unknown message %r", kind)
 
-    # -- worker thread -------------------------------------------------------------------------------------
     def _hello(self) -> None:
         self._device_memory = device_memory_bytes()
+        if self.group is not None:  # every rank's first collective operation, before any round
+            monitor = self.pool.monitor
+            budgets = self.group.exchange([monitor.own_budget_bytes()])
+            self.group_budget = self.group.size * min(row[0] for row in budgets)
         self._report()
 
     def _call(self, call_id: int, command: Any) -> None:
@@ -192,8 +224,10 @@ class EngineHost:
 
     def _cancel(self, command: CancelGeneration) -> None:
         runner = self.pool.runner(command.model_id)
-        if runner is not None:
+        if isinstance(runner, EmbeddingRunner):
             runner.cancel(command.request_id)
+        elif runner is not None:
+            runner.cancel(command.request_id, command.reason)
 
     def _add(self, model_id: str, req: GenerationRequest) -> None:
         emit = self._emitter(req.request_id)
@@ -249,7 +283,30 @@ class EngineHost:
     def _report(self) -> None:
         self._last_report = time.monotonic()
         active, cached, peak = mlx_readings()
-        self._send(("report", EngineReport(self.pool.report(), (active, cached, peak), self._device_memory)))
+        report = EngineReport(self.pool.report(), (active, cached, peak), self._device_memory)
+        if self.lockstep is not None:
+            report = dataclasses.replace(report, ranks=self.lockstep.ranks, group_budget=self.group_budget)
+        self._send(("report", report))
+
+    # -- a distributed group -------------------------------------------------------------------------------
+    def _readings(self) -> list[int]:
+        """This rank's memory and requests, as `core/lockstep.py` gathers them for /v1/health."""
+        active, cached, peak = mlx_readings()
+        models = self.pool.report().values()
+        running, queued = sum(m["running"] for m in models), sum(m["queued"] for m in models)
+        device = self._device_memory or 0
+        return [active, cached, peak, device, self.pool.monitor.own_budget_bytes(), running, queued]
+
+    def _unload(self) -> None:
+        self.pool.unload_all()
+
+    def _fatal(self, reason: str) -> None:
+        """The group broke up (any thread): the server learns why, and a process of its own leaves at once."""
+        logger.error("%s", reason)
+        self._send(("fatal", reason))
+        if self._exit_on_fatal:
+            logging.shutdown()
+            os._exit(GROUP_LOST_EXIT)
 
     def _memory(self, clear_cache: bool) -> dict[str, int]:
         import mlx.core as mx

@@ -126,6 +126,35 @@ def load_weights(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
     return _loaded(model_id, path, tokenizer, model, config, t0, "")
 
 
+def load_sharded(model_id: str, path: Path, tokenizer: Any, group: Any, parallel: str) -> LoadedModel:
+    """This rank's shard of a text model (as mlx-lm's `sharded_load`, from a local folder, without its closing
+    barrier: the pool agrees on the outcome with the other ranks instead). Tensor parallel splits every layer's
+    weights (`model.shard`); pipeline parallel keeps a run of whole layers (`model.model.pipeline`)."""
+    t0 = time.perf_counter()
+    read_config(path)
+    try:
+        model, config = load_model(path, lazy=True)
+    except Exception as e:
+        raise _load_failed(f"{model_id}: the weights could not be loaded ({e})") from None
+    kind = config.get("model_type", "?")
+    if parallel == "pipeline" and not hasattr(getattr(model, "model", None), "pipeline"):
+        raise _load_failed(
+            f"{model_id}: mlx-lm has no pipeline parallelism for {kind}; set distributed.parallel: tensor"
+        )
+    if parallel == "tensor" and not hasattr(model, "shard"):
+        raise _load_failed(f"{model_id}: mlx-lm has no tensor parallelism for {kind}; try the pipeline")
+    try:
+        if parallel == "pipeline":
+            model.model.pipeline(group)
+        else:
+            model.shard(group)
+        mx.eval(model.parameters())
+    except Exception as e:
+        raise _load_failed(f"{model_id}: its {parallel}-parallel shard could not be loaded ({e})") from None
+    how = f" ({parallel} shard {group.rank()} of {group.size()})"
+    return _loaded(model_id, path, tokenizer, model, config, t0, how)
+
+
 def load_vision_weights(model_id: str, path: Path, tokenizer: Any, feature_cache_bytes: int) -> LoadedModel:
     """A vision model: mlx-vlm's model and mlx-lm's text model over the same arrays (on the MLX thread)."""
     from mlx_router.vision.adapter import load_vision

@@ -10,6 +10,7 @@ past the budget or `cache_size`.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -23,16 +24,19 @@ from mlx_router.config.settings import Settings
 from mlx_router.core.dense_rows import prepare_quantized_layers
 from mlx_router.core.embedding_loader import check_decoder_weights, load_decoder_embedding, load_encoder_embedding
 from mlx_router.core.embeddings import EmbeddingConfig, EmbeddingRunner
+from mlx_router.core.group import RankGroup
 from mlx_router.core.loader import (
     LoadedModel,
     check_weights,
     free_memory,
+    load_sharded,
     load_solo_vision,
     load_vision_weights,
     load_weights,
     open_tokenizer,
     read_config,
 )
+from mlx_router.core.lockstep import agreed_failures
 from mlx_router.core.runner import ModelRunner, RunnerConfig
 from mlx_router.core.vision_solo import SoloVisionRunner
 from mlx_router.core.warmup import warm_up, warmup_plan
@@ -69,8 +73,10 @@ class ModelPool:
         worker: MLXWorker,
         monitor: ResourceMonitor,
         grammar_processors: Callable[[Any, LoadedModel], Any] | None = None,
+        group: RankGroup | None = None,
     ) -> None:
         self.settings = settings
+        self.group = group  # a distributed group: every rank loads its shard of each model
         self.worker = worker
         self.monitor = monitor
         self._grammar_processors = grammar_processors  # (tokenizer, loaded model) -> (grammar -> processor)
@@ -112,18 +118,27 @@ class ModelPool:
         m = self.models.setdefault(entry.id, PooledModel(entry.id))
         if m.state == "ready" and m.runner is not None:
             return LoadResult(m.cost_bytes, m.kv_per_token)
-        if entry.id not in self._checked:
-            self.check(entry)
-        tokenizer = self._checked.pop(entry.id)
-        cost = estimate_model_bytes(entry, self.settings)
-        self.evict([victim for victim in evict if victim != entry.id], reason=f"to make room for {entry.id}")
-        self._check_room(entry.id, cost)
-        m.state, m.error, m.cost_bytes = "loading", None, cost
         try:
+            if entry.id not in self._checked:
+                self.check(entry)
+            tokenizer = self._checked.pop(entry.id)
+            cost = estimate_model_bytes(entry, self.settings)
+            self.evict([victim for victim in evict if victim != entry.id], reason=f"to make room for {entry.id}")
+            self._check_room(entry.id, cost)
+            m.state, m.error, m.cost_bytes = "loading", None, cost
             loaded = self._load_weights(entry, tokenizer)
-        except ModelLoadError as e:
-            m.state, m.error, m.cost_bytes = "failed", e.message, 0
+        except Exception as e:
+            if m.state == "loading":
+                m.state, m.error, m.cost_bytes = "failed", getattr(e, "message", str(e)), 0
+            self._agree(False)  # the other ranks fail this load too
             raise
+        failed = self._agree(True)
+        if failed:  # the warm-up's collective operations need every rank: none keeps what it loaded
+            message = f"{entry.id} could not be loaded on rank(s) {failed} (their logs say why)"
+            m.state, m.error, m.cost_bytes = "failed", message, 0
+            del loaded
+            free_memory()
+            raise ModelLoadError(message)
         m.loaded, m.kv_per_token = loaded, loaded.kv_bytes_per_token
         m.loads += 1
         m.runner = self._runner(entry, loaded, tokenizer)
@@ -131,6 +146,10 @@ class ModelPool:
         self.worker.attach(entry.id, m.runner)
         m.state = "ready"
         return LoadResult(m.cost_bytes, m.kv_per_token)
+
+    def _agree(self, ok: bool) -> list[int]:
+        """In a group: the ranks whose part of a load failed (every rank calls this once per load)."""
+        return agreed_failures(self.group, ok) if self.group is not None else []
 
     def _runner(
         self, entry: ModelEntry, loaded: LoadedModel, tokenizer: Any
@@ -148,25 +167,40 @@ class ModelPool:
                 entry.id, loaded.model, loaded.solo_processor, tokenizer, self._runner_config(), grammar, context
             )
         d = self.settings.defaults
-        layers = prepare_quantized_layers(
-            loaded.model,
-            d.dense_matmul_min_rows,
-            self._layers_timed,
-            str(entry.path),
-            flat_configured=d.flat_decode_min_batch,
-            max_batch=d.max_running_requests,
+        # Timed choices of kernels could differ between ranks (and timing a sharded layer runs its collective)
+        layers = (
+            ""
+            if self.group is not None
+            else prepare_quantized_layers(
+                loaded.model,
+                d.dense_matmul_min_rows,
+                self._layers_timed,
+                str(entry.path),
+                flat_configured=d.flat_decode_min_batch,
+                max_batch=d.max_running_requests,
+            )
         )
         if layers:
             logger.info("%s: %s", entry.id, layers)
-        return ModelRunner(
-            entry.id, loaded.model, tokenizer, self._runner_config(), grammar_processor=grammar, vision=loaded.vision
-        )
+        runner_config = self._runner_config()
+        stream = None
+        if self.group is not None:  # every rank's prefix cache keeps and drops the same entries
+            runner_config = dataclasses.replace(runner_config, prefix_bytes_per_token=loaded.kv_bytes_per_token)
+            stream = self.group.stream
+        return ModelRunner(entry.id, loaded.model, tokenizer, runner_config, grammar, loaded.vision, stream)
 
     def _load_weights(self, entry: ModelEntry, tokenizer: Any) -> LoadedModel:
         embedding = self.settings.embedding_spec(entry)
         if embedding is not None:
             loader = load_encoder_embedding if embedding.encoder else load_decoder_embedding
             return loader(entry.id, entry.path, tokenizer)
+        if self.group is not None:
+            if self.settings.vision_path(entry) is not None:
+                raise ModelLoadError(
+                    f"{entry.id}: vision models are not served across several machines (set supports_vision: "
+                    "false for its text)"
+                )
+            return load_sharded(entry.id, entry.path, tokenizer, self.group.group, self.settings.distributed.parallel)
         if self.settings.vision_path(entry) == "solo":
             return load_solo_vision(entry.id, entry.path, tokenizer)
         if self.settings.vision_path(entry) == "handover":
@@ -176,13 +210,14 @@ class ModelPool:
 
     def _runner_config(self) -> RunnerConfig:
         d = self.settings.defaults
+        timed_holds = self.group is None  # a rank's clock must not decide what the batch does (core/lockstep.py)
         return RunnerConfig(
             max_running=d.max_running_requests,
             prefill_step_size=d.prefill_step_size,
             prefill_batch_tokens=max(d.prefill_batch_tokens, d.prefill_step_size),
             prefix_cache_bytes=int(d.prefix_cache_gb * GB),
-            prefill_gather_ms=d.prefill_gather_ms,
-            idle_gather_ms=d.idle_gather_ms,
+            prefill_gather_ms=d.prefill_gather_ms if timed_holds else 0.0,
+            idle_gather_ms=d.idle_gather_ms if timed_holds else 0.0,
         )
 
     def _check_room(self, model_id: str, cost: int) -> None:

@@ -49,8 +49,13 @@ class _Entry:
 class PrefixCache:
     """One model's prompt caches."""
 
-    def __init__(self, model_id: str, max_bytes: int, max_entries: int = 64, min_tokens: int = 32) -> None:
+    def __init__(
+        self, model_id: str, max_bytes: int, max_entries: int = 64, min_tokens: int = 32, bytes_per_token: int = 0
+    ) -> None:
         self._model_id = model_id
+        # > 0: an entry counts its tokens times this, not its arrays' bytes (the ranks of a pipeline hold
+        # different layers, and must all keep and drop the same entries)
+        self._bytes_per_token = bytes_per_token
         self._max_bytes = max_bytes
         self._max_entries = max_entries
         self._min_tokens = max(1, min_tokens)
@@ -100,7 +105,8 @@ class PrefixCache:
             if trimmable and node.end is not None and self._entries[node.end].trimmable:
                 redundant.append(node.end)
         node.end = key
-        entry = _Entry(cache, int(sum(c.nbytes for c in cache)), trimmable)
+        nbytes = len(key) * self._bytes_per_token if self._bytes_per_token else int(sum(c.nbytes for c in cache))
+        entry = _Entry(cache, nbytes, trimmable)
         self._entries[key] = entry
         self._nbytes += entry.nbytes
         for old in redundant:

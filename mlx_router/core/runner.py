@@ -50,6 +50,7 @@ class RunnerConfig:
     prefix_cache_bytes: int = 2 * 1024**3
     prefix_cache_entries: int = 64
     prefix_min_tokens: int = 32  # shorter cached prefixes are not worth copying a cache for
+    prefix_bytes_per_token: int = 0  # > 0: prefix entries counted by tokens, the same on every rank of a group
     solo_path: bool = True
     prefill_batch_tokens: int = 4096  # prompt tokens prefilled together between two decode steps
     prefill_gather_ms: float = 0.0  # while the batch decodes, hold newcomers this long to prefill them together
@@ -86,6 +87,7 @@ class ModelRunner:
         config: RunnerConfig,
         grammar_processor: Callable[[str], Any] | None = None,
         vision: VisionAdapter | None = None,
+        stream: Any = None,
     ) -> None:
         self.model_id = model_id
         self.vision = vision
@@ -96,7 +98,8 @@ class ModelRunner:
         self._samplers = SamplerFactory(vocab_size=_vocab_size(model, tokenizer))
         # A stream of its own, as mlx-lm's generate_step has: the same decode loop on the thread's default
         # stream measured slower.
-        self._stream = mx.new_stream(mx.default_device())
+        # In a distributed group, the group's stream (`core/group.py`): its collective operations stay in order.
+        self._stream = stream if stream is not None else mx.new_stream(mx.default_device())
         self._prefill_group = max(1, config.prefill_batch_tokens // config.prefill_step_size)  # prompts at once
         self._gen = ShiftingBatchGenerator(
             model,
@@ -150,7 +153,9 @@ class ModelRunner:
         c = self.config
         if c.prefix_cache_bytes <= 0:
             return None
-        return PrefixCache(self.model_id, c.prefix_cache_bytes, c.prefix_cache_entries, c.prefix_min_tokens)
+        return PrefixCache(
+            self.model_id, c.prefix_cache_bytes, c.prefix_cache_entries, c.prefix_min_tokens, c.prefix_bytes_per_token
+        )
 
     def _refresh_stats(self) -> None:
         self._stats_stale = False

@@ -36,6 +36,11 @@ class MLXWorker:
 
     def __init__(self, name: str = "mlx-worker") -> None:
         self._inbox: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+        # What one round after the commands does: step the runners with work; in a distributed group a lockstep
+        # round (core/lockstep.py) that first agrees with the other ranks on the batch's changes.
+        self.round: Callable[[], None] = self.step_all
+        self.max_wait: float | None = None  # the longest the loop waits for a command (a group's heartbeat)
+        self.fail_fast = False  # a failed step raises (a group's ranks cannot be shown to agree after one)
         self._runners: dict[str, Steppable] = {}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._stopping = False
@@ -74,6 +79,14 @@ class MLXWorker:
         if self._thread.is_alive():
             self._thread.join(timeout)
 
+    def join(self, timeout: float) -> None:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def finish(self) -> None:
+        """End the loop after this round (worker thread: a group's last round)."""
+        self._stopping = True
+
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
@@ -89,12 +102,13 @@ class MLXWorker:
         while not self._stopping:
             if not self._drain(self._wait()):
                 break
-            self._step_all()
+            self.round()
             for hook in self._after_iteration:
                 hook()
         logger.debug("MLX worker stopped")
 
-    def _step_all(self) -> None:
+    def step_all(self) -> None:
+        """Step every runner with work, in the order they were attached (worker thread only)."""
         # A method of its own so no local keeps a runner (and its model) alive while the loop waits.
         for key, runner in list(self._runners.items()):
             if runner.has_work():
@@ -103,6 +117,8 @@ class MLXWorker:
     def _wait(self) -> float | None:
         """How long to wait for a command before stepping: None with no work, 0 when a step is due."""
         waits = [r.ready_in() for r in self._runners.values() if r.has_work()]
+        if self.max_wait is not None:
+            waits.append(self.max_wait)
         return min(waits) if waits else None
 
     def _drain(self, wait: float | None) -> bool:
@@ -128,6 +144,8 @@ class MLXWorker:
         try:
             runner.step()
         except Exception as e:
+            if self.fail_fast:
+                raise
             # A failing step fails the requests of that batch, not the server.
             logger.exception("generation step failed for %s", key)
             runner.cancel_all(e)

@@ -68,6 +68,10 @@ class EngineClient:
         self._transport = self._new_transport()
         self._lost: Transport | None = None  # the current transport, once its engine is known to be gone
         self._lost_at = 0.0  # time.monotonic() when the last engine was found gone
+        # A distributed group (core/lockstep.py) is never restarted from here: its other ranks cannot rejoin.
+        # When it breaks up, everything fails with 503 and `on_group_lost` (the app's) ends the server.
+        self.group_lost: str | None = None
+        self.on_group_lost: Callable[[str], None] | None = None
 
     def _new_transport(self) -> Transport:
         transport: Transport | None = None
@@ -220,6 +224,8 @@ class EngineClient:
                     logger.info(
                         "engine restarted (restart %d): ready %.1fs after the last one stopped", self.restarts, took
                     )
+        elif kind == "fatal":
+            self._lose_group(msg[1])
         elif kind == "reply":
             _, call_id, ok, value = msg
             fut = self._calls.get(call_id)
@@ -239,6 +245,9 @@ class EngineClient:
             return
         self._lost, self._lost_at = transport, time.monotonic()
         how = f"exit code {code}" if code is not None else "its pipe is closed"
+        if self.report.ranks is not None or self.group_lost is not None:
+            self._lose_group(f"rank 0's engine stopped ({how})")
+            return
         if not self._ready.done() and self.restarts == 0:  # the first engine never started: nothing to go back to
             self._ready.set_exception(RuntimeError(f"the engine process exited while starting ({how})"))
             return
@@ -256,6 +265,21 @@ class EngineClient:
             self.restarts += 1
             self._ready = self._loop.create_future()  # commands from now on wait for the next engine
         self._loop.call_later(delay, self._restart)
+
+    def _lose_group(self, reason: str) -> None:
+        if self.group_lost is not None:
+            return
+        self.group_lost = reason
+        logger.error("the distributed group is lost: %s; the server stops", reason)
+        self.abort(
+            ServiceUnavailableError(
+                f"the distributed group serving the models is lost ({reason}); the server is restarting",
+                retry_after=10,
+                code="distributed_group_lost",
+            )
+        )
+        if self.on_group_lost is not None:
+            self.on_group_lost(reason)
 
     def _fail_in_flight(self, error: RouterError) -> None:
         for fut in self._calls.values():

@@ -8,7 +8,7 @@ one `post`ed gets none. The engine (`core/host.py`) dispatches them by type.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any, Literal, Union
 
 from mlx_router.config.discovery import ModelEntry
 from mlx_router.engine.params import GenerationRequest
@@ -83,6 +83,7 @@ class CancelGeneration:
 
     model_id: str
     request_id: str
+    reason: Literal["cancelled", "timeout"] = "cancelled"  # timeout: a distributed group's deadline (an error)
 
 
 Call = Union[CheckModel, LoadModel, EvictModels, UnloadModel, ReadMemory, EmbedInputs]  # noqa: UP007 (a runtime alias)
@@ -96,3 +97,5 @@ class EngineReport:
     models: dict[str, Any]  # model id -> the pool's report of it
     mlx: tuple[int, int, int] = (0, 0, 0)  # MLX memory: active, cache, peak (bytes)
     device_memory: int | None = None  # the accelerator's memory (bytes), when MLX reports one
+    ranks: list[dict[str, int]] | None = None  # a distributed group: every rank's readings (core/lockstep.py)
+    group_budget: int | None = None  # a distributed group: the budget of all ranks together (bytes)

@@ -203,7 +203,7 @@ class Engine:
         slots = self.manager.slots()
         models = [_slot_health(slot) for slot in slots]
         snap = self.manager.monitor.snapshot()
-        return {
+        health: dict[str, Any] = {
             "worker_alive": self.client.alive,
             "engine_state": self.client.state,
             "engine_pid": self.client.pid,
@@ -223,6 +223,26 @@ class Engine:
                 "pressure": snap.pressure,
             },
         }
+        ranks = self.client.report.ranks
+        if ranks is not None:  # a distributed group: every rank's memory and requests (core/lockstep.py)
+            health["ranks"] = [_rank_health(rank, r) for rank, r in enumerate(ranks)]
+        if self.client.group_lost is not None:
+            health["group_lost"] = self.client.group_lost
+        return health
+
+
+def _rank_health(rank: int, r: dict[str, int]) -> dict[str, Any]:
+    gb = 1024**3
+    return {
+        "rank": rank,
+        "mlx_active_gb": round(r["active"] / gb, 3),
+        "mlx_cache_gb": round(r["cache"] / gb, 3),
+        "mlx_peak_gb": round(r["peak"] / gb, 3),
+        "device_memory_gb": round(r["device_memory"] / gb, 2) if r["device_memory"] else None,
+        "budget_gb": round(r["budget"] / gb, 2),
+        "running": r["running"],
+        "queued": r["queued"],
+    }
 
 
 def _slot_health(slot: ModelSlot) -> dict[str, Any]:

@@ -78,6 +78,7 @@ class ResourceMonitor:
         max_age: float = 0.5,
         mlx: Callable[[], MLXReadings] = mlx_readings,
         device_memory: Callable[[], int | None] = device_memory_bytes,
+        group_budget: Callable[[], int | None] = lambda: None,
     ) -> None:
         self._cfg = cfg
         self._max_age = max_age
@@ -85,6 +86,9 @@ class ResourceMonitor:
         self._device_memory = device_memory
         self._last: MemorySnapshot | None = None
         self._last_at = 0.0
+        # In a distributed group: the group's budget (ranks x the smallest rank's), which every rank and the
+        # HTTP side count the whole model's weights and KV caches against.
+        self._group_budget = group_budget
 
     def snapshot(self, fresh: bool = False) -> MemorySnapshot:
         now = time.monotonic()
@@ -120,7 +124,11 @@ class ResourceMonitor:
         return snap
 
     def budget_bytes(self) -> int:
-        """Memory the loaded models (weights plus KV caches) may use in all."""
+        """Memory the loaded models (weights plus KV caches) may use in all (in a group: on all ranks)."""
+        return self._group_budget() or self.own_budget_bytes()
+
+    def own_budget_bytes(self) -> int:
+        """This machine's share of the budget."""
         if self._cfg.memory_budget_gb is not None:
             return int(self._cfg.memory_budget_gb * GB)
         total = self._device_memory() or psutil.virtual_memory().total

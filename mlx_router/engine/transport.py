@@ -170,7 +170,7 @@ def run_engine_process(conn: Connection, settings: Settings, log_level: int) -> 
     root.setLevel(log_level)
     from mlx_router.core.host import EngineHost
 
-    host = EngineHost(settings, send)
+    host = EngineHost(settings, send, exit_on_fatal=True)
     host.start()
     try:
         while True:

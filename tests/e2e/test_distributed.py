@@ -1,0 +1,194 @@
+"""Two ranks on 127.0.0.1 with MLX's ring backend, started by hand (MLX_RANK, MLX_HOSTFILE; `mlx.launch` busy-spins
+a core): rank 0 serves HTTP, rank 1 follows. Through the official openai client the tensor-parallel models give
+exactly the answers one process gives (the trained model's cases, streamed and not, all at once; a tool call;
+a JSON schema under constrained decoding; greedy text of a random model), a client that disconnects frees its
+slot on both ranks, and killing rank 1 ends the running stream with a 503 error and rank 0 with status 4."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import openai
+import pytest
+
+from tests.e2e.conftest import base_config
+from tests.e2e.test_structured_output_e2e import SCHEMAS, json_schema_format
+from tests.e2e.test_tools_e2e import ask, ask_stream, assert_case, case_request
+from tests.fixtures.cases import cases_for
+from tests.server_process import REPO, RouterServer, free_port
+
+pytestmark = pytest.mark.e2e
+
+GROUP_LOST_EXIT = 4  # mlx_router.config.ranks.GROUP_LOST_EXIT
+RANDOM_PROMPTS = ["Tell me about the sea.", "Count to ten.", "What is a prime number?", "Write a haiku."]
+
+
+class Group:
+    """Rank 0 (a RouterServer) and rank 1 (the same command, MLX_RANK=1), over a ring on two free ports."""
+
+    def __init__(self, workdir: Path, config: dict[str, Any]) -> None:
+        hostfile = workdir / "hosts.json"
+        hostfile.write_text(json.dumps([[f"127.0.0.1:{free_port()}"], [f"127.0.0.1:{free_port()}"]]))
+        self.env = {"MLX_HOSTFILE": str(hostfile)}
+        self.rank0 = RouterServer(workdir / "rank0", config, env={**self.env, "MLX_RANK": "0"})
+        self.rank1_log = workdir / "rank1.log"
+        self.rank1: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> Group:
+        env = dict(os.environ, HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false", MLX_RANK="1", **self.env)
+        env.pop("MLX_MODEL_DIR", None)
+        with open(self.rank1_log, "wb") as log:
+            self.rank1 = subprocess.Popen(
+                [sys.executable, "-m", "mlx_router", "--config", str(self.rank0.config_path), "--no-demo"],
+                cwd=REPO,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            self.rank0.start()
+        except Exception:
+            self.stop()
+            raise
+        return self
+
+    def stop(self) -> None:
+        self.rank0.stop()  # rank 0 stops the group: rank 1 unloads and exits 0
+        if self.rank1 is not None and self.rank1.poll() is None:
+            try:
+                self.rank1.wait(20)
+            except subprocess.TimeoutExpired:
+                self.rank1.kill()
+                self.rank1.wait(5)
+
+    def logs(self) -> str:
+        return f"--- rank 0\n{self.rank0.log()}\n--- rank 1\n{self.rank1_log.read_text(errors='replace')}"
+
+
+def _config(models_root: Path) -> dict[str, Any]:
+    cfg = base_config(models_root, max_tokens=64, warmup_tokens=0)
+    cfg["distributed"] = {"step_timeout_s": 10, "heartbeat_s": 0.5}
+    return cfg
+
+
+@pytest.fixture(scope="module")
+def group(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
+    g = Group(tmp_path_factory.mktemp("group"), _config(models_root)).start()
+    try:
+        yield g
+    finally:
+        g.stop()
+
+
+@pytest.fixture(scope="module")
+def single(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterServer]:
+    """The same models in one process: the answers the group must give."""
+    with RouterServer(tmp_path_factory.mktemp("single"), _config(models_root)) as srv:
+        yield srv
+
+
+def _runs(client: Any) -> list[Any]:
+    """Every request of the comparison at once: the trained cases (a tool call among them), streamed and not;
+    greedy text of a random model; a JSON schema on it."""
+    cases = cases_for("qwen")
+    jobs: list[Any] = []
+    for case in cases:
+        jobs.append(lambda c=case: ask(client, "trained-qwen", **case_request(c)))
+        jobs.append(lambda c=case: ask_stream(client, "trained-qwen", **case_request(c)))
+    for prompt in RANDOM_PROMPTS:
+        req = {"messages": [{"role": "user", "content": prompt}], "temperature": 0, "max_tokens": 40}
+        jobs.append(lambda r=req: ask(client, "tiny-a", **r))
+    schema = {"messages": [{"role": "user", "content": "Answer in JSON."}], "temperature": 0, "max_tokens": 300}
+    jobs.append(lambda: ask_stream(client, "tiny-a", response_format=json_schema_format("person"), **schema))
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        return list(pool.map(lambda job: job(), jobs))
+
+
+def test_the_group_answers_as_one_process(group: Group, single: RouterServer) -> None:
+    for model in ("trained-qwen", "tiny-a"):  # loaded first: the comparison runs requests, not loads, at once
+        group.rank0.openai().chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    answers = _runs(group.rank0.openai())
+    cases = cases_for("qwen")
+    for i, case in enumerate(cases):
+        assert_case(answers[2 * i], case)
+        assert_case(answers[2 * i + 1], case)
+    assert any(case.tool_calls for case in cases)
+    jsonschema.validate(json.loads(answers[-1].content or ""), SCHEMAS["person"])
+    assert _seen(answers) == _seen(_runs(single.openai())), group.logs()
+    health = group.rank0.health()
+    assert [r["rank"] for r in health["ranks"]] == [0, 1]
+    assert all(r["budget_gb"] > 0 for r in health["ranks"])
+
+
+def _seen(answers: list[Any]) -> list[tuple[Any, ...]]:
+    """What a user reads of each answer (tool call ids are random)."""
+    return [(a.content, a.reasoning, a.calls, a.finish_reason, a.raw_arguments) for a in answers]
+
+
+def _ranks_busy(group: Group) -> list[tuple[int, int]]:
+    return [(r["running"], r["queued"]) for r in group.rank0.health()["ranks"]]
+
+
+def _wait_for(cond: Any, timeout: float = 10.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_a_disconnect_frees_the_slot_on_every_rank(group: Group) -> None:
+    client = group.rank0.openai()
+    stream = client.chat.completions.create(
+        model="tiny-a",
+        messages=[{"role": "user", "content": "Go on forever."}],
+        max_tokens=4000,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    next(iter(stream))
+    assert _wait_for(lambda: _ranks_busy(group) == [(1, 0), (1, 0)]), group.rank0.health()
+    stream.close()
+    assert _wait_for(lambda: _ranks_busy(group) == [(0, 0), (0, 0)]), group.rank0.health()
+
+
+def test_killing_rank_1_ends_requests_with_503_and_rank_0_exits(group: Group) -> None:
+    # the last test of the module: it ends the group
+    client = group.rank0.openai()
+    stream = client.chat.completions.create(
+        model="tiny-a",
+        messages=[{"role": "user", "content": "Go on forever."}],
+        max_tokens=4000,
+        stream=True,
+        extra_body={"ignore_eos": True},
+    )
+    chunks = iter(stream)
+    next(chunks)
+    assert group.rank1 is not None and group.rank0.proc is not None
+    os.kill(group.rank1.pid, signal.SIGKILL)
+    t0 = time.monotonic()
+    with pytest.raises(openai.APIError) as err:
+        for _ in chunks:
+            pass
+    assert "distributed group" in str(err.value.message), err.value
+    assert time.monotonic() - t0 < 5
+    try:
+        client.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "hi"}])
+    except openai.InternalServerError as e:  # 503 while it shuts down
+        assert e.status_code == 503
+    except openai.APIConnectionError:  # or already gone
+        pass
+    else:
+        pytest.fail("a request after the group broke up was answered")
+    assert group.rank0.proc.wait(15) == GROUP_LOST_EXIT, group.logs()
