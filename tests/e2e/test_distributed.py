@@ -115,8 +115,9 @@ def _runs(client: Any) -> list[Any]:
 
 
 def test_the_group_answers_as_one_process(group: Group, single: RouterServer) -> None:
-    for model in ("trained-qwen", "tiny-a"):  # loaded first: the comparison runs requests, not loads, at once
-        group.rank0.openai().chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
+    for server in (group.rank0, single):  # loaded first: the comparison runs requests, not loads, at once
+        for model in ("trained-qwen", "tiny-a"):
+            server.openai().chat.completions.create(model=model, messages=[{"role": "user", "content": "hi"}])
     answers = _runs(group.rank0.openai())
     cases = cases_for("qwen")
     for i, case in enumerate(cases):
