@@ -414,11 +414,12 @@ class DistributedConfig(_Section):
     load_timeout_s: float = Field(
         1800.0, gt=0, description="Seconds a model load (all ranks together, warm-up included) may take."
     )
-    heartbeat_s: float = Field(
-        1.0,
+    idle_round_ms: float = Field(
+        20.0,
         gt=0,
-        description="Seconds between rank 0's empty rounds while idle: how soon a rank that died is noticed "
-        "when no request runs.",
+        description="While no request runs, rank 0 runs an empty round this often and the other ranks sleep "
+        "between rounds (MLX's collective wait spins a CPU core): a rank that died is noticed within it, and a "
+        "request arriving at an idle group waits up to it.",
     )
 
 

@@ -13,8 +13,9 @@ fetches from its prefix cache exactly as rank 0 does:
 - a sampled request without a seed gets one derived from its request id, so every rank draws the same token;
 - a load succeeds on every rank or on none (`ModelPool.agree`).
 
-While idle, rank 0 still sends an empty round every `heartbeat_s`, so a rank that died is noticed within a
-second; a rank that hangs blocks the others inside a collective operation, which the watchdog ends after
+While idle, rank 0 still sends an empty round every `idle_round_ms`, so a rank that died is noticed soon; the
+other ranks sleep between idle rounds instead of waiting inside the collective operation, where MLX's ring
+backend spins (a third of a core on the 2-core test VM). A rank that hangs blocks the others inside a collective operation, which the watchdog ends after
 `step_timeout_s`. Either way the rank reports the group lost and exits non-zero (rank 0's server then answers
 503 and exits too), for its supervisor to restart the whole group: ranks that may disagree never serve again.
 """
@@ -72,10 +73,12 @@ class Lockstep:
         self._pending: list[Message] = []
         self._deadlines: dict[str, tuple[str, float]] = {}  # request id -> (model id, time.monotonic() deadline)
         self._last_gather = 0.0
+        self._idle = cfg.idle_round_ms / 1000
+        self._was_idle = False  # the last round had no command and no runner with work (the same on every rank)
         self.ranks: list[dict[str, int]] = []  # the latest readings of every rank, in rank order
         self._watchdog = Watchdog(self._fatal)
         worker.round = self.round
-        worker.max_wait = cfg.heartbeat_s if group.leader else 0.0  # a follower never waits but in a round
+        worker.max_wait = self._idle if group.leader else 0.0  # a follower never waits but in a round
         worker.fail_fast = True
 
     # -- rank 0, any thread ----------------------------------------------------------------------------------
@@ -132,8 +135,9 @@ class Lockstep:
             payload = pickle.dumps(msgs, protocol=pickle.HIGHEST_PROTOCOL) if msgs else b""
             if time.monotonic() - self._last_gather >= GATHER_INTERVAL:
                 flags |= GATHER
-        # A follower waits for rank 0's next round: rank 0 may have idled up to a heartbeat before it
-        with self._watchdog.guard("a round of the group", cfg.step_timeout_s + (0 if leader else cfg.heartbeat_s)):
+        elif self._was_idle:
+            time.sleep(self._idle)  # rank 0's next idle round is about this far off
+        with self._watchdog.guard("a round of the group", cfg.step_timeout_s + self._idle):
             data, flags = self.group.broadcast(payload, flags)
             if flags & GATHER:
                 self._gather()
@@ -148,6 +152,7 @@ class Lockstep:
                 self._apply(msg)
         with self._watchdog.guard("a generation step", cfg.step_timeout_s):
             self._worker.step_all()
+        self._was_idle = not msgs and not self._worker.busy()
 
     def _gather(self) -> None:
         rows = self.group.exchange(self._readings())

@@ -39,7 +39,7 @@ class MLXWorker:
         # What one round after the commands does: step the runners with work; in a distributed group a lockstep
         # round (core/lockstep.py) that first agrees with the other ranks on the batch's changes.
         self.round: Callable[[], None] = self.step_all
-        self.max_wait: float | None = None  # the longest the loop waits for a command (a group's heartbeat)
+        self.max_wait: float | None = None  # the longest the loop waits for a command (a group's idle rounds)
         self.fail_fast = False  # a failed step raises (a group's ranks cannot be shown to agree after one)
         self._runners: dict[str, Steppable] = {}
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -106,6 +106,10 @@ class MLXWorker:
             for hook in self._after_iteration:
                 hook()
         logger.debug("MLX worker stopped")
+
+    def busy(self) -> bool:
+        """Whether a runner has work (worker thread)."""
+        return any(r.has_work() for r in self._runners.values())
 
     def step_all(self) -> None:
         """Step every runner with work, in the order they were attached (worker thread only)."""

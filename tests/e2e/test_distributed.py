@@ -77,7 +77,7 @@ class Group:
 
 def _config(models_root: Path) -> dict[str, Any]:
     cfg = base_config(models_root, max_tokens=64, warmup_tokens=0)
-    cfg["distributed"] = {"step_timeout_s": 10, "heartbeat_s": 0.5}
+    cfg["distributed"] = {"step_timeout_s": 10}
     return cfg
 
 
@@ -193,3 +193,28 @@ def test_killing_rank_1_ends_requests_with_503_and_rank_0_exits(group: Group) ->
     else:
         pytest.fail("a request after the group broke up was answered")
     assert group.rank0.proc.wait(15) == GROUP_LOST_EXIT, group.logs()
+
+
+def test_a_hung_rank_is_a_503_after_step_timeout(models_root: Path, tmp_path: Path) -> None:
+    # rank 1 stopped (SIGSTOP) never answers: rank 0 waits inside a collective operation, where no error ever
+    # comes; its watchdog ends the group after step_timeout_s
+    cfg = _config(models_root)
+    cfg["distributed"]["step_timeout_s"] = 2
+    g = Group(tmp_path, cfg).start()
+    try:
+        client = g.rank0.openai()
+        client.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "hi"}], max_tokens=4)
+        assert g.rank1 is not None and g.rank0.proc is not None
+        os.kill(g.rank1.pid, signal.SIGSTOP)
+        t0 = time.monotonic()
+        with pytest.raises(openai.InternalServerError) as err:
+            client.chat.completions.create(model="tiny-a", messages=[{"role": "user", "content": "hi"}])
+        assert err.value.status_code == 503 and "distributed group" in err.value.message
+        assert time.monotonic() - t0 < 6
+        assert g.rank0.proc.wait(15) == GROUP_LOST_EXIT, g.logs()
+        os.kill(g.rank1.pid, signal.SIGCONT)  # it finds rank 0 gone and leaves with the same status
+        assert g.rank1.wait(15) == GROUP_LOST_EXIT, g.logs()
+    finally:
+        if g.rank1 is not None and g.rank1.poll() is None:
+            os.kill(g.rank1.pid, signal.SIGCONT)
+        g.stop()
