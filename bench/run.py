@@ -98,13 +98,23 @@ def vision_cpu_preset(args: list[str]) -> Commands:
     return [*_tokenizer(), *build, bench + args]
 
 
+def dist_cpu_preset(args: list[str]) -> Commands:
+    """Two ranks on this machine's ring against one process, on the tiny float32 model: greedy answers equal, the
+    per-decode-step time at 1 and 8 streams, and the cost of one round of the group's own traffic."""
+    model, build = _model("tiny-fp32", "tiny", "--bits", "16", "--dtype", "float32")
+    bench = [sys.executable, str(HERE / "dist_bench.py"), str(model), "--out", _results("cpu-dist")]
+    return [*_tokenizer(), *build, bench + args]
+
+
 SCENARIOS = (
     # presets: the figures of RESULTS.md's summary table, on this machine
     Scenario("cpu", "run_bench.py", cpu_preset),
     Scenario("vision-cpu", "vision_bench.py", vision_cpu_preset),
+    Scenario("dist-cpu", "dist_bench.py", dist_cpu_preset),
     # benchmarks
     Scenario("compare", "run_bench.py"),
     Scenario("vision", "vision_bench.py"),
+    Scenario("dist", "dist_bench.py"),
     Scenario("runner", "runner_bench.py"),
     Scenario("prefix", "prefix_steps.py"),
     Scenario("constrained", "constrained_cost.py"),
