@@ -9,7 +9,9 @@ died or hung: status `GROUP_LOST_EXIT`, for the supervisor to start the group ag
 from __future__ import annotations
 
 import logging
+import os
 import signal
+import sys
 from types import FrameType
 
 from mlx_router.config.settings import Settings
@@ -20,7 +22,8 @@ logger = logging.getLogger(__name__)
 
 
 def run_follower(settings: Settings) -> int:
-    """Serve as a follower rank until rank 0 stops the group; the process's exit status."""
+    """Serve as a follower rank until rank 0 stops the group (the process then ends here, status 0); returns
+    only the exit status of a start that failed."""
 
     def wait_for_rank0(sig: int, frame: FrameType | None) -> None:
         # mlx.launch and service managers signal every rank: rank 0 drains its requests, then stops the group
@@ -40,7 +43,12 @@ def run_follower(settings: Settings) -> int:
     host.start()
     while host.worker.alive:
         host.worker.join(1.0)
-    return 0
+    # Models unloaded, worker stopped: leave without the interpreter's teardown, in which MLX's own threads were
+    # destroyed still running ("terminate called without an active exception", an abort), as the engine does.
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def _nowhere(msg: Message) -> None:

@@ -11,13 +11,16 @@ fetches from its prefix cache exactly as rank 0 does:
   deadline becomes a cancellation (its request reaches the runners without a deadline), and the batch's
   time-based holds are off in a group (`ModelPool` sets `prefill_gather_ms` and `idle_gather_ms` to 0);
 - a sampled request without a seed gets one derived from its request id, so every rank draws the same token;
-- a load succeeds on every rank or on none (`ModelPool.agree`).
+- a load succeeds on every rank or on none (`ModelPool._agree`).
 
 While idle, rank 0 still sends an empty round every `idle_round_ms`, so a rank that died is noticed soon; the
 other ranks sleep between idle rounds instead of waiting inside the collective operation, where MLX's ring
-backend spins (a third of a core on the 2-core test VM). A rank that hangs blocks the others inside a collective operation, which the watchdog ends after
+backend spins. A rank that hangs blocks the others inside a collective operation, which the watchdog ends after
 `step_timeout_s`. Either way the rank reports the group lost and exits non-zero (rank 0's server then answers
 503 and exits too), for its supervisor to restart the whole group: ranks that may disagree never serve again.
+
+Reading a round's header waits for the step before it (one stream: `core/group.py`), so a group loses the
+overlap of a step's compute with the next step's Python work that one process has.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 GATHER = 1  # a round's flag: every rank sends its readings (`RankReadings`)
 GATHER_INTERVAL = 0.5  # seconds between two gathers of the ranks' readings
+TIMES_PERIOD = 10.0  # seconds between two log lines of where a busy group's rounds spent their time
 STOP: Message = ("stop",)  # rank 0's last round: every rank unloads its models and ends its loop
 READINGS = ("active", "cache", "peak", "device_memory", "budget", "running", "queued")
 
@@ -75,6 +79,7 @@ class Lockstep:
         self._last_gather = 0.0
         self._idle = cfg.idle_round_ms / 1000
         self._was_idle = False  # the last round had no command and no runner with work (the same on every rank)
+        self._times = RoundTimes(group.rank)
         self.ranks: list[dict[str, int]] = []  # the latest readings of every rank, in rank order
         self._watchdog = Watchdog(self._fatal)
         worker.round = self.round
@@ -137,12 +142,14 @@ class Lockstep:
                 flags |= GATHER
         elif self._was_idle:
             time.sleep(self._idle)  # rank 0's next idle round is about this far off
+        t0 = time.perf_counter()
         with self._watchdog.guard("a round of the group", cfg.step_timeout_s + self._idle):
             data, flags = self.group.broadcast(payload, flags)
             if flags & GATHER:
                 self._gather()
         if not leader and data:
             msgs = pickle.loads(data)
+        t1 = time.perf_counter()
         for msg in msgs:
             if msg == STOP:
                 self._stop()
@@ -150,9 +157,13 @@ class Lockstep:
             limit = cfg.load_timeout_s if msg[0] == "call" else cfg.step_timeout_s
             with self._watchdog.guard(f"the command {type(msg[-1]).__name__}", limit):
                 self._apply(msg)
+        busy = self._worker.busy()
+        t2 = time.perf_counter()
         with self._watchdog.guard("a generation step", cfg.step_timeout_s):
             self._worker.step_all()
         self._was_idle = not msgs and not self._worker.busy()
+        if busy:
+            self._times.add(t1 - t0, t2 - t1, time.perf_counter() - t2)
 
     def _gather(self) -> None:
         rows = self.group.exchange(self._readings())
@@ -167,6 +178,34 @@ class Lockstep:
 
     def _fatal(self, reason: str) -> None:
         self._on_fatal(reason)
+
+
+class RoundTimes:
+    """Where a busy group's rounds spend their time, logged every TIMES_PERIOD seconds: waiting for and reading
+    rank 0's round (which also waits for the step before it to finish), applying commands, stepping."""
+
+    def __init__(self, rank: int) -> None:
+        self._rank = rank
+        self._since = time.perf_counter()
+        self.rounds, self.share_s, self.apply_s, self.step_s = 0, 0.0, 0.0, 0.0
+
+    def add(self, share: float, apply: float, step: float) -> None:
+        self.rounds += 1
+        self.share_s, self.apply_s, self.step_s = self.share_s + share, self.apply_s + apply, self.step_s + step
+        now = time.perf_counter()
+        if now - self._since < TIMES_PERIOD:
+            return
+        n = self.rounds
+        logger.info(
+            "rank %d: %d busy rounds in %.1f s: sharing %.2f ms a round, commands %.2f ms, step %.2f ms",
+            self._rank,
+            n,
+            now - self._since,
+            1000 * self.share_s / n,
+            1000 * self.apply_s / n,
+            1000 * self.step_s / n,
+        )
+        self._since, self.rounds, self.share_s, self.apply_s, self.step_s = now, 0, 0.0, 0.0, 0.0
 
 
 def _nothing() -> None:

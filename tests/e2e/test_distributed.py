@@ -1,8 +1,10 @@
 """Two ranks on 127.0.0.1 with MLX's ring backend, started by hand (MLX_RANK, MLX_HOSTFILE; `mlx.launch` busy-spins
 a core): rank 0 serves HTTP, rank 1 follows. Through the official openai client the tensor-parallel models give
 exactly the answers one process gives (the trained model's cases, streamed and not, all at once; a tool call;
-a JSON schema under constrained decoding; greedy text of a random model), a client that disconnects frees its
-slot on both ranks, and killing rank 1 ends the running stream with a 503 error and rank 0 with status 4."""
+a JSON schema under constrained decoding; greedy text of a random model), and so does a pipeline-parallel qwen2
+(greedy and seeded sampling; llama has no pipeline in mlx-lm: a clear load error); a client that disconnects
+frees its slot on both ranks; stopping rank 0 stops rank 1 cleanly; killing rank 1, or stopping it (a hang),
+ends the running requests with a 503 and both ranks with status 4."""
 
 from __future__ import annotations
 
@@ -62,28 +64,43 @@ class Group:
             raise
         return self
 
-    def stop(self) -> None:
-        self.rank0.stop()  # rank 0 stops the group: rank 1 unloads and exits 0
+    def stop(self) -> int | None:
+        """Stop rank 0, which stops the group; rank 1's exit status."""
+        self.rank0.stop()
         if self.rank1 is not None and self.rank1.poll() is None:
             try:
                 self.rank1.wait(20)
             except subprocess.TimeoutExpired:
                 self.rank1.kill()
                 self.rank1.wait(5)
+        return self.rank1.returncode if self.rank1 is not None else None
 
     def logs(self) -> str:
         return f"--- rank 0\n{self.rank0.log()}\n--- rank 1\n{self.rank1_log.read_text(errors='replace')}"
 
 
-def _config(models_root: Path) -> dict[str, Any]:
-    cfg = base_config(models_root, max_tokens=64, warmup_tokens=0)
-    cfg["distributed"] = {"step_timeout_s": 10}
+def _config(models: Path, parallel: str = "tensor") -> dict[str, Any]:
+    cfg = base_config(models, max_tokens=64, warmup_tokens=0)
+    cfg["distributed"] = {"step_timeout_s": 10, "parallel": parallel}
     return cfg
 
 
 @pytest.fixture(scope="module")
-def group(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
-    g = Group(tmp_path_factory.mktemp("group"), _config(models_root)).start()
+def models(models_root: Path, model_cache_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The models these tests use, and a random qwen2 (mlx-lm has pipeline parallelism for qwen2, not llama)."""
+    from tests.fixtures.models import cached_random_llm
+
+    root = tmp_path_factory.mktemp("dist-models")
+    for name in ("tiny-a", "trained-qwen"):
+        (root / name).symlink_to((models_root / name).resolve(), target_is_directory=True)
+    qwen2 = cached_random_llm("qwen", arch="qwen2", seed=0, root=model_cache_root)
+    (root / "tiny-qwen2").symlink_to(qwen2, target_is_directory=True)
+    return root
+
+
+@pytest.fixture(scope="module")
+def group(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Group]:
+    g = Group(tmp_path_factory.mktemp("group"), _config(models)).start()
     try:
         yield g
     finally:
@@ -91,10 +108,35 @@ def group(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 @pytest.fixture(scope="module")
-def single(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterServer]:
+def single(models: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterServer]:
     """The same models in one process: the answers the group must give."""
-    with RouterServer(tmp_path_factory.mktemp("single"), _config(models_root)) as srv:
+    with RouterServer(tmp_path_factory.mktemp("single"), _config(models)) as srv:
         yield srv
+
+
+def _qwen2_answers(client: Any) -> list[Any]:
+    out = []
+    for prompt in RANDOM_PROMPTS:
+        for sampling in ({"temperature": 0}, {"temperature": 1.0, "seed": 7}):
+            req = {"messages": [{"role": "user", "content": prompt}], "max_tokens": 30, **sampling}
+            out.append(ask(client, "tiny-qwen2", **req))
+    return out
+
+
+def test_a_pipeline_group_answers_as_one_process_and_stops_cleanly(
+    models: Path, single: RouterServer, tmp_path: Path
+) -> None:
+    # each rank runs whole layers: the same arithmetic as one process, so seeded sampling matches too
+    g = Group(tmp_path, _config(models, parallel="pipeline")).start()
+    try:
+        assert _seen(_qwen2_answers(g.rank0.openai())) == _seen(_qwen2_answers(single.openai())), g.logs()
+        with pytest.raises(openai.InternalServerError) as err:
+            g.rank0.openai().chat.completions.create(model="trained-qwen", messages=[{"role": "user", "content": "hi"}])
+        assert "no pipeline parallelism for llama" in err.value.message
+    finally:
+        status = g.stop()
+    assert status == 0, g.logs()  # rank 0 stopped the group: rank 1 unloaded its shard and left cleanly
+    assert "rank 1: the group stopped" in g.logs()
 
 
 def _runs(client: Any) -> list[Any]:
@@ -195,10 +237,10 @@ def test_killing_rank_1_ends_requests_with_503_and_rank_0_exits(group: Group) ->
     assert group.rank0.proc.wait(15) == GROUP_LOST_EXIT, group.logs()
 
 
-def test_a_hung_rank_is_a_503_after_step_timeout(models_root: Path, tmp_path: Path) -> None:
+def test_a_hung_rank_is_a_503_after_step_timeout(models: Path, tmp_path: Path) -> None:
     # rank 1 stopped (SIGSTOP) never answers: rank 0 waits inside a collective operation, where no error ever
     # comes; its watchdog ends the group after step_timeout_s
-    cfg = _config(models_root)
+    cfg = _config(models)
     cfg["distributed"]["step_timeout_s"] = 2
     g = Group(tmp_path, cfg).start()
     try:
