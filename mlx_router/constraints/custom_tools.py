@@ -4,8 +4,9 @@ Templates see a custom tool as a function of one string `input` (`conversation/n
 writes `{"input": "<raw text>"}` inside its call markup. The call grammar is built from the tool definitions,
 and a JSON string can be held to a regex (its `pattern`, which llguidance matches against the decoded text and
 escapes itself), so a custom tool's grammar becomes that pattern: a `regex` definition as it is, a `lark` one
-through `lark_regex.py` (grammars without recursion; Codex's `apply_patch` is one). Formats whose call grammar
-writes a string argument raw (qwen3_coder's XML parameters) ignore the pattern: the input is then free text.
+through `lark_regex.py` (grammars without recursion; Codex's `apply_patch` is one), written `^(?:X)$` (a whole
+match). Formats whose call grammar writes a string argument raw (qwen3_coder's XML parameters) take X as the
+value's own lexeme (`parsing/tools/grammar.py`'s `whole_match_body`).
 """
 
 from __future__ import annotations

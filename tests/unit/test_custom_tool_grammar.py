@@ -28,10 +28,9 @@ def template_tool(name: str) -> dict:
     return {"type": "function", "function": {"name": name, "description": "d", "parameters": schema}}
 
 
-@pytest.fixture(scope="module")
-def accepts() -> Callable[[str, str], bool]:
-    """accepts(grammar, text): whether the grammar lets a model write `text` and stop."""
-    tokenizer = AutoTokenizer.from_pretrained(cached_tokenizer("qwen"))
+def acceptor(flavour: str) -> Callable[[str, str], bool]:
+    """accepts(grammar, text): whether the grammar lets a model of `flavour` write `text` and stop."""
+    tokenizer = AutoTokenizer.from_pretrained(cached_tokenizer(flavour))
     ll = _build_ll_tokenizer(tokenizer, [tokenizer.eos_token_id])
 
     def check(grammar: str, text: str) -> bool:
@@ -40,6 +39,11 @@ def accepts() -> Callable[[str, str], bool]:
         return bool(matcher.consume_tokens(ids)) and not matcher.is_error()
 
     return check
+
+
+@pytest.fixture(scope="module")
+def accepts() -> Callable[[str, str], bool]:
+    return acceptor("qwen")
 
 
 def hermes_call(name: str, value: str) -> str:
@@ -83,3 +87,23 @@ def test_a_grammar_that_cannot_be_enforced(caplog: pytest.LogCaptureFixture) -> 
     assert "custom tool nest: its input is not constrained" in caplog.text
     with pytest.raises(UnsupportedSchemaError, match="custom tool bad's regex grammar"):
         input_pattern(CustomTool("bad", None, "regex", "(?<=a)b"))
+
+
+def test_a_raw_string_format_holds_the_input_to_the_grammar_too() -> None:
+    """Qwen3-Coder's XML calls write a string argument raw: the grammar's regex is the value itself."""
+    accepts = acceptor("qwen3_coder")
+    tools = grammar_tools([template_tool("apply_patch")], [APPLY], forced=True)
+    parser = get_tool_parser("qwen3_coder")(tools)
+    grammar = parser.grammar(tools, mode="named", parallel=False)
+
+    def call(value: str) -> str:
+        return (
+            f"<tool_call>\n<function=apply_patch>\n<parameter=input>\n{value}\n</parameter>\n</function>\n</tool_call>"
+        )
+
+    assert accepts(grammar, call(PATCH))
+    assert not accepts(grammar, call("please patch hello.txt"))
+    (parsed,) = get_tool_parser("qwen3_coder")([template_tool("apply_patch")]).parse(call(PATCH)).tool_calls
+    assert json.loads(parsed.arguments)["input"].rstrip("\n") == PATCH.rstrip("\n")
+    free = parser.grammar([template_tool("apply_patch")], mode="named", parallel=False)
+    assert accepts(free, call("please patch hello.txt"))  # without the grammar: free text

@@ -122,6 +122,34 @@ def start_rule(
     return [f"start: ({tags(open_tag)} {block} {gap}?)? ({body})", *rules]
 
 
+def whole_match_body(pattern: object) -> str | None:
+    """The regex X of a string `pattern` written `^(?:X)$` (a custom tool's input grammar,
+    `constraints/custom_tools.py`), which must match the whole string; None for any other pattern.
+
+    Formats that write a string argument raw (not as JSON) can hold it to X as one lexeme; a pattern of another
+    form means "contains a match" in JSON Schema, which such a format does not enforce.
+    """
+    if not isinstance(pattern, str) or not (pattern.startswith("^(?:") and pattern.endswith(")$")):
+        return None
+    depth, in_class, escaped = 0, False, False
+    for i, c in enumerate(pattern[1:-1], start=1):  # the group opened at 1 must close at the last ")"
+        if escaped:
+            escaped = False
+        elif c == "\\":
+            escaped = True
+        elif in_class:
+            in_class = c != "]"
+        elif c == "[":
+            in_class = True
+        elif c == "(":
+            depth += 1
+        elif c == ")":
+            depth -= 1
+            if depth == 0 and i != len(pattern) - 2:
+                return None
+    return pattern[4:-2]
+
+
 def budgeted_text(rule: str, budget: int, regex: str = "/(?s:.+)/") -> str:
     """A free-text rule that llguidance ends after `budget` tokens (the grammar then forces what follows).
 

@@ -29,6 +29,7 @@ from mlx_router.parsing.tools.grammar import (
     lark_string,
     repeated,
     start_rule,
+    whole_match_body,
 )
 from mlx_router.parsing.tools.scanning import (
     Scan,
@@ -195,7 +196,10 @@ class Qwen3CoderToolParser(StreamingToolParser):
             rule = f"param_{index}_{number}"
             opening = lark_string(f"<parameter={key}>\n")
             kinds = [t for t in schema_types(prop) if t != "null"] if isinstance(prop, Mapping) else []
-            if kinds == ["string"]:
+            whole = whole_match_body(prop.get("pattern")) if isinstance(prop, Mapping) else None
+            if kinds == ["string"] and whole is not None:  # a custom tool's grammar: the raw value follows it
+                rules.append(f'{rule}: {opening} /{_lark_regex(whole)}/ "\\n</parameter>\\n"')
+            elif kinds == ["string"]:
                 rules.append(f'{rule}: {opening} string_value "\\n"')
             elif len(kinds) == 1 and kinds[0] in _SCALAR_TERMINALS:
                 rules.append(f'{rule}: {opening} {_SCALAR_TERMINALS[kinds[0]]} "\\n</parameter>\\n"')
@@ -206,3 +210,8 @@ class Qwen3CoderToolParser(StreamingToolParser):
         head = lark_string(f"<function={name}>\n")
         rules.append(f"function_{index}: {head} {' '.join(parts)} {lark_string(FUNCTION_END)}")
         return rules
+
+
+def _lark_regex(regex: str) -> str:
+    """`regex` inside a Lark `/.../` terminal: its unescaped slashes escaped."""
+    return re.sub(r"(?<!\\)/", r"\/", regex)
