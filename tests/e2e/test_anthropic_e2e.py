@@ -245,6 +245,21 @@ def test_errors_in_anthropics_shape_as_the_sdks_exceptions(server: RouterServer,
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
+def test_a_failure_mid_stream_is_an_error_event(server: RouterServer, client: anthropic.Anthropic) -> None:
+    """The model unloaded by an operator while it streams: an `error` event (the SDK raises it) ends the stream."""
+    question = [{"role": "user", "content": "hello " * 8}]
+    with client.messages.stream(model="tiny-b", max_tokens=32000, messages=question, extra_body=GREEDY) as stream:
+        events = iter(stream)
+        assert next(e for e in events if e.type == "content_block_delta")
+        r = httpx.delete(f"{server.base_url}/v1/models/tiny-b", headers={"x-api-key": KEY}, timeout=30)
+        assert r.status_code == 200
+        with pytest.raises(anthropic.APIStatusError) as failed:
+            for _ in events:
+                pass
+    body = failed.value.body
+    assert body["type"] == "error" and body["error"]["type"] == "overloaded_error" and body["error"]["message"]
+
+
 def test_bearer_key_and_aliases(server: RouterServer) -> None:
     bearer = anthropic.Anthropic(base_url=server.base_url, auth_token=KEY, max_retries=0)  # Authorization: Bearer
     for name in ("claude-haiku-4-5", "claude-sonnet-4-5-20250929"):
