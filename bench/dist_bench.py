@@ -1,6 +1,7 @@
 """Distributed serving on one machine: two ranks (ring backend over 127.0.0.1) against one process.
 
 usage: dist_bench.py MODEL_DIR [--conc 1,8] [--max-tokens 256] [--rounds 2000] [--out FILE.jsonl]
+       MLX_RANK=R MLX_HOSTFILE=F dist_bench.py --rank-worker [--rounds 2000]   (on each machine of a real group)
 
 Correctness first: a few greedy answers of the group must equal the single process's, or the run stops. Then
 `load.py` streams the same load through both (ignore_eos, distinct prompts per level), and the per-decode-step
@@ -191,7 +192,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2000)
     ap.add_argument("--out")
-    ap.add_argument("--rank-worker", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--rank-worker", action="store_true", help="time the group's rounds as one rank (MLX_RANK set)")
     ap.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.rank_worker:
