@@ -12,7 +12,7 @@ from collections import OrderedDict
 from typing import Any
 
 from mlx_router.errors import InvalidRequestError
-from mlx_router.protocol.responses import (
+from mlx_router.protocol.responses_input import (
     CustomToolCallItem,
     FunctionCallItem,
     InputText,
