@@ -12,6 +12,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from mlx_router.app import create_app
+from mlx_router.protocol.responses import ResponsesRequest
 from tests.api.conftest import make_settings
 from tests.api.test_api_inprocess import assert_error
 
@@ -125,3 +126,30 @@ def test_a_failure_mid_stream_ends_with_response_failed(models_root: Path) -> No
         assert name == "response.failed" and last["response"]["status"] == "failed"
         assert last["response"]["error"]["code"] == "timeout"
         assert "timeout" in last["response"]["error"]["message"]
+
+
+def test_a_codex_turn_reaches_the_prompt_whole(client: TestClient) -> None:
+    """The recorded Codex turn as the model sees it: instructions first, every history item in place (the
+    apply_patch call as the function call of one `input` the template knows), hosted tools left out, and the
+    call grammar holding apply_patch's input to its Lark grammar."""
+    recorded = json.loads((Path(__file__).parents[1] / "fixtures" / "requests" / "codex_turn.json").read_text())
+    request = ResponsesRequest.model_validate({**recorded, "model": "trained-qwen"})
+    services = client.app.state.services  # type: ignore[attr-defined]
+    prepared = client.portal.call(services.preparer.prepare, request.to_conversation())  # type: ignore[union-attr]
+    prompt = prepared.prompt_text
+    order = [
+        "You are Codex",
+        "<permissions instructions>",
+        "<environment_context>",
+        "Add a hello.txt file",
+        '"command": ["ls"]',
+        "README.md\nsrc",
+        '"input": "*** Begin Patch\\n*** Add File: hello.txt\\n+hi\\n*** End Patch\\n"',
+        "Success. Updated the following files",
+        "Added hello.txt.",
+        "Now change it to say hello.",
+    ]
+    places = [prompt.find(text) for text in order]
+    assert -1 not in places and places == sorted(places), dict(zip(order, places, strict=True))
+    assert '"name": "apply_patch"' in prompt and '"name": "shell"' in prompt and "web_search" not in prompt
+    assert "Begin Patch" in (prepared.generation.grammar or "")  # constrain_tool_calls: the patch's grammar
