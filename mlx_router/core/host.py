@@ -294,8 +294,9 @@ class EngineHost:
         active, cached, peak = mlx_readings()
         models = self.pool.report().values()
         running, queued = sum(m["running"] for m in models), sum(m["queued"] for m in models)
+        ready = sum(1 for m in models if m["state"] == "ready")
         device = self._device_memory or 0
-        return [active, cached, peak, device, self.pool.monitor.own_budget_bytes(), running, queued]
+        return [active, cached, peak, device, self.pool.monitor.own_budget_bytes(), running, queued, ready]
 
     def _unload(self) -> None:
         self.pool.unload_all()

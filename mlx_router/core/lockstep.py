@@ -45,7 +45,7 @@ GATHER = 1  # a round's flag: every rank sends its readings (`RankReadings`)
 GATHER_INTERVAL = 0.5  # seconds between two gathers of the ranks' readings
 TIMES_PERIOD = 10.0  # seconds between two log lines of where a busy group's rounds spent their time
 STOP: Message = ("stop",)  # rank 0's last round: every rank unloads its models and ends its loop
-READINGS = ("active", "cache", "peak", "device_memory", "budget", "running", "queued")
+READINGS = ("active", "cache", "peak", "device_memory", "budget", "running", "queued", "models")
 
 
 def request_seed(request_id: str) -> int:

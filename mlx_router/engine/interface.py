@@ -242,6 +242,7 @@ def _rank_health(rank: int, r: dict[str, int]) -> dict[str, Any]:
         "budget_gb": round(r["budget"] / gb, 2),
         "running": r["running"],
         "queued": r["queued"],
+        "models_loaded": r["models"],
     }
 
 

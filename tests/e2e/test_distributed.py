@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -204,6 +205,17 @@ def test_a_disconnect_frees_the_slot_on_every_rank(group: Group) -> None:
     assert _wait_for(lambda: _ranks_busy(group) == [(1, 0), (1, 0)]), group.rank0.health()
     stream.close()
     assert _wait_for(lambda: _ranks_busy(group) == [(0, 0), (0, 0)]), group.rank0.health()
+
+
+def test_a_hot_swap_loads_and_unloads_on_every_rank(group: Group, single: RouterServer) -> None:
+    # cache_size 2 and three models asked in turn: each load evicts the least recently used, on every rank
+    req = {"messages": [{"role": "user", "content": RANDOM_PROMPTS[0]}], "temperature": 0, "max_tokens": 30}
+    for model in ("tiny-a", "trained-qwen", "tiny-qwen2", "tiny-a", "trained-qwen"):
+        assert _seen([ask(group.rank0.openai(), model, **req)]) == _seen([ask(single.openai(), model, **req)])
+    assert _wait_for(lambda: [r["models_loaded"] for r in group.rank0.health()["ranks"]] == [2, 2])
+    evicted = r"evicting (\S+) to make room for (\S+)"
+    rank0, rank1 = (re.findall(evicted, log) for log in group.logs().split("--- rank 1"))
+    assert len(rank0) >= 3 and rank0 == rank1, group.logs()  # the same models left, in the same order
 
 
 def test_killing_rank_1_ends_requests_with_503_and_rank_0_exits(group: Group) -> None:
