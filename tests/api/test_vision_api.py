@@ -341,3 +341,26 @@ def test_the_solo_path_counts_image_tokens_against_the_context(solo_client: Test
     assert r.status_code == 400, r.text
     assert r.json()["error"]["code"] == "context_length_exceeded"
     assert solo_client.post(CHAT, json=chat("smol-short", messages, max_tokens=4)).status_code == 200
+
+
+def test_responses_input_images_and_files_are_seen_as_in_chat(client: TestClient) -> None:
+    """/v1/responses' input_image and input_file reach the model as chat's image_url and file parts do."""
+    image, pdf = picture(5), pdf_uri([Page(lines=["HELLO"], width=200, height=150)])
+    question = "What is in this image?"
+    chat_parts = [{"type": "text", "text": question}, image_part(image)]
+    chat_parts.append({"type": "file", "file": {"file_data": pdf, "filename": "a.pdf"}})
+    asked = chat(VLM, [{"role": "user", "content": chat_parts}], ignore_eos=False)
+    r = client.post(CHAT, json=asked)
+    assert r.status_code == 200, r.text
+    expected = r.json()["choices"][0]["message"]["content"]
+    parts = [{"type": "input_text", "text": question}, {"type": "input_image", "image_url": data_uri(image)}]
+    parts.append({"type": "input_file", "file_data": pdf, "filename": "a.pdf"})
+    body = {"model": VLM, "input": [{"role": "user", "content": parts}], "max_output_tokens": N, "temperature": 0}
+    r = client.post("/v1/responses", json=body)
+    assert r.status_code == 200, r.text
+    assert r.json()["output"][0]["content"][0]["text"] == expected
+    other = {
+        **body,
+        "input": [{"role": "user", "content": [parts[0], {**parts[1], "image_url": data_uri(picture(6))}]}],
+    }
+    assert client.post("/v1/responses", json=other).json()["output"][0]["content"][0]["text"] != expected
