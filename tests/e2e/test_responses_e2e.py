@@ -343,3 +343,21 @@ def test_output_text_logprobs_when_included(client: openai.OpenAI, server: Route
     final = check_stream(events)
     streamed = [lp for n, d in events if n == "response.output_text.delta" for lp in d["logprobs"]]
     assert streamed == final["output"][0]["content"][0]["logprobs"] and streamed
+
+
+def test_codex_next_turn_reads_the_last_from_the_prefix_cache(server: RouterServer) -> None:
+    """Codex resends the whole history each turn (store false): the next turn's prompt starts with the last one,
+    so the prefix cache serves it."""
+    body = {k: v for k, v in json.loads(CODEX_TURN.read_text()).items() if not k.startswith("_")}
+    body.update(model="trained-qwen", max_output_tokens=16)
+    first = check_stream(sse_events(server, body))
+    replies = first["output"]  # sent back whole, reasoning included, as Codex does
+    outputs = [
+        {"type": f"{item['type']}_output", "call_id": item["call_id"], "output": "done"}
+        for item in replies
+        if item["type"] in ("function_call", "custom_tool_call")
+    ]
+    follow = {**body, "input": [*body["input"], *replies, *outputs, {"role": "user", "content": "Thanks."}]}
+    second = check_stream(sse_events(server, follow))
+    cached = second["usage"]["input_tokens_details"]["cached_tokens"]
+    assert cached >= 0.9 * first["usage"]["input_tokens"]
