@@ -86,7 +86,14 @@ class EngineHost:
         self.lockstep: Lockstep | None = None
         if self.group is not None:
             self.lockstep = Lockstep(
-                self.group, settings.distributed, self.worker, self._apply, self._readings, self._fatal, self._unload
+                self.group,
+                settings.distributed,
+                self.worker,
+                self._apply,
+                self._readings,
+                self._fatal,
+                self._unload,
+                self._report,
             )
         self._events: list[tuple[str, tuple[Any, ...]]] = []
         self._lock = threading.Lock()

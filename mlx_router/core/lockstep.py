@@ -65,6 +65,7 @@ class Lockstep:
         readings: Callable[[], list[int]],
         on_fatal: Callable[[str], None],
         on_stop: Callable[[], None],
+        on_readings: Callable[[], None],
     ) -> None:
         self.group = group
         self._cfg = cfg
@@ -73,6 +74,7 @@ class Lockstep:
         self._readings = readings
         self._on_fatal = on_fatal
         self._on_stop = on_stop
+        self._on_readings = on_readings  # rank 0 reports the fresh readings to the HTTP side
         self._lock = threading.Lock()
         self._pending: list[Message] = []
         self._deadlines: dict[str, tuple[str, float]] = {}  # request id -> (model id, time.monotonic() deadline)
@@ -169,6 +171,8 @@ class Lockstep:
         rows = self.group.exchange(self._readings())
         self.ranks = [dict(zip(READINGS, row, strict=True)) for row in rows]
         self._last_gather = time.monotonic()
+        if self.group.leader:
+            self._on_readings()
 
     def _stop(self) -> None:
         with self._watchdog.guard("unloading at the end", self._cfg.load_timeout_s):

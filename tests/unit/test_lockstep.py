@@ -46,7 +46,7 @@ class _Rank0:
 
 
 def _lockstep() -> Lockstep:
-    return Lockstep(_Rank0(), DistributedConfig(), MLXWorker(), print, lambda: [], print, print)  # type: ignore[arg-type]
+    return Lockstep(_Rank0(), DistributedConfig(), MLXWorker(), print, list, print, print, print)  # type: ignore[arg-type]
 
 
 def _start(rid: str, sampling: SamplingParams, deadline: float | None = None) -> tuple[str, StartGeneration]:
