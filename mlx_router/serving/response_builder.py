@@ -92,7 +92,9 @@ class ResponseBuilder:
             return self._call_args(event)
         return []
 
-    def finish(self, reason: str, input_tokens: int, output_tokens: int, cached_tokens: int, reasoning_tokens: int):
+    def finish(
+        self, reason: str, input_tokens: int, output_tokens: int, cached_tokens: int, reasoning_tokens: int
+    ) -> list[StreamEvent]:
         """The generation ended (`reason` "length": cut at the output limit): close the open item and give the
         Response its status and usage. Returns the closing events, the last one `response.completed` or
         `response.incomplete`."""

@@ -13,7 +13,8 @@ from typing import Any
 
 from mlx_router.conversation.model import CustomTool
 from mlx_router.protocol.responses import ResponsesRequest
-from mlx_router.protocol.responses_output import Logprob, ResponseObject, StreamEvent, TopLogprob
+from mlx_router.protocol.responses_output import Logprob, ResponseObject, StreamEvent
+from mlx_router.serving.chat import logprobs_out
 from mlx_router.serving.generation import Finished, GenerationService, LogprobsDelta
 from mlx_router.serving.prepare import PreparedGeneration
 from mlx_router.serving.response_builder import ResponseBuilder
@@ -91,18 +92,9 @@ class ResponsesService:
 
 
 def _logprobs(run: ResponsesRun, event: LogprobsDelta) -> list[Logprob]:
-    tokenizer = run.prepared.profile.tokenizer
-
-    def piece(token: int) -> tuple[str, list[int]]:
-        text = tokenizer.decode([token])
-        return text, list(text.encode("utf-8"))
-
-    out = []
-    for item in event.items:
-        text, raw = piece(item.token)
-        tops = [TopLogprob(token=t, logprob=lp, bytes=b) for t, b, lp in ((*piece(i), lp) for i, lp in item.top)]
-        out.append(Logprob(token=text, logprob=item.logprob, bytes=raw, top_logprobs=tops))
-    return out
+    """The tokens' logprobs as chat writes them (token text, bytes, top alternatives), in Responses' type."""
+    content = logprobs_out(run.prepared.profile.tokenizer, event.items).content or []
+    return [Logprob.model_validate(token.model_dump()) for token in content]
 
 
 def _response_shell(body: ResponsesRequest, created: int) -> ResponseObject:
