@@ -113,6 +113,14 @@ def response_format_grammar(
     return grammar_from_lark(_reasoning_lark(answer, think, in_reasoning, tags_are_tokens, think_budget))
 
 
+def thinking_budget_grammar(think: tuple[str | int, str | int], *, in_reasoning: bool, budget: int) -> str | None:
+    """A thinking block of at most `budget` tokens, then free text: the budget of a request that asks for one
+    and nothing else constrained. None where the close tag is not one token (a text tag cannot be forced)."""
+    if not isinstance(think[1], int):
+        return None
+    return grammar_from_lark(_reasoning_lark("/(?s:.*)/", think, in_reasoning, True, budget))
+
+
 def response_format_schema(response_format: Any) -> Any | None:
     """The JSON schema a `response_format` (dict or pydantic model) asks for; None for plain text."""
     if response_format is None:

@@ -133,6 +133,7 @@ class Conversation:
     ignore_eos: bool = False
     reasoning_effort: str | None = None
     thinking: bool | None = None  # the request turns thinking on or off (templates' enable_thinking); None: default
+    thinking_budget: int | None = None  # at most this many tokens of thinking, then the answer (Anthropic's budget)
     template_kwargs: dict[str, Any] = field(default_factory=dict)
     param_prefix: str = "messages"  # where the API's messages are, for error `param`s ("input" for Responses)
 

@@ -155,6 +155,9 @@ class MessagesInput(OpenAIModel):
             tool_choice=tool_choice(choice),
             parallel_tool_calls=not (choice is not None and choice.disable_parallel_tool_use),
             thinking=thinking_switch(self.thinking),
+            thinking_budget=self.thinking.budget_tokens
+            if self.thinking is not None and self.thinking.type == "enabled"
+            else None,
             param_prefix="messages",
         )
 
@@ -304,8 +307,8 @@ def tool_choice(choice: ToolChoiceParam | None) -> ToolChoice:
 
 
 def thinking_switch(thinking: ThinkingParam | None) -> bool | None:
-    """enabled: the template's thinking on; disabled: off; adaptive or absent: the model's default. A budget is
-    accepted; thinking is bounded by max_tokens alone (README "Claude Code")."""
+    """enabled: the template's thinking on; disabled: off; adaptive or absent: the model's default. (An enabled
+    budget becomes the conversation's `thinking_budget`.)"""
     if thinking is None or thinking.type == "adaptive":
         return None
     return thinking.type == "enabled"

@@ -19,6 +19,7 @@ from mlx_router.constraints.grammars import (
     lark_json,
     response_format_grammar,
     response_format_schema,
+    thinking_budget_grammar,
 )
 from mlx_router.conversation.model import Conversation, CustomTool
 from mlx_router.conversation.normalize import template_messages, template_tools
@@ -53,7 +54,8 @@ class ThinkingPlan:
 
     allowed: bool  # the output may think first (the prompt did not close the thinking block)
     in_reasoning: bool  # the prompt opened the block: the output starts inside it
-    budget: int  # thinking tokens allowed before a forced answer: half the output limit, so the answer fits
+    budget: int  # thinking tokens allowed before a forced answer: the request's budget, else half the output limit
+    asked: bool = False  # the request set the budget: enforce it even where nothing else is constrained
 
 
 @dataclass
@@ -131,8 +133,12 @@ class GenerationPreparer:
             cap_to_room=conv.max_tokens_policy == "cap",
             param=conv.param_prefix,
         )
-        think = self._thinking(profile, prompt_text, limit)
-        grammar = self._tool_grammar(plan, profile, think) or self._format_grammar(conv, profile, think)
+        think = self._thinking(profile, prompt_text, limit, conv.thinking_budget)
+        grammar = (
+            self._tool_grammar(plan, profile, think)
+            or self._format_grammar(conv, profile, think)
+            or self._budget_grammar(plan, profile, think)
+        )
         gen = GenerationRequest(
             request_id=rid.engine_id(id_prefix),
             model_id=conv.model,
@@ -233,7 +239,7 @@ class GenerationPreparer:
                 special_tokens=profile.special_tokens,
                 think=tags,
                 in_reasoning=think.in_reasoning,
-                think_budget=None if plan.mode == "auto" else think.budget,
+                think_budget=None if plan.mode == "auto" and not think.asked else think.budget,
             )
         except UnsupportedSchemaError as e:
             if plan.mode == "auto":  # free text stays possible: parse the calls without a grammar
@@ -270,7 +276,16 @@ class GenerationPreparer:
         return None if layout is None else grammar_from_lark(layout)
 
     @staticmethod
-    def _thinking(profile: ModelProfile, prompt_text: str, limit: int) -> ThinkingPlan:
+    def _budget_grammar(plan: ToolPlan, profile: ModelProfile, think: ThinkingPlan) -> str | None:
+        """A thinking budget the request asked for, where no other grammar holds the output: the thinking block
+        is cut at the budget and the answer is free. Not with tools offered (free text there would have to
+        admit the call markup's special tokens), nor for a model whose close tag is plain text."""
+        if not think.asked or not think.allowed or plan.mode is not None or profile.think_markers is None:
+            return None
+        return thinking_budget_grammar(profile.think_markers, in_reasoning=think.in_reasoning, budget=think.budget)
+
+    @staticmethod
+    def _thinking(profile: ModelProfile, prompt_text: str, limit: int, asked: int | None) -> ThinkingPlan:
         parser = profile.reasoning_parser_class
         if parser is None:
             return ThinkingPlan(allowed=False, in_reasoning=False, budget=limit)
@@ -278,5 +293,6 @@ class GenerationPreparer:
             # a prompt that closed the block (Qwen3's enable_thinking=False) leaves no thinking to allow
             allowed=not parser.prompt_closes_reasoning(prompt_text),
             in_reasoning=bool(parser.prompt_opens_reasoning(prompt_text)),
-            budget=max(1, limit // 2),
+            budget=max(1, min(asked, limit - 1) if asked is not None else limit // 2),
+            asked=asked is not None,
         )

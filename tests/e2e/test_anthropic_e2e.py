@@ -14,6 +14,7 @@ from typing import Any
 import anthropic
 import httpx
 import pytest
+from transformers import AutoTokenizer
 
 from tests.e2e.conftest import base_config
 from tests.fixtures.cases import REASONING, SYSTEM, TOOLS, WEATHER_ANSWER, WEATHER_RESULT
@@ -46,6 +47,10 @@ def server(models_root: Path, tmp_path_factory: pytest.TempPathFactory) -> Itera
     config["models"] = {"tiny-a": {"max_context_tokens": SMALL_CONTEXT}}
     with RouterServer(tmp_path_factory.mktemp("anthropic"), config) as srv:
         yield srv
+
+
+def server_model_dir(server: RouterServer) -> Path:
+    return Path(json.loads(server.config_path.read_text())["defaults"]["model_directory"]) / MODEL
 
 
 @pytest.fixture(scope="module")
@@ -170,6 +175,24 @@ def test_thinking_blocks_whole_and_streamed(client: anthropic.Anthropic) -> None
         {"role": "user", "content": CAPITAL},
     ]
     assert client.messages.create(model=MODEL, max_tokens=20, messages=again).content
+
+
+def test_a_thinking_budget_cuts_the_thinking_and_the_answer_follows(
+    client: anthropic.Anthropic, server: RouterServer
+) -> None:
+    """`budget_tokens` holds the thinking block to that many tokens (a grammar forces the close tag); the
+    answer is still written after it."""
+    question = "Think step by step: what is 2+2?"
+    whole = ask(client, question, thinking={"type": "enabled", "budget_tokens": 1024})
+    assert whole.content[0].thinking.strip() == REASONING  # a budget it stays within changes nothing
+    budget = 3
+    cut = ask(client, question, thinking={"type": "enabled", "budget_tokens": budget})
+    assert [b.type for b in cut.content] == ["thinking", "text"], cut.content
+    thought = cut.content[0].thinking
+    assert thought.strip() and REASONING.startswith(thought.strip()) and thought.strip() != REASONING
+    tok = AutoTokenizer.from_pretrained(str(server_model_dir(server)))
+    assert len(tok.encode(thought, add_special_tokens=False)) <= budget + 1  # + the newline the template adds
+    assert cut.content[1].text.strip() and cut.stop_reason == "end_turn"
 
 
 def test_thinking_disabled_reaches_the_template(client: anthropic.Anthropic) -> None:
