@@ -107,22 +107,7 @@ class GenerationPreparer:
         """`rid`: the request's id (`X-Request-ID`); the response's id is `<id_prefix>-<id>`."""
         received = time.monotonic()
         rid = rid or RequestId.new()
-        profile = await self._profiles.get(conv.model)
-        media = ChatMedia()
-        if any(m.has_media() for m in conv.messages):
-            media = await self._media.prepare(conv.model, conv.messages, profile.vision, conv.param_prefix)
-        plan = self._tool_plan(conv, profile)
-        kwargs = self._template_kwargs(conv, profile)
-        chars = sum(len(m.text() or "") for m in conv.messages)
-        prompt_text = await run_sized(chars, INLINE_RENDER_CHARS, self._render, profile, conv, plan, kwargs, media)
-        if media.images and profile.vision is not None:
-            counts = [profile.vision.token_count(i.width, i.height) for i in media.images]
-            prompt_text = profile.vision.expand_text(prompt_text, counts)
-        profile.prompts.refuse_oversized(prompt_text, profile.context_tokens, conv.param_prefix)  # before encoding
-        tokens = await run_sized(len(prompt_text), INLINE_ENCODE_CHARS, profile.prompts.encode, prompt_text)
-        if media.images and profile.vision is not None:
-            counts = [profile.vision.token_count(i.width, i.height) for i in media.images]
-            tokens = profile.vision.expand(tokens, counts)
+        profile, media, plan, prompt_text, tokens = await self._prompt(conv, check_context=True)
         limit = output_limit(
             conv.max_tokens,
             profile.settings,
@@ -166,6 +151,35 @@ class GenerationPreparer:
             plan,
             think.in_reasoning,
         )
+
+    async def count_tokens(self, conv: Conversation) -> int:
+        """The prompt's tokens as the model would see them (template, tools, images), also for a prompt past
+        the model's context: a client counts to learn whether it fits."""
+        return len((await self._prompt(conv, check_context=False))[4])
+
+    async def _prompt(
+        self, conv: Conversation, *, check_context: bool
+    ) -> tuple[ModelProfile, ChatMedia, ToolPlan, str, list[int]]:
+        """The conversation rendered and encoded: (profile, media, tool plan, prompt text, prompt ids).
+        `check_context`: a text sure to overflow the context is refused before it is encoded."""
+        profile = await self._profiles.get(conv.model)
+        media = ChatMedia()
+        if any(m.has_media() for m in conv.messages):
+            media = await self._media.prepare(conv.model, conv.messages, profile.vision, conv.param_prefix)
+        plan = self._tool_plan(conv, profile)
+        kwargs = self._template_kwargs(conv, profile)
+        chars = sum(len(m.text() or "") for m in conv.messages)
+        prompt_text = await run_sized(chars, INLINE_RENDER_CHARS, self._render, profile, conv, plan, kwargs, media)
+        if media.images and profile.vision is not None:
+            counts = [profile.vision.token_count(i.width, i.height) for i in media.images]
+            prompt_text = profile.vision.expand_text(prompt_text, counts)
+        if check_context:
+            profile.prompts.refuse_oversized(prompt_text, profile.context_tokens, conv.param_prefix)  # before encoding
+        tokens = await run_sized(len(prompt_text), INLINE_ENCODE_CHARS, profile.prompts.encode, prompt_text)
+        if media.images and profile.vision is not None:
+            counts = [profile.vision.token_count(i.width, i.height) for i in media.images]
+            tokens = profile.vision.expand(tokens, counts)
+        return profile, media, plan, prompt_text, tokens
 
     def _template_kwargs(self, conv: Conversation, profile: ModelProfile) -> dict[str, Any]:
         kwargs: dict[str, Any] = {}

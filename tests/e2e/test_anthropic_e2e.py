@@ -223,6 +223,11 @@ def test_a_full_context_ends_with_model_context_window_exceeded(client: anthropi
     # greedy, the random model does not end by itself here: it runs until the context is full
     assert msg.stop_reason == "model_context_window_exceeded"
     assert msg.usage.output_tokens == SMALL_CONTEXT - prompt
+    # a conversation past the context is counted (the client counts to learn that), and only sending it is refused
+    long = {"model": "tiny-a", "messages": [{"role": "user", "content": "hello " * 400}]}
+    assert client.messages.count_tokens(**long).input_tokens > SMALL_CONTEXT
+    with pytest.raises(anthropic.BadRequestError):
+        client.messages.create(max_tokens=10, **long)
 
 
 def test_structured_output_matches_the_schema(client: anthropic.Anthropic) -> None:

@@ -4,6 +4,9 @@ envelope (api/errors.py)."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
@@ -12,14 +15,12 @@ from mlx_router.api.request_log import request_record
 from mlx_router.api.responses import stream_response, unary_response
 from mlx_router.conversation.model import Conversation
 from mlx_router.errors import ModelNotFoundError, TemplateRejectedError
-from mlx_router.observability.ids import RequestId
 from mlx_router.protocol.anthropic import CountTokensRequest, MessagesRequest, fold_inner_system
 from mlx_router.protocol.anthropic_response import CountTokensResponse, MessageResponse
-from mlx_router.services import Services
 from mlx_router.serving.anthropic import ANTHROPIC_EVENTS, MessageRenderer
-from mlx_router.serving.prepare import PreparedGeneration
 
 router = APIRouter(tags=["anthropic"])
+T = TypeVar("T")
 
 
 @router.post("/v1/messages", response_model=MessageResponse)
@@ -27,7 +28,7 @@ async def create_message(body: MessagesRequest, request: Request, s: ServicesDep
     record = request_record(request)
     conv = body.to_conversation(s.settings.defaults.resolve_model(body.model))
     record.model = conv.model
-    prepared = await _prepare(s, conv, record.id, body.model)
+    prepared = await _prepare(conv, body.model, lambda c: s.preparer.prepare(c, record.id, "msg"))
     session = s.generation.session(prepared)
     record.attach(session, s.metrics)
     renderer = MessageRenderer(prepared.id, body.model, len(prepared.generation.prompt_tokens))
@@ -45,21 +46,22 @@ async def create_message(body: MessagesRequest, request: Request, s: ServicesDep
 
 @router.post("/v1/messages/count_tokens", response_model=CountTokensResponse)
 async def count_message_tokens(body: CountTokensRequest, request: Request, s: ServicesDep) -> CountTokensResponse:
-    """The prompt's tokens as the model would see them: the request prepared as for generation (template,
-    tools, images), nothing run."""
+    """The prompt's tokens as the model would see them: the request rendered and encoded as for generation
+    (template, tools, images), nothing run; a prompt past the model's context is counted, not refused."""
     record = request_record(request)
     conv = body.to_conversation(s.settings.defaults.resolve_model(body.model))
     record.model = conv.model
-    prepared = await _prepare(s, conv, record.id, body.model)
-    return CountTokensResponse(input_tokens=len(prepared.generation.prompt_tokens))
+    count = await _prepare(conv, body.model, s.preparer.count_tokens)
+    return CountTokensResponse(input_tokens=count)
 
 
-async def _prepare(s: Services, conv: Conversation, rid: RequestId, asked: str) -> PreparedGeneration:
-    """Prepared as sent; a template that refuses Claude Code's system messages inside the conversation gets
-    them folded into the user turns beside them (`fold_inner_system`), still in place for the prefix cache.
-    `asked`: the model name the client sent (Claude Code's are Anthropic's: the 404 says how to map them)."""
+async def _prepare(conv: Conversation, asked: str, step: Callable[[Conversation], Awaitable[T]]) -> T:
+    """`step` (preparing or counting) of the conversation as sent; a template that refuses Claude Code's system
+    messages inside the conversation gets them folded into the user turns beside them (`fold_inner_system`),
+    still in place for the prefix cache. `asked`: the model name the client sent (Claude Code's are Anthropic's:
+    the 404 says how to map them)."""
     try:
-        return await s.preparer.prepare(conv, rid, "msg")
+        return await step(conv)
     except ModelNotFoundError as e:
         if conv.model == asked:
             e.message += "; to serve this name with a local model, map it in defaults.model_aliases"
@@ -68,4 +70,4 @@ async def _prepare(s: Services, conv: Conversation, rid: RequestId, asked: str) 
         folded = fold_inner_system(conv)
         if folded is None:
             raise
-        return await s.preparer.prepare(folded, rid, "msg")
+        return await step(folded)
