@@ -14,7 +14,6 @@ from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
-from pydantic_core import PydanticCustomError
 
 from mlx_router.conversation.model import (
     Conversation,
@@ -40,7 +39,7 @@ from mlx_router.protocol.anthropic_blocks import (
     block_parts,
     result_parts,
 )
-from mlx_router.protocol.common import MAX_STOP_SEQUENCES, JSONObject, OpenAIModel, lone_surrogate_path
+from mlx_router.protocol.common import MAX_STOP_SEQUENCES, JSONObject, OpenAIModel, RequestBody
 
 logger = logging.getLogger(__name__)
 
@@ -115,7 +114,7 @@ class OutputConfig(OpenAIModel):
     format: JSONOutputFormat | None = None
 
 
-class MessagesInput(OpenAIModel):
+class MessagesInput(RequestBody):
     """What a Messages request and a count_tokens request have in common: the prompt."""
 
     model: str = Field(min_length=1)
@@ -124,20 +123,6 @@ class MessagesInput(OpenAIModel):
     tools: list[ToolParam] | None = None
     tool_choice: ToolChoiceParam | None = None
     thinking: ThinkingParam | None = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        # as protocol/common.py's SamplingFields: text with no UTF-8 form is refused here, naming the field
-        where = lone_surrogate_path(data)
-        if where is not None:
-            raise PydanticCustomError(
-                "lone_surrogate",
-                "the text holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), "
-                "which is not valid Unicode",
-                {"param": where},
-            )
-        return data
 
     def to_conversation(self, model: str | None = None) -> Conversation:
         """The core's conversation; `model`: the local model an alias resolved to (default: `self.model`)."""

@@ -75,7 +75,26 @@ class ChoiceLogprobs(BaseModel):
     content: list[TokenLogprobOut] | None = None
 
 
-class SamplingFields(OpenAIModel):
+class RequestBody(OpenAIModel):
+    """Base for a whole request's body: text that has no UTF-8 form is refused before anything reads it."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        # JSON may escape half of a UTF-16 pair ("\ud800"); such text has no UTF-8 form, so tokenizers and
+        # encoders would fail on it deep inside the server. Refused here, naming the field.
+        where = lone_surrogate_path(data)
+        if where is not None:
+            raise PydanticCustomError(
+                "lone_surrogate",
+                "the text holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), "
+                "which is not valid Unicode",
+                {"param": where},
+            )
+        return data
+
+
+class SamplingFields(RequestBody):
     """Sampling fields common to chat and legacy completions."""
 
     model: str = Field(min_length=1)
@@ -95,21 +114,6 @@ class SamplingFields(OpenAIModel):
     stream_options: StreamOptions | None = None
     user: str | None = None
     ignore_eos: bool = False  # vLLM's extension: generate max_tokens whatever the model says (benchmarks)
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        # JSON may escape half of a UTF-16 pair ("\ud800"); such text has no UTF-8 form, so tokenizers and
-        # encoders would fail on it deep inside the server. Refused here, naming the field.
-        where = lone_surrogate_path(data)
-        if where is not None:
-            raise PydanticCustomError(
-                "lone_surrogate",
-                "the text holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), "
-                "which is not valid Unicode",
-                {"param": where},
-            )
-        return data
 
     @field_validator("stop")
     @classmethod

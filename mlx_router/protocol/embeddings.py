@@ -14,7 +14,7 @@ from pydantic import (
     field_validator,
 )
 
-from mlx_router.protocol.common import OpenAIModel
+from mlx_router.protocol.common import RequestBody
 
 MAX_INPUTS = 2048  # OpenAI's limit on the items of one request
 
@@ -22,7 +22,7 @@ TokenIds = Annotated[list[Annotated[StrictInt, Field(ge=0)]], Field(min_length=1
 NonEmptyText = Annotated[StrictStr, Field(min_length=1)]
 
 
-class EmbeddingRequest(OpenAIModel):
+class EmbeddingRequest(RequestBody):
     """A text, a list of texts, one list of token ids, or a list of them (OpenAI's four forms of `input`)."""
 
     model: str

@@ -12,8 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
-from pydantic_core import PydanticCustomError
+from pydantic import ConfigDict, Discriminator, Field, Tag, field_validator
 
 from mlx_router.conversation.model import (
     Conversation,
@@ -26,7 +25,7 @@ from mlx_router.conversation.model import (
     ToolChoice,
 )
 from mlx_router.errors import InvalidRequestError
-from mlx_router.protocol.common import JSONObject, OpenAIModel, lone_surrogate_path
+from mlx_router.protocol.common import JSONObject, OpenAIModel, RequestBody
 from mlx_router.protocol.responses_input import InputItem, items_to_messages
 
 logger = logging.getLogger(__name__)
@@ -112,7 +111,7 @@ class TextParam(OpenAIModel):
     verbosity: str | None = None
 
 
-class ResponsesRequest(OpenAIModel):
+class ResponsesRequest(RequestBody):
     """The body of `POST /v1/responses`."""
 
     model: str = Field(min_length=1)
@@ -136,20 +135,6 @@ class ResponsesRequest(OpenAIModel):
     user: str | None = None
     background: bool | None = None
     conversation: Any = None
-
-    @model_validator(mode="before")
-    @classmethod
-    def _valid_unicode(cls, data: Any) -> Any:
-        # text with half a UTF-16 pair has no UTF-8 form: refused here, naming the field (tokenizers fail on it)
-        where = lone_surrogate_path(data)
-        if where is not None:
-            raise PydanticCustomError(
-                "lone_surrogate",
-                "the text holds a lone UTF-16 surrogate (an unpaired \\uD800-\\uDFFF escape), "
-                "which is not valid Unicode",
-                {"param": where},
-            )
-        return data
 
     @field_validator("input", mode="before")
     @classmethod

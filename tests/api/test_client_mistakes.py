@@ -57,6 +57,8 @@ def test_seeds_of_64_bits_are_served(app_client: TestClient, seed: int) -> None:
         (chat(stream=True, messages=[{"role": "system", "content": "\ud800"}]), CHAT, "messages.0.content"),
         ({"model": "tiny-a", "prompt": "a\ud800b"}, "/v1/completions", "prompt"),
         ({"model": "tiny-a", "prompt": ["\ud800"]}, "/v1/completions", "prompt.0"),
+        ({"model": "tiny-a", "input": ["ok", "\ud800"]}, "/v1/embeddings", "input.1"),
+        ({"model": "tiny-a", "input": "a\ud800"}, "/v1/responses", "input"),
     ],
 )
 def test_lone_surrogates_are_400(app_client: TestClient, body: dict, path: str, param: str) -> None:
