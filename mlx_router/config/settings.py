@@ -414,6 +414,12 @@ class DistributedConfig(_Section):
     load_timeout_s: float = Field(
         1800.0, gt=0, description="Seconds a model load (all ranks together, warm-up included) may take."
     )
+    join_timeout_s: float = Field(
+        300.0,
+        gt=0,
+        description="Seconds a rank waits at start-up for the others to join the group; then it ends (SIGALRM; "
+        "rank 0's server fails its start-up) for its supervisor to start the group again.",
+    )
     idle_round_ms: float = Field(
         20.0,
         gt=0,

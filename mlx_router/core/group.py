@@ -17,7 +17,9 @@ round's header therefore waits for the step before it.
 from __future__ import annotations
 
 import logging
+import math
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -83,10 +85,16 @@ def join_group(cfg: DistributedConfig, env: Mapping[str, str] | None = None) -> 
     env = os.environ if env is None else env
     if launch_rank(env) is None:
         return None
+    # MLX waits for every rank without a limit, holding the GIL (no Python thread can watch it): the kernel's
+    # alarm ends a rank whose peers never came (SIGALRM; rank 0's server then fails its start-up)
+    logger.info("waiting up to %.0fs for every rank to join the group (%s backend)", cfg.join_timeout_s, cfg.backend)
+    signal.alarm(max(1, math.ceil(cfg.join_timeout_s)))
     try:
         group = mx.distributed.init(strict=True, backend=cfg.backend)
     except Exception as e:
         raise RuntimeError(f"the distributed group could not be formed with backend {cfg.backend!r}: {e}") from e
+    finally:
+        signal.alarm(0)
     if group.size() < 2:
         return None
     ranks = RankGroup(group)

@@ -272,3 +272,15 @@ def test_a_hung_rank_is_a_503_after_step_timeout(models: Path, tmp_path: Path) -
         if g.rank1 is not None and g.rank1.poll() is None:
             os.kill(g.rank1.pid, signal.SIGCONT)
         g.stop()
+
+
+def test_rank_0_alone_gives_up_after_join_timeout(models: Path, tmp_path: Path) -> None:
+    # its peer never starts: MLX would wait for it for ever; the server fails its start-up instead
+    cfg = _config(models)
+    cfg["distributed"]["join_timeout_s"] = 2
+    g = Group(tmp_path, cfg)
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError, match="server exited with 3"):
+        g.rank0.start()
+    assert time.monotonic() - t0 < 30
+    assert "waiting up to 2s for every rank to join the group" in g.rank0.log()
