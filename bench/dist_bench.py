@@ -153,9 +153,9 @@ def raw_worker(model: Path, max_tokens: int) -> None:
 
     group = mx.distributed.init(backend="ring") if "MLX_RANK" in os.environ else None
     if group is not None and group.size() > 1:
-        lm, tok = sharded_load(str(model), tensor_group=group)
+        lm, tok = sharded_load(str(model), tensor_group=group)[:2]  # (model, tokenizer[, config])
     else:
-        lm, tok = load(str(model))
+        lm, tok = load(str(model))[:2]
     prompt = tok.apply_chat_template([{"role": "user", "content": PROMPTS[0]}], add_generation_prompt=True)
     rates = []
     for _ in range(3):  # the first is a warm-up; the rest's mean is what the row says
