@@ -25,9 +25,16 @@ def run_follower(settings: Settings) -> int:
     """Serve as a follower rank until rank 0 stops the group (the process then ends here, status 0); returns
     only the exit status of a start that failed."""
 
+    signals = 0
+
     def wait_for_rank0(sig: int, frame: FrameType | None) -> None:
-        # mlx.launch and service managers signal every rank: rank 0 drains its requests, then stops the group
-        logger.info("signal %d: this rank stops when rank 0 stops the group", sig)
+        # mlx.launch and service managers signal every rank: rank 0 drains its requests, then stops the group.
+        # A second signal means it: this rank leaves now (and the group with it).
+        nonlocal signals
+        signals += 1
+        if signals > 1:
+            os._exit(128 + sig)
+        logger.info("signal %d: this rank stops when rank 0 stops the group (a second signal: now)", sig)
 
     signal.signal(signal.SIGINT, wait_for_rank0)
     signal.signal(signal.SIGTERM, wait_for_rank0)
