@@ -20,7 +20,9 @@ backend spins. A rank that hangs blocks the others inside a collective operation
 503 and exits too), for its supervisor to restart the whole group: ranks that may disagree never serve again.
 
 Reading a round's header waits for the step before it (one stream: `core/group.py`), so a group loses the
-overlap of a step's compute with the next step's Python work that one process has.
+overlap of a step's compute with the next step's Python work that one process has. Queueing each round's header
+ahead of the step before it (a fixed-size header read a round later, commands applied a step later) would keep
+the overlap; not done yet.
 """
 
 from __future__ import annotations
