@@ -7,9 +7,8 @@ Correctness first: a few greedy answers of the group must equal the single proce
 `load.py` streams the same load through both (ignore_eos, distinct prompts per level), and the per-decode-step
 time is 1000 / a stream's decode tok/s (every running stream gets one token a step). For scale, raw mlx-lm's
 `stream_generate` on 1 and on 2 ranks (`sharded_load`) of the same model: what the sharded model costs without
-any server. Last, the cost of the group's own traffic: `--rounds` empty rounds (one all_sum of the 256-byte header)
-and rounds carrying a 1 kB command (the header, then the command), timed on two ranks of this script
-(`--rank-worker`). The model must split by
+any server. Last, the cost of the group's own traffic: `--rounds` empty rounds (one all_sum of two integers) and
+rounds carrying a 1 kB command, timed on two ranks of this script (`--rank-worker`). The model must split by
 tensor parallelism (heads and hidden sizes divisible by 2). Prints one JSON line per figure; `--out` appends
 them to a file.
 """
@@ -175,16 +174,12 @@ def rank_worker(rounds: int) -> None:
     group = join_group(DistributedConfig(backend="ring"))
     assert group is not None
     command = os.urandom(1024)
-
-    def one_round(payload: bytes) -> None:
-        group.read_header(group.queue_header(payload, 0), payload)
-
     for label, payload in (("empty round", b""), ("round with a 1 kB command", command)):
         for _ in range(50):
-            one_round(payload)
+            group.broadcast(payload)
         t0 = time.perf_counter()
         for _ in range(rounds):
-            one_round(payload)
+            group.broadcast(payload)
         us = 1e6 * (time.perf_counter() - t0) / rounds
         if group.leader:
             print(json.dumps({"label": label, "us_per_round": round(us, 1), "rounds": rounds}), flush=True)

@@ -4,14 +4,14 @@ A group exists when the process was launched as one rank of several (`mlx.launch
 set by hand; MPI's own variables under mpirun). Rank 0 decides; the others apply its decisions
 (`core/lockstep.py`). Two collective operations carry everything the ranks say to each other outside the model:
 
-- a round's header: rank 0's bytes to every rank, as a sum in which the other ranks add zeros; HEADER_BYTES
-  hold the length, flags and the commands when they fit, and a longer command list follows in a second sum;
+- `broadcast`: rank 0's bytes to every rank, as a sum in which the other ranks add zeros (a header with the
+  length first, so an empty round costs one all_sum of two integers);
 - `exchange`: one row of integers from every rank to every rank (memory readings, a load's outcome).
 
 Both run on the group's stream, the one the runners step their models on (`ModelRunner(stream=...)`): a
 collective operation pairs with the other ranks' next one, so ours must never run beside a model's still in
-flight on another stream (they interleaved on the ring's sockets and summed each other's bytes). Reading any
-of them waits for what was queued on the stream before it.
+flight on another stream (they interleaved on the ring's sockets and summed each other's bytes). Reading a
+round's header therefore waits for the step before it.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["GROUP_LOST_EXIT", "RankGroup", "Watchdog", "join_group"]
 
-HEADER_BYTES = 256  # a round's header: its length and flags, and the commands when they fit (a cancellation)
-
 
 class RankGroup:
     """This process's place in a group of ranks."""
@@ -59,26 +57,14 @@ class RankGroup:
     def leader(self) -> bool:
         return self.rank == 0
 
-    def queue_header(self, data: bytes, flags: int) -> mx.array:
-        """Rank 0's round header, queued on the group's stream without waiting for it (`read_header` reads it):
-        HEADER_BYTES of which 16 say the length of `data` and `flags`, and `data` itself when it fits."""
-        buf = np.zeros(HEADER_BYTES, dtype=np.uint8)
-        if self.leader:
-            buf[:16] = np.array([len(data), flags], dtype="<i8").view(np.uint8)
-            if len(data) <= HEADER_BYTES - 16:
-                buf[16 : 16 + len(data)] = np.frombuffer(data, dtype=np.uint8)
-        out = mx.distributed.all_sum(mx.array(buf), group=self.group, stream=self.stream)
-        mx.async_eval(out)
-        return out
-
-    def read_header(self, header: mx.array, data: bytes) -> tuple[bytes, int]:
-        """A queued header's data and flags (rank 0 passes the `data` it queued: sent now, every rank waiting
-        for it, when it did not fit in the header)."""
-        raw = np.array(header, copy=False)
-        length, flags = (int(v) for v in raw[:16].view("<i8"))
-        if length <= HEADER_BYTES - 16:
-            return raw[16 : 16 + length].tobytes(), flags
-        body = np.frombuffer(data, dtype=np.uint8) if self.leader else np.zeros(length, dtype=np.uint8)
+    def broadcast(self, data: bytes, flags: int = 0) -> tuple[bytes, int]:
+        """Rank 0's `data` and `flags` on every rank (the other ranks' arguments are ignored)."""
+        mine = self.leader
+        head = mx.array([len(data), flags] if mine else [0, 0], dtype=mx.int64)
+        length, flags = (int(v) for v in np.array(self._sum(head), copy=False))
+        if length == 0:
+            return b"", flags
+        body = np.frombuffer(data, dtype=np.uint8) if mine else np.zeros(length, dtype=np.uint8)
         return bytes(np.array(self._sum(mx.array(body)), copy=False)), flags
 
     def exchange(self, row: Sequence[int]) -> list[list[int]]:

@@ -19,9 +19,10 @@ backend spins. A rank that hangs blocks the others inside a collective operation
 `step_timeout_s`. Either way the rank reports the group lost and exits non-zero (rank 0's server then answers
 503 and exits too), for its supervisor to restart the whole group: ranks that may disagree never serve again.
 
-Every collective operation runs on one stream (`core/group.py`), so reading a header waits for whatever was
-queued before it: each round's header is therefore queued ahead of the step before it (`_round`), and a step's
-forward pass is queued while the one before it computes, as in one process.
+Reading a round's header waits for the step before it (one stream: `core/group.py`), so a group loses the
+overlap of a step's compute with the next step's Python work that one process has. Queueing each round's header
+ahead of the step before it (a fixed-size header read a round later, commands applied a step later) would keep
+the overlap; not done yet.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import pickle
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
 
 from mlx_router.config.settings import DistributedConfig
 from mlx_router.core.group import RankGroup, Watchdog
@@ -84,7 +84,6 @@ class Lockstep:
         self._idle = cfg.idle_round_ms / 1000
         self._was_idle = False  # the last round had no command and no runner with work (the same on every rank)
         self._times = RoundTimes(group.rank)
-        self._ahead: tuple[Any, tuple[list[Message], bytes]] | None = None  # the next header; rank 0's commands
         self.ranks: list[dict[str, int]] = []  # the latest readings of every rank, in rank order
         self._watchdog = Watchdog(self._fatal)
         worker.round = self.round
@@ -137,21 +136,19 @@ class Lockstep:
             self._fatal(f"the distributed group failed on rank {self.group.rank}: {e}")
 
     def _round(self) -> None:
-        """Read this round's header (queued a round ago, ahead of the last step: done by now), apply its commands,
-        queue the next round's header, then step. The next header sits in the stream before this step's
-        forward pass, so the step after it is queued while this one computes, as in one process; a command
-        reaches the runners one step after rank 0 took it."""
         cfg, leader = self._cfg, self.group.leader
-        if not leader and self._was_idle:
+        msgs: list[Message] = []
+        payload, flags = b"", 0
+        if leader:
+            msgs = self._take()
+            payload = pickle.dumps(msgs, protocol=pickle.HIGHEST_PROTOCOL) if msgs else b""
+            if time.monotonic() - self._last_gather >= GATHER_INTERVAL:
+                flags |= GATHER
+        elif self._was_idle:
             time.sleep(self._idle)  # rank 0's next idle round is about this far off
-        if self._ahead is None:  # the first round
-            self._queue_header()
-        assert self._ahead is not None
-        header, (msgs, payload) = self._ahead
-        self._ahead = None
         t0 = time.perf_counter()
         with self._watchdog.guard("a round of the group", cfg.step_timeout_s + self._idle):
-            data, flags = self.group.read_header(header, payload)
+            data, flags = self.group.broadcast(payload, flags)
             if flags & GATHER:
                 self._gather()
         if not leader and data:
@@ -164,7 +161,6 @@ class Lockstep:
             limit = cfg.load_timeout_s if msg[0] == "call" else cfg.step_timeout_s
             with self._watchdog.guard(f"the command {type(msg[-1]).__name__}", limit):
                 self._apply(msg)
-        self._queue_header()
         busy = self._worker.busy()
         t2 = time.perf_counter()
         with self._watchdog.guard("a generation step", cfg.step_timeout_s):
@@ -172,19 +168,6 @@ class Lockstep:
         self._was_idle = not msgs and not self._worker.busy()
         if busy:
             self._times.add(t1 - t0, t2 - t1, time.perf_counter() - t2)
-
-    def _queue_header(self) -> None:
-        """The next round's header on its way (rank 0: with the commands taken now; the others: zeros)."""
-        msgs: list[Message] = []
-        payload, flags = b"", 0
-        if self.group.leader:
-            msgs = self._take()
-            payload = pickle.dumps(msgs, protocol=pickle.HIGHEST_PROTOCOL) if msgs else b""
-            if time.monotonic() - self._last_gather >= GATHER_INTERVAL:
-                flags |= GATHER
-            if msgs:
-                self._worker.post(_nothing)  # an idle rank 0 runs the next round now, not after idle_round_ms
-        self._ahead = (self.group.queue_header(payload, flags), (msgs, payload))
 
     def _gather(self) -> None:
         rows = self.group.exchange(self._readings())
