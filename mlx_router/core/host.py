@@ -181,6 +181,10 @@ class EngineHost:
                 raise InvalidRequestError(f"the engine has no command {type(command).__name__}")
             value = handler(command)
         except Exception as e:  # handed to the caller
+            if self.lockstep is not None and not isinstance(e, RouterError):
+                # in a group, an unexpected failure (a rank lost inside a load's collective operations) leaves
+                # the ranks in states no one can vouch for: the group ends before anyone is answered
+                self._fatal(f"the distributed group failed on rank {self.lockstep.group.rank} during a command: {e}")
             self._reply(call_id, False, e if isinstance(e, RouterError) else RuntimeError(f"{type(e).__name__}: {e}"))
         else:
             self._reply(call_id, True, value)

@@ -22,7 +22,8 @@ backend spins. A rank that hangs blocks the others inside a collective operation
 Reading a round's header waits for the step before it (one stream: `core/group.py`), so a group loses the
 overlap of a step's compute with the next step's Python work that one process has. Queueing each round's header
 ahead of the step before it (a fixed-size header read a round later, commands applied a step later) would keep
-the overlap; not done yet.
+the overlap; tried and reverted: no gain on the 2-core CPU VM, and a rank killed under it was once noticed only
+by the watchdog (bench/HISTORY.md, distributed serving).
 """
 
 from __future__ import annotations
