@@ -83,6 +83,7 @@ class EngineHost:
         monitor = ResourceMonitor(settings.defaults, group_budget=lambda: self.group_budget)
         self.pool = ModelPool(settings, self.worker, monitor, _grammar_processors(), group=self.group)
         self._exit_on_fatal = exit_on_fatal  # the engine's own process (or a follower rank): leave at once
+        self._group_lost = False
         self.lockstep: Lockstep | None = None
         if self.group is not None:
             self.lockstep = Lockstep(
@@ -121,7 +122,7 @@ class EngineHost:
 
     def stop(self, timeout: float = 30.0) -> None:
         if self.lockstep is not None:  # every rank unloads and ends in the same round
-            if self.worker.alive:
+            if self.worker.alive and not self._group_lost:  # a lost group's worker may be stuck in a collective
                 self.lockstep.submit(STOP)
                 self.worker.join(timeout)
             return
@@ -315,6 +316,7 @@ class EngineHost:
     def _fatal(self, reason: str) -> None:
         """The group broke up (any thread): the server learns why, and a process of its own leaves at once."""
         logger.error("%s", reason)
+        self._group_lost = True
         self._send(("fatal", reason))
         if self._exit_on_fatal:
             logging.shutdown()
