@@ -92,7 +92,9 @@ class MLXModelManager:
         self.monitor = monitor
         self._slots: dict[str, ModelSlot] = {}
         self._tokenizers: dict[str, Any] = {}
-        self._tokenizer_locks: dict[str, asyncio.Lock] = {}
+        # One load at a time, whatever the model: transformers imports its tokenizer classes lazily, and two
+        # threads importing them at once can see a half-imported module ("cannot import name AutoTokenizer")
+        self._tokenizer_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task[None]] = set()  # evictions in flight (a task needs a reference)
         self.evictions: Counter[str] = Counter()  # model id -> evictions decided here (the metrics read it)
 
@@ -150,8 +152,7 @@ class MLXModelManager:
         if model_id in self._tokenizers:
             return self._tokenizers[model_id]
         entry = self.resolve(model_id)
-        lock = self._tokenizer_locks.setdefault(model_id, asyncio.Lock())
-        async with lock:
+        async with self._tokenizer_lock:
             if model_id not in self._tokenizers:
                 self._tokenizers[model_id] = await asyncio.to_thread(open_tokenizer, entry.path)
         return self._tokenizers[model_id]
