@@ -1,6 +1,6 @@
 """Distributed serving on one machine: two ranks (ring backend over 127.0.0.1) against one process.
 
-usage: dist_bench.py MODEL_DIR [--conc 1,8] [--max-tokens 256] [--rounds 2000] [--out FILE.jsonl]
+usage: dist_bench.py MODEL_DIR [--conc 1,8] [--max-tokens 256] [--rounds 2000] [--backend ring|nccl] [--out F]
        MLX_RANK=R MLX_HOSTFILE=F dist_bench.py --rank-worker [--rounds 2000]   (on each machine of a real group)
 
 Correctness first: a few greedy answers of the group must equal the single process's, or the run stops. Then
@@ -10,7 +10,8 @@ time is 1000 / a stream's decode tok/s (every running stream gets one token a st
 any server. Last, the cost of the group's own traffic: `--rounds` empty rounds (one all_sum of two integers) and
 rounds carrying a 1 kB command, timed on two ranks of this script (`--rank-worker`). The model must split by
 tensor parallelism (heads and hidden sizes divisible by 2). Prints one JSON line per figure; `--out` appends
-them to a file.
+them to a file. `--backend nccl` runs the ranks on this host's first two GPUs (rank r on GPU r, NCCL over
+127.0.0.1, NVLink multicast off) instead of a CPU ring: the two-GPU run of issue 19.
 """
 
 from __future__ import annotations
@@ -45,10 +46,32 @@ def hostfile(workdir: Path) -> Path:
     return path
 
 
+def rank_envs(ranks: int, backend: str, workdir: Path) -> list[dict[str, str]]:
+    """Each rank's launch variables, as `mlx.launch` would set them for `backend` (ring or nccl)."""
+    if ranks < 2:
+        return [{}]
+    if backend == "nccl":
+        port = str(free_port())
+        return [
+            {
+                "MLX_RANK": str(r),
+                "MLX_WORLD_SIZE": str(ranks),
+                "NCCL_HOST_IP": "127.0.0.1",
+                "NCCL_PORT": port,
+                "CUDA_VISIBLE_DEVICES": str(r),
+                "NCCL_NVLS_ENABLE": "0",
+                "DIST_BACKEND": "nccl",
+            }
+            for r in range(ranks)
+        ]
+    hosts = str(hostfile(workdir))
+    return [{"MLX_RANK": str(r), "MLX_HOSTFILE": hosts, "DIST_BACKEND": "ring"} for r in range(ranks)]
+
+
 class Servers:
     """mlx-router as one process, or as rank 0 and rank 1 of a ring on this machine."""
 
-    def __init__(self, model: Path, workdir: Path, ranks: int) -> None:
+    def __init__(self, model: Path, workdir: Path, ranks: int, backend: str = "ring") -> None:
         self.port = free_port()
         models = workdir / "models"
         models.mkdir(exist_ok=True)
@@ -57,19 +80,18 @@ class Servers:
         cfg = {
             "defaults": {"model_directory": str(models), "scan_hf_cache": False, "max_running_requests": 64},
             "server": {"port": self.port},
+            "distributed": {"backend": backend},
         }
         self.config = workdir / f"config-{ranks}.json"
         self.config.write_text(json.dumps(cfg))
         self.ranks = ranks
-        self.hosts = hostfile(workdir) if ranks > 1 else None
+        self.envs = rank_envs(ranks, backend, workdir)
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs = [workdir / f"ranks{ranks}-rank{r}.log" for r in range(ranks)]
 
     def __enter__(self) -> Servers:
-        env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO))
         for rank in reversed(range(self.ranks)):
-            if self.hosts is not None:
-                env.update(MLX_RANK=str(rank), MLX_HOSTFILE=str(self.hosts))
+            env = dict(os.environ, HF_HUB_OFFLINE="1", PYTHONPATH=str(REPO), **self.envs[rank])
             cmd = [sys.executable, "-m", "mlx_router", "--config", str(self.config), "--no-demo"]
             with open(self.logs[rank], "wb") as log:
                 self.procs.append(subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT))
@@ -116,28 +138,26 @@ def load_rows(base: str, model: str, conc: str, max_tokens: int, label: str) -> 
     return rows
 
 
-def rounds_rows(rounds: int, workdir: Path) -> list[dict[str, Any]]:
+def rounds_rows(rounds: int, workdir: Path, backend: str = "ring") -> list[dict[str, Any]]:
     """Two ranks of this script time the group's own rounds; rank 0 prints the figures."""
-    hosts = hostfile(workdir)
+    envs = rank_envs(2, backend, workdir)
     procs = []
     for rank in (1, 0):
-        env = dict(os.environ, MLX_RANK=str(rank), MLX_HOSTFILE=str(hosts), PYTHONPATH=str(REPO))
+        env = dict(os.environ, PYTHONPATH=str(REPO), **envs[rank])
         cmd = [sys.executable, __file__, "--rank-worker", "--rounds", str(rounds)]
         procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300)[0] for p in procs]
     return [json.loads(line) for line in outs[1].splitlines() if line.startswith("{")]
 
 
-def raw_rows(model: Path, max_tokens: int, workdir: Path) -> list[dict[str, Any]]:
+def raw_rows(model: Path, max_tokens: int, workdir: Path, backend: str = "ring") -> list[dict[str, Any]]:
     """mlx-lm's own stream_generate, one process and two ranks (this script with `--raw-worker`)."""
     rows = []
     for ranks in (1, 2):
-        hosts = hostfile(workdir)
+        envs = rank_envs(ranks, backend, workdir)
         procs = []
         for rank in reversed(range(ranks)):
-            env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1")
-            if ranks > 1:
-                env.update(MLX_RANK=str(rank), MLX_HOSTFILE=str(hosts))
+            env = dict(os.environ, PYTHONPATH=str(REPO), HF_HUB_OFFLINE="1", **envs[rank])
             cmd = [sys.executable, __file__, str(model), "--raw-worker", "--max-tokens", str(max_tokens)]
             procs.append(subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, text=True))
         outs = [p.communicate(timeout=300)[0] for p in procs]
@@ -151,7 +171,8 @@ def raw_worker(model: Path, max_tokens: int) -> None:
     from mlx_lm.sample_utils import make_sampler
     from mlx_lm.utils import sharded_load
 
-    group = mx.distributed.init(backend="ring") if "MLX_RANK" in os.environ else None
+    backend = os.environ.get("DIST_BACKEND", "ring")
+    group = mx.distributed.init(backend=backend) if "MLX_RANK" in os.environ else None
     if group is not None and group.size() > 1:
         lm, tok = sharded_load(str(model), tensor_group=group)[:2]  # (model, tokenizer[, config])
     else:
@@ -171,7 +192,7 @@ def rank_worker(rounds: int) -> None:
     from mlx_router.config.settings import DistributedConfig
     from mlx_router.core.group import join_group
 
-    group = join_group(DistributedConfig(backend="ring"))
+    group = join_group(DistributedConfig(backend=os.environ.get("DIST_BACKEND", "ring")))
     assert group is not None
     command = os.urandom(1024)
     for label, payload in (("empty round", b""), ("round with a 1 kB command", command)):
@@ -192,6 +213,7 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=256)
     ap.add_argument("--rounds", type=int, default=2000)
     ap.add_argument("--out")
+    ap.add_argument("--backend", default="ring", choices=["ring", "nccl"], help="nccl: two GPUs of this host")
     ap.add_argument("--rank-worker", action="store_true", help="time the group's rounds as one rank (MLX_RANK set)")
     ap.add_argument("--raw-worker", action="store_true", help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -209,16 +231,17 @@ def main() -> None:
         work = Path(tmp)
         answers: dict[int, list[str]] = {}
         for ranks in (1, 2):
-            with Servers(model, work, ranks) as srv:
+            with Servers(model, work, ranks, a.backend) as srv:
                 answers[ranks] = greedy_answers(srv.base, model.name)
                 rows += load_rows(srv.base, model.name, a.conc, a.max_tokens, f"{ranks} rank(s)")
         if answers[1] != answers[2]:
             print(json.dumps({"error": "the group's greedy answers differ", "answers": answers}), flush=True)
             sys.exit(1)
         rows.append({"label": "greedy answers equal", "prompts": len(PROMPTS)})
-        rows += raw_rows(model, a.max_tokens, work)
-        rows += rounds_rows(a.rounds, work)
+        rows += raw_rows(model, a.max_tokens, work, a.backend)
+        rows += rounds_rows(a.rounds, work, a.backend)
     stamp = {"machine": os.uname().machine, "cpus": os.cpu_count(), "model": model.name, "time": time.time()}
+    stamp["backend"] = a.backend
     with open(a.out, "a") if a.out else open(os.devnull, "w") as f:
         for row in rows:
             line = json.dumps({**stamp, **row})

@@ -18,6 +18,8 @@
 # Vision (issue 15; not run yet): copy, setup-8b (installs the usual wheels), vprep (carry .whl/vision: mlx-vlm's
 # wheels, bench/gpu/vision-wheels.txt; builds the random Qwen2.5-VL-7B), vis7b (the benchmark). See
 # /work/notes/vision-bench.md for the exact calls.
+# Two GPUs (issue 19; not run yet: needs the device kind nvidia-h200-x2): copy, d2prep, then d2one 70b, d2two 70b,
+# d2one 8b, d2two 8b (each its own call); the prediction they check is in bench/RESULTS.md.
 set -uo pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD PATH=/tmp/site/bin:$PATH
 # One kernel cache for every program of the session (raw mlx-lm, mlx_lm.server, mlx-router): a kernel one of
@@ -57,6 +59,20 @@ case "$1" in
     timeout 300 $B /tmp/models/0.5b --name 0.5b-thread --steps router --conc 8,32 --warm-all --logs "$OUT" \
       --router-defaults '{"engine_process": false}' --out "$OUT/run.jsonl" 2>&1 | tail -4
     timeout 240 $B /tmp/models/0.5b --name 0.5b --steps runner --batches 8,32 --out "$OUT/run.jsonl" 2>&1 | tail -4 ;;
+  d2prep)
+    # install, build the 8B and Llama-3-70B's shape (about 40 GB at 4 bits)
+    tar -xf .whl/rest.tar -C .whl && bash bench/gpu/setup.sh > /dev/null || exit 1
+    bash bench/gpu/models.sh 8b 70b > /dev/null || exit 1 ;;
+  d2one)
+    # one GPU: raw mlx-lm and mlx-router on shape $2 (default 70b); $3 picks the steps (default raw,router)
+    CUDA_VISIBLE_DEVICES=0 timeout 580 $B /tmp/models/${2:-70b} --name "${2:-70b}-1gpu" --steps "${3:-raw,router}" \
+      --conc 1,8,32,64 --batches 1,8,32,64 --warm-all --out "$OUT/run.jsonl" 2>&1 | tail -12 ;;
+  d2two)
+    # two GPUs over NCCL: mlx-router as one process and as two ranks (greedy answers compared first), raw
+    # sharded_load + stream_generate on one rank and two, and the cost of the group's own rounds
+    export NCCL_NVLS_ENABLE=0
+    timeout 580 python3 bench/dist_bench.py /tmp/models/${2:-70b} --backend nccl --conc 1,8,32,64 \
+      --out "$OUT/dist.jsonl" 2>&1 | cut -c1-400 | tail -16 ;;
   v8b)
     # the 8B at 1 and 8 streams, raw mlx-lm beside mlx-router (prefill threshold fixed at the value timed in
     # runs 5 and 6, to spare the calibration's minutes of first-use compiles; the decode choice is timed)
