@@ -17,7 +17,7 @@ from typing import Any
 
 from mlx_lm.utils import _get_classes, load_model
 
-from mlx_router.core.loader import LoadedModel, _load_failed, _loaded, read_config
+from mlx_router.core.loader import LoadedModel, load_failed, loaded_model, read_config
 from mlx_router.errors import ModelLoadError
 
 HEADLESS = {"tie_word_embeddings": True}  # no LM head of its own to load
@@ -58,8 +58,8 @@ def load_decoder_embedding(model_id: str, path: Path, tokenizer: Any) -> LoadedM
     try:
         model, config = load_model(path, lazy=False, model_config=HEADLESS, get_model_classes=_backbone_classes)
     except Exception as e:
-        raise _load_failed(f"{model_id}: the weights could not be loaded ({e})") from None
-    return _loaded(model_id, path, tokenizer, model, config, t0, " (embeddings)")
+        raise load_failed(f"{model_id}: the weights could not be loaded ({e})") from None
+    return loaded_model(model_id, path, tokenizer, model, config, t0, " (embeddings)")
 
 
 def load_encoder_embedding(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
@@ -71,5 +71,5 @@ def load_encoder_embedding(model_id: str, path: Path, tokenizer: Any) -> LoadedM
     try:
         model = load_encoder(path, lazy=False)
     except Exception as e:
-        raise _load_failed(f"{model_id}: the embedding model could not be loaded ({e})") from None
-    return _loaded(model_id, path, tokenizer, model, config, t0, " (embeddings, mlx-embeddings)")
+        raise load_failed(f"{model_id}: the embedding model could not be loaded ({e})") from None
+    return loaded_model(model_id, path, tokenizer, model, config, t0, " (embeddings, mlx-embeddings)")

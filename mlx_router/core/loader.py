@@ -122,8 +122,8 @@ def load_weights(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
     try:
         model, config = load_model(path, lazy=False)
     except Exception as e:
-        raise _load_failed(f"{model_id}: the weights could not be loaded ({e})") from None
-    return _loaded(model_id, path, tokenizer, model, config, t0, "")
+        raise load_failed(f"{model_id}: the weights could not be loaded ({e})") from None
+    return loaded_model(model_id, path, tokenizer, model, config, t0, "")
 
 
 def load_sharded(model_id: str, path: Path, tokenizer: Any, group: Any, parallel: str) -> LoadedModel:
@@ -135,14 +135,14 @@ def load_sharded(model_id: str, path: Path, tokenizer: Any, group: Any, parallel
     try:
         model, config = load_model(path, lazy=True)
     except Exception as e:
-        raise _load_failed(f"{model_id}: the weights could not be loaded ({e})") from None
+        raise load_failed(f"{model_id}: the weights could not be loaded ({e})") from None
     kind = config.get("model_type", "?")
     if parallel == "pipeline" and not hasattr(getattr(model, "model", None), "pipeline"):
-        raise _load_failed(
+        raise load_failed(
             f"{model_id}: mlx-lm has no pipeline parallelism for {kind}; set distributed.parallel: tensor"
         )
     if parallel == "tensor" and not hasattr(model, "shard"):
-        raise _load_failed(f"{model_id}: mlx-lm has no tensor parallelism for {kind}; try the pipeline")
+        raise load_failed(f"{model_id}: mlx-lm has no tensor parallelism for {kind}; try the pipeline")
     try:
         if parallel == "pipeline":
             model.model.pipeline(group)
@@ -150,9 +150,9 @@ def load_sharded(model_id: str, path: Path, tokenizer: Any, group: Any, parallel
             model.shard(group)
         mx.eval(model.parameters())
     except Exception as e:
-        raise _load_failed(f"{model_id}: its {parallel}-parallel shard could not be loaded ({e})") from None
+        raise load_failed(f"{model_id}: its {parallel}-parallel shard could not be loaded ({e})") from None
     how = f" ({parallel} shard {group.rank()} of {group.size()})"
-    return _loaded(model_id, path, tokenizer, model, config, t0, how)
+    return loaded_model(model_id, path, tokenizer, model, config, t0, how)
 
 
 def load_vision_weights(model_id: str, path: Path, tokenizer: Any, feature_cache_bytes: int) -> LoadedModel:
@@ -164,8 +164,8 @@ def load_vision_weights(model_id: str, path: Path, tokenizer: Any, feature_cache
     try:
         vision, model, config = load_vision(path, feature_cache_bytes)
     except ModelLoadError as e:
-        raise _load_failed(e.message) from None
-    return _loaded(model_id, path, tokenizer, model, config, t0, " with its vision tower", vision=vision)
+        raise load_failed(e.message) from None
+    return loaded_model(model_id, path, tokenizer, model, config, t0, " with its vision tower", vision=vision)
 
 
 def load_solo_vision(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
@@ -179,9 +179,9 @@ def load_solo_vision(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
         model = load_vlm_model(path, lazy=False)
         processor = load_processor(path, True, eos_token_ids=config.get("eos_token_id"))
     except Exception as e:
-        raise _load_failed(f"{model_id}: the vision model could not be loaded ({e})") from None
+        raise load_failed(f"{model_id}: the vision model could not be loaded ({e})") from None
     language = getattr(model, "language_model", model)
-    return _loaded(
+    return loaded_model(
         model_id,
         path,
         tokenizer,
@@ -194,14 +194,14 @@ def load_solo_vision(model_id: str, path: Path, tokenizer: Any) -> LoadedModel:
     )
 
 
-def _load_failed(message: str) -> ModelLoadError:
+def load_failed(message: str) -> ModelLoadError:
     """A load that failed half way: what it allocated goes back before the error reaches the client."""
     gc.collect()
     mx.clear_cache()
     return ModelLoadError(message)
 
 
-def _loaded(
+def loaded_model(
     model_id: str,
     path: Path,
     tokenizer: Any,
@@ -212,6 +212,7 @@ def _loaded(
     language: Any = None,
     **extra: Any,
 ) -> LoadedModel:
+    """What a load made, with its costs (weights on disk, KV bytes a token, seconds), logged in one line."""
     weight_bytes = sum(p.stat().st_size for p in path.glob("*.safetensors"))
     loaded = LoadedModel(
         model_id=model_id,
