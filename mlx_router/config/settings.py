@@ -129,15 +129,15 @@ class DefaultsConfig(_Section):
     prefill_batch_tokens: int = Field(
         4096,
         ge=16,
-        description="Prompt tokens prefilled together between two decode steps when several prompts wait (1024 "
-        "and 2048 made the 8B's 8-stream first token later on an H200).",
+        description="Prompt tokens prefilled together between two decode steps when several prompts wait (smaller "
+        "groups made first tokens later under a burst: bench/HISTORY.md).",
     )
     prefill_gather_ms: float = Field(
         0.0,
         ge=0,
         description="While a model's batch decodes, newly arrived requests wait up to this long so that a burst "
         "is prefilled in fewer groups; a request arriving alone waits that much longer for its first token; 0: off "
-        "(20 ms on an H200 with the 0.5B: no gain at 8, 32 or 64 streams).",
+        "(measured without gain: bench/HISTORY.md).",
     )
     idle_gather_ms: float = Field(
         10.0,
@@ -145,9 +145,8 @@ class DefaultsConfig(_Section):
         description="A request that finds its model idle waits until no other request has arrived for this long "
         "(at most 4 times as long from the first), so that a burst starts as one prefill group instead of one "
         "request alone and the rest after it; a full group starts at once, a lone request waits it all unless "
-        "fewer than 64 of its prompt tokens are left to prefill (a prefix-cache hit, a short question); 0: off (the "
-        "8B at 8 streams on an H200: first tokens at 224-243 ms against 318 without it; a lone request's 61 ms "
-        "became 63-71).",
+        "fewer than 64 of its prompt tokens are left to prefill (a prefix-cache hit, a short question); 0: off "
+        "(what it gains a burst and costs a lone request: bench/HISTORY.md).",
     )
     prefix_cache_gb: float = Field(
         2.0,
@@ -214,7 +213,7 @@ class DefaultsConfig(_Section):
     cudnn_attention: bool = Field(
         False,
         description="CUDA only: cuDNN's fused attention for prompts (it builds a plan for every new prompt length, "
-        "60-70 ms each on an H100, so off by default).",
+        "tens of ms each, so off by default; bench/HISTORY.md).",
     )
 
     @field_validator("model_directory")

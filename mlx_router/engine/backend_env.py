@@ -3,7 +3,7 @@
 Both matter only on CUDA (MLX's Metal and CPU backends ignore them), and a variable the user already set wins:
 
 - `MLX_CUDA_USE_CUDNN_SDPA`: cuDNN's fused attention builds an execution plan for every new query/key shape,
-  43-71 ms each on an H100 (bench/RESULTS.md). A server sees a new prompt length in nearly every request, so
+  tens of milliseconds each (bench/HISTORY.md). A server sees a new prompt length in nearly every request, so
   that cost lands in most times to first token; MLX's own kernels need no per-shape build. The setting
   `defaults.cudnn_attention` chooses.
 - `MLX_PTX_CACHE_DIR`: MLX compiles CUDA kernels at run time (seconds for each new batch shape) and caches
