@@ -119,9 +119,16 @@ def test_queued_request_dropped_when_its_client_leaves(models_root, tmp_path):
             extra_body={"ignore_eos": True},
         )
         done = threading.Event()
-        runner = threading.Thread(target=lambda: (client.chat.completions.create(max_tokens=1500, **body), done.set()))
+        # long enough to outlast the checks below on a fast, idle machine
+        runner = threading.Thread(target=lambda: (client.chat.completions.create(max_tokens=4000, **body), done.set()))
         runner.start()
-        time.sleep(0.5)
+        # the long request runs before the second is sent (a fixed sleep lost the race to the client's first call)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            tiny = {m["id"]: m for m in srv.health()["models"]}.get("tiny-a")
+            if tiny is not None and tiny["running"] == 1:
+                break
+            time.sleep(0.02)
         with httpx.stream(
             "POST",
             srv.base_url + "/v1/chat/completions",
